@@ -1,0 +1,33 @@
+"""tacluster: image clustering with external guidance (Text-Aided Clustering)."""
+
+from __future__ import annotations
+
+from tacluster.errors import (
+    BackboneError,
+    CacheError,
+    InputError,
+    ModelFileError,
+    NotFittedError,
+    TaclusterError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneError",
+    "CacheError",
+    "InputError",
+    "ModelFileError",
+    "NotFittedError",
+    "TaclusterError",
+    "TextAidedClustering",
+    "__version__",
+]
+
+
+def __getattr__(name: str):  # lazy: keep `import tacluster` cheap (no torch/faiss)
+    if name == "TextAidedClustering":
+        from tacluster.estimator import TextAidedClustering
+
+        return TextAidedClustering
+    raise AttributeError(f"module 'tacluster' has no attribute {name!r}")

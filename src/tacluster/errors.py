@@ -1,0 +1,32 @@
+"""tacluster's exception hierarchy.
+
+Every error tacluster raises on purpose is a :class:`TaclusterError`. Each
+subclass also inherits the matching builtin, so callers may catch either
+(``except ValueError`` keeps working).
+"""
+
+from __future__ import annotations
+
+
+class TaclusterError(Exception):
+    """Base class of every error tacluster raises on purpose."""
+
+
+class InputError(TaclusterError, ValueError):
+    """Input data or a parameter is invalid; the message names the fix."""
+
+
+class NotFittedError(TaclusterError, ValueError):
+    """A method that needs a fitted estimator was called before ``fit``."""
+
+
+class ModelFileError(TaclusterError, ValueError):
+    """A saved model directory is missing, corrupted, or incompatible."""
+
+
+class BackboneError(TaclusterError, RuntimeError):
+    """A backbone cannot be loaded or used (unknown name, missing extra, ...)."""
+
+
+class CacheError(TaclusterError, RuntimeError):
+    """An embedding cache is unusable (corrupted shard, wrong fingerprint, ...)."""
