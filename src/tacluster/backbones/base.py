@@ -1,0 +1,89 @@
+"""The one small interface every backbone implements.
+
+A backbone turns decoded images into per-image arrays and words into vectors
+in the same space as one of those arrays. Two spaces matter to TAC:
+
+* ``"image"``: the image-side features that clustering uses (CLIP image
+  embedding; EfficientNet-Lite visual features).
+* ``"joint"``: the image represented in the *noun* space, the space of
+  :meth:`Backbone.noun_bank` (for CLIP this is the image embedding itself; for
+  the offline ``lite`` backbone it is a function of the class probabilities).
+
+Every array is float32, one row per image, and L2-normalised row-wise unless
+the backbone's docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+#: The 7 prompt templates TAC averages per noun (METHOD.md, stage 0).
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+@dataclass(frozen=True)
+class NounBank:
+    """Nouns embedded in a backbone's joint space.
+
+    Attributes
+    ----------
+    words : list of str, length n_nouns
+        The nouns, in row order (a backbone may drop words it cannot embed).
+    embeddings : ndarray of shape (n_nouns, d_joint), float32
+        Row-wise L2-normalised noun vectors (may be a read-only memory map).
+    """
+
+    words: list[str]
+    embeddings: np.ndarray
+
+
+class Backbone(abc.ABC):
+    """A frozen model that embeds images and nouns.
+
+    Subclasses set :attr:`name` to the registry string that rebuilds them
+    (``"lite"``, ``"hf:/path/to/clip"``, ...) and :attr:`outputs` to the names of
+    the arrays :meth:`encode_images` returns; ``"image"`` is always one of them,
+    and ``"joint"`` is present when it differs from ``"image"``.
+    """
+
+    name: str = ""
+    outputs: tuple[str, ...] = ("image",)
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """Stable hex digest of everything that changes the outputs (weights,
+        preprocessing, text side); used as the cache key."""
+
+    @abc.abstractmethod
+    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821
+        """Turn one RGB ``PIL.Image`` into a CHW float tensor ready to batch."""
+
+    @abc.abstractmethod
+    def encode_images(self, batch: "torch.Tensor") -> dict[str, np.ndarray]:  # noqa: F821
+        """Embed a batch of preprocessed images (N, C, H, W).
+
+        Returns a dict mapping each name in :attr:`outputs` to a float32 array
+        of shape (N, d_name).
+        """
+
+    @abc.abstractmethod
+    def noun_bank(self, words: Sequence[str]) -> NounBank:
+        """Embed ``words`` in the joint space (averaging the prompt templates
+        where the backbone has a text encoder)."""
+
+    def to(self, device: str) -> "Backbone":
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``); returns self."""
+        return self

@@ -1,0 +1,513 @@
+"""The public estimator: ``TextAidedClustering`` (scikit-learn style)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils import check_random_state
+
+from tacluster import _faiss
+from tacluster._validation import (
+    as_float_matrix,
+    check_choice,
+    check_n_clusters,
+    check_positive,
+)
+from tacluster.cluster import joint_features, kmeans_cluster, soft_assign
+from tacluster.counterpart import (
+    default_n_centres,
+    retrieve_counterparts,
+    select_nouns,
+    semantic_centres,
+)
+from tacluster.errors import InputError, ModelFileError, NotFittedError
+
+METHODS = ("tac", "no-train", "kmeans")
+MODEL_FORMAT = "tacluster-model"
+MODEL_FORMAT_VERSION = 1
+
+
+class TextAidedClustering(ClusterMixin, BaseEstimator):
+    """Text-Aided Clustering (TAC, Li et al., ICML 2024) on embedding arrays.
+
+    Parameters
+    ----------
+    n_clusters : int, default=10
+        K, the number of clusters.
+    method : {"tac", "no-train", "kmeans"}, default="tac"
+        ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
+        TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
+        ``"kmeans"``: k-means on the image embeddings alone (baseline).
+    n_centres : int or None, default=None
+        Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
+        capped at N // 2 (see :func:`tacluster.counterpart.default_n_centres`).
+    nouns_per_centre : int, default=5
+        Nouns each centre keeps.
+    noun_temperature : float, default=1.0
+        Temperature of the noun-to-centre softmax (paper: none, i.e. 1).
+    tau : float, default=0.005
+        Retrieval softmax temperature.
+    text_weight : float, default=1.0
+        Weight of the counterpart in ``[u, w * s]`` for ``"no-train"``.
+    n_neighbors : int, default=50
+        Neighbours per sample for the distillation (capped at N - 1).
+    n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight
+        Head training (paper: 20 epochs, batch 512, Adam 1e-3, T = 0.5, w = 5);
+        ``min_steps`` (200) lengthens training on small collections.
+    kmeans_n_init : int, default=10
+        k-means restarts (paper: 20 for the final clustering).
+    kmeans_n_iter : int, default=300
+        k-means iteration cap (faiss stops once the objective settles).
+    centres_n_init : int, default=3
+        Restarts of the semantic-centre k-means (paper: 10).
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the heads train.
+    random_state : int, RandomState or None, default=0
+        One seed for k-means, sampling and training.
+    verbose : bool, default=False
+        Show a progress bar while training.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+    confidence_ : ndarray of shape (n_samples,)
+        Probability of the assigned cluster.
+    probabilities_ : ndarray of shape (n_samples, n_clusters)
+    counterparts_ : ndarray of shape (n_samples, d_joint)
+        Text counterparts s (not for ``"kmeans"``).
+    kept_noun_indices_ : ndarray of shape (n_kept,)
+        Rows of the noun bank kept by noun selection.
+    kept_nouns_ : list of str
+    kept_noun_embeddings_ : ndarray of shape (n_kept, d_joint)
+    cluster_centers_ : ndarray of shape (n_clusters, n_features) or None
+        k-means centroids (``"kmeans"``, ``"no-train"``).
+    image_head_, text_head_ : ClusterHead or None
+        The trained heads (``"tac"``).
+    loss_history_ : list of dict
+        Mean loss terms per epoch (``"tac"``).
+    timings_ : dict
+        Seconds per stage of the last ``fit``.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        method: str = "tac",
+        *,
+        n_centres: int | None = None,
+        nouns_per_centre: int = 5,
+        noun_temperature: float = 1.0,
+        tau: float = 0.005,
+        text_weight: float = 1.0,
+        n_neighbors: int = 50,
+        n_epochs: int = 20,
+        min_steps: int = 200,
+        batch_size: int = 512,
+        learning_rate: float = 1e-3,
+        temperature: float = 0.5,
+        balance_weight: float = 5.0,
+        kmeans_n_init: int = 10,
+        kmeans_n_iter: int = 300,
+        centres_n_init: int = 3,
+        device: str = "cpu",
+        random_state=0,
+        verbose: bool = False,
+    ):
+        self.n_clusters = n_clusters
+        self.method = method
+        self.n_centres = n_centres
+        self.nouns_per_centre = nouns_per_centre
+        self.noun_temperature = noun_temperature
+        self.tau = tau
+        self.text_weight = text_weight
+        self.n_neighbors = n_neighbors
+        self.n_epochs = n_epochs
+        self.min_steps = min_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.temperature = temperature
+        self.balance_weight = balance_weight
+        self.kmeans_n_init = kmeans_n_init
+        self.kmeans_n_iter = kmeans_n_iter
+        self.centres_n_init = centres_n_init
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        check_choice(self.method, "method", METHODS)
+        check_choice(self.device, "device", ("cpu", "cuda", "auto"))
+        for name in ("nouns_per_centre", "n_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
+                     "kmeans_n_iter", "centres_n_init"):
+            check_positive(getattr(self, name), name, integer=True)
+        check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
+        for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
+            check_positive(getattr(self, name), name)
+        check_positive(self.text_weight, "text_weight", allow_zero=True)
+        check_positive(self.balance_weight, "balance_weight", allow_zero=True)
+        if self.n_centres is not None:
+            check_positive(self.n_centres, "n_centres", integer=True)
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("device='cuda' was asked for but no CUDA GPU is available; use 'cpu' or 'auto'")
+
+    def _seed(self) -> int:
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1)) if not isinstance(
+            self.random_state, (int, np.integer)
+        ) else int(self.random_state)
+
+    # ------------------------------------------------------------------- fit
+    def fit(
+        self,
+        image_embeddings,
+        noun_embeddings=None,
+        nouns: Sequence[str] | None = None,
+        *,
+        joint_embeddings=None,
+    ) -> "TextAidedClustering":
+        """Cluster the images.
+
+        Parameters
+        ----------
+        image_embeddings : array-like of shape (n_samples, d)
+            Image-side features u (CLIP image embeddings); L2-normalised here.
+        noun_embeddings : array-like of shape (n_nouns, d_joint), optional
+            The noun bank t (required unless ``method="kmeans"``).
+        nouns : sequence of str of length n_nouns, optional
+            The words of the noun bank (for ``kept_nouns_`` and cluster names).
+        joint_embeddings : array-like of shape (n_samples, d_joint), optional
+            The images in the noun space; defaults to ``image_embeddings``
+            (right for CLIP, where images and nouns share one space).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        u = as_float_matrix(image_embeddings, "image_embeddings")
+        n = u.shape[0]
+        k = check_n_clusters(self.n_clusters, n)
+        seed = self._seed()
+        self.n_features_in_ = u.shape[1]
+        self.cluster_centers_ = None
+        self.image_head_ = self.text_head_ = None
+        self.loss_history_ = []
+        self.counterparts_ = None
+        self.kept_noun_indices_ = np.zeros(0, dtype=np.int64)
+        self.kept_nouns_ = []
+        self.kept_noun_embeddings_ = None
+        self.n_joint_features_ = None
+
+        if self.method == "kmeans":
+            res = kmeans_cluster(u, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+            self.cluster_centers_ = res.centroids
+            timings["kmeans"] = time.perf_counter() - t0
+            self._set_outputs(soft_assign(u, res.centroids))
+            self.timings_ = timings
+            return self
+
+        joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns)
+        self.n_joint_features_ = joint.shape[1]
+
+        tic = time.perf_counter()
+        n_centres = self.n_centres if self.n_centres is not None else default_n_centres(n, k)
+        if n_centres > n:
+            raise InputError(f"n_centres={n_centres} is larger than the {n} samples; use n_centres <= {n}")
+        centres = semantic_centres(joint, n_centres, seed=seed, n_iter=self.kmeans_n_iter, n_init=self.centres_n_init)
+        timings["centres"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        sel = select_nouns(centres, bank, per_centre=self.nouns_per_centre, temperature=self.noun_temperature)
+        timings["noun_selection"] = time.perf_counter() - tic
+        self.semantic_centres_ = centres
+        self.kept_noun_indices_ = sel.indices
+        self.kept_noun_confidence_ = sel.confidence
+        self.kept_nouns_ = [words[i] for i in sel.indices]
+        self.kept_noun_embeddings_ = np.ascontiguousarray(bank[sel.indices])
+
+        tic = time.perf_counter()
+        s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+        timings["retrieval"] = time.perf_counter() - tic
+        self.counterparts_ = s
+
+        if self.method == "no-train":
+            tic = time.perf_counter()
+            x = joint_features(u, s, self.text_weight)
+            res = kmeans_cluster(x, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+            self.cluster_centers_ = res.centroids
+            timings["kmeans"] = time.perf_counter() - tic
+            self._set_outputs(soft_assign(x, res.centroids))
+            self.timings_ = timings
+            return self
+
+        from tacluster.train import head_probabilities, train_heads  # torch-heavy; only for "tac"
+
+        tic = time.perf_counter()
+        n_nb = min(self.n_neighbors, n - 1)
+        nn_u = _faiss.knn(u, n_nb)
+        nn_s = _faiss.knn(s, n_nb)
+        timings["knn"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        result = train_heads(
+            u, s, nn_u, nn_s, k,
+            n_epochs=self.n_epochs, min_steps=self.min_steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, temperature=self.temperature,
+            balance_weight=self.balance_weight, seed=seed + 2, device=self.device,
+            progress=self.verbose,
+        )
+        timings["train"] = time.perf_counter() - tic
+        self.image_head_, self.text_head_ = result.image_head, result.text_head
+        self.loss_history_ = result.history
+        self._set_outputs(head_probabilities(self.image_head_, u))
+        self.timings_ = timings
+        return self
+
+    def _check_text_inputs(self, u, joint_embeddings, noun_embeddings, nouns):
+        if noun_embeddings is None:
+            raise InputError(
+                f"method={self.method!r} needs noun_embeddings (the noun bank); "
+                "pass them, or use method='kmeans' for image-only clustering"
+            )
+        joint = u if joint_embeddings is None else as_float_matrix(joint_embeddings, "joint_embeddings")
+        if joint.shape[0] != u.shape[0]:
+            raise InputError(
+                f"joint_embeddings has {joint.shape[0]} rows but image_embeddings has {u.shape[0]}; "
+                "give one row per image in both"
+            )
+        bank = as_float_matrix(noun_embeddings, "noun_embeddings")
+        if bank.shape[1] != joint.shape[1]:
+            what = "image_embeddings" if joint_embeddings is None else "joint_embeddings"
+            raise InputError(
+                f"noun_embeddings have width {bank.shape[1]} but {what} have width {joint.shape[1]}; "
+                "nouns and images must come from the same vision-language model"
+            )
+        k = int(self.n_clusters)
+        if bank.shape[0] < k:
+            raise InputError(
+                f"the vocabulary has {bank.shape[0]} nouns, fewer than n_clusters={k}; "
+                "use a larger vocabulary (e.g. WordNet nouns) or method='kmeans'"
+            )
+        if nouns is None:
+            words = [f"noun{i}" for i in range(bank.shape[0])]
+        else:
+            words = [str(w) for w in nouns]
+            if len(words) != bank.shape[0]:
+                raise InputError(
+                    f"got {len(words)} nouns for {bank.shape[0]} noun embeddings; give one word per row"
+                )
+        return joint, bank, words
+
+    def _set_outputs(self, proba: np.ndarray) -> None:
+        self.probabilities_ = proba
+        self.labels_ = proba.argmax(axis=1).astype(np.int64)
+        self.confidence_ = proba.max(axis=1).astype(np.float32)
+
+    # --------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_") and not hasattr(self, "_loaded"):
+            raise NotFittedError(
+                "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
+            )
+
+    def _inputs_for_predict(self, image_embeddings, joint_embeddings):
+        u = as_float_matrix(image_embeddings, "image_embeddings")
+        if u.shape[1] != self.n_features_in_:
+            raise InputError(
+                f"image_embeddings have width {u.shape[1]} but the model was fitted on width "
+                f"{self.n_features_in_}; embed the images with the same backbone as the model"
+            )
+        joint = None
+        if self.method == "no-train":
+            joint = u if joint_embeddings is None else as_float_matrix(joint_embeddings, "joint_embeddings")
+            if joint.shape[1] != self.n_joint_features_ or joint.shape[0] != u.shape[0]:
+                raise InputError(
+                    f"joint_embeddings must have shape ({u.shape[0]}, {self.n_joint_features_}); "
+                    f"got {joint.shape}"
+                )
+        return u, joint
+
+    def predict_proba(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
+        """Cluster probabilities of new images, shape (n_samples, n_clusters)."""
+        self._check_fitted()
+        u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
+        if self.method == "kmeans":
+            return soft_assign(u, self.cluster_centers_)
+        if self.method == "no-train":
+            s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+            return soft_assign(joint_features(u, s, self.text_weight), self.cluster_centers_)
+        from tacluster.train import head_probabilities
+
+        return head_probabilities(self.image_head_, u)
+
+    def predict(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
+        """Cluster index of each new image, shape (n_samples,). For ``"tac"``
+        only the image embeddings are needed (argmax of the image head)."""
+        return self.predict_proba(image_embeddings, joint_embeddings=joint_embeddings).argmax(axis=1)
+
+    def fit_predict(self, image_embeddings, noun_embeddings=None, nouns=None, *, joint_embeddings=None):
+        """``fit`` then return ``labels_``."""
+        return self.fit(image_embeddings, noun_embeddings, nouns, joint_embeddings=joint_embeddings).labels_
+
+    def transform(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
+        """Text counterparts of new images, shape (n_samples, d_joint)."""
+        self._check_fitted()
+        if self.kept_noun_embeddings_ is None:
+            raise NotFittedError("method='kmeans' has no text side; transform needs 'tac' or 'no-train'")
+        joint = as_float_matrix(image_embeddings if joint_embeddings is None else joint_embeddings, "joint_embeddings")
+        if joint.shape[1] != self.kept_noun_embeddings_.shape[1]:
+            raise InputError(
+                f"embeddings have width {joint.shape[1]}, the noun space has width "
+                f"{self.kept_noun_embeddings_.shape[1]}; pass joint_embeddings from the same backbone"
+            )
+        return retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path, *, metadata: dict | None = None) -> Path:
+        """Save what ``predict`` needs to directory ``path``: ``config.json`` +
+        ``arrays.safetensors`` (no pickle). ``metadata`` (e.g. the backbone name
+        and fingerprint) is stored in the config and returned by :meth:`load`
+        as ``metadata_``. Returns the directory."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        if self.cluster_centers_ is not None:
+            arrays["cluster_centers"] = self.cluster_centers_
+        if self.kept_noun_embeddings_ is not None:
+            arrays["kept_noun_embeddings"] = self.kept_noun_embeddings_
+            arrays["kept_noun_indices"] = self.kept_noun_indices_
+        for prefix, head in (("image_head.", self.image_head_), ("text_head.", self.text_head_)):
+            if head is not None:
+                for key, val in head.state_dict().items():
+                    arrays[prefix + key] = val.detach().cpu().numpy()
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        params = self.get_params()
+        if not isinstance(params["random_state"], (int, type(None))):
+            params["random_state"] = None
+        config = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "tacluster_version": _version(),
+            "params": params,
+            "n_features_in": int(self.n_features_in_),
+            "n_joint_features": None if self.n_joint_features_ is None else int(self.n_joint_features_),
+            "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
+            "kept_nouns": list(self.kept_nouns_),
+            "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
+        }
+        _atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
+        _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        return out
+
+    @classmethod
+    def load(cls, path) -> "TextAidedClustering":
+        """Rebuild a saved model from ``config.json`` + ``arrays.safetensors``.
+
+        Never unpickles or executes anything from the directory. Raises
+        :class:`ModelFileError` when files are missing, corrupted or
+        inconsistent.
+        """
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        d = Path(path)
+        cfg_path, arr_path = d / "config.json", d / "arrays.safetensors"
+        if not d.is_dir():
+            raise ModelFileError(f"model directory {str(d)!r} does not exist")
+        for p in (cfg_path, arr_path):
+            if not p.is_file():
+                raise ModelFileError(f"{p.name} is missing from model directory {str(d)!r}; it is not a tacluster model")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{cfg_path} is not valid JSON ({exc}); the model is corrupted") from None
+        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+            raise ModelFileError(f"{cfg_path} is not a tacluster model config")
+        if config.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ModelFileError(
+                f"{cfg_path} has format_version {config.get('format_version')!r}; this tacluster reads "
+                f"{MODEL_FORMAT_VERSION}"
+            )
+        try:
+            arrays = load_file(str(arr_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFileError(f"{arr_path} is corrupted ({exc})") from None
+        try:
+            model = cls(**config["params"])
+            model._check_params()
+            model._restore(config, arrays)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"model in {str(d)!r} is inconsistent ({type(exc).__name__}: {exc})") from None
+        return model
+
+    def _restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
+        from tacluster.heads import ClusterHead  # torch only when heads exist
+        import torch
+
+        self._loaded = True
+        self.metadata_ = config.get("metadata") or {}
+        self.n_features_in_ = int(config["n_features_in"])
+        nj = config.get("n_joint_features")
+        self.n_joint_features_ = None if nj is None else int(nj)
+        self.kept_nouns_ = list(config.get("kept_nouns", []))
+        self.cluster_centers_ = arrays.get("cluster_centers")
+        self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
+        self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
+        self.image_head_ = self.text_head_ = None
+        self.loss_history_ = []
+        k = int(self.n_clusters)
+        if self.method in ("kmeans", "no-train"):
+            c = self.cluster_centers_
+            want = self.n_features_in_ + (self.n_joint_features_ or 0) * (self.method == "no-train")
+            if c is None or c.shape != (k, want):
+                raise ModelFileError(f"cluster_centers missing or of the wrong shape (want {(k, want)})")
+        if self.method != "kmeans":
+            e = self.kept_noun_embeddings_
+            if e is None or e.ndim != 2 or e.shape[1] != self.n_joint_features_ or len(self.kept_nouns_) != e.shape[0]:
+                raise ModelFileError("kept noun embeddings missing or inconsistent with config.json")
+        if self.method == "tac":
+            heads = []
+            for prefix, width in (("image_head.", self.n_features_in_), ("text_head.", int(config["text_head_in"]))):
+                head = ClusterHead(width, k)
+                state = {key[len(prefix):]: torch.from_numpy(v.copy()) for key, v in arrays.items() if key.startswith(prefix)}
+                head.load_state_dict(state, strict=True)
+                heads.append(head.eval())
+            self.image_head_, self.text_head_ = heads
+        for a in (self.cluster_centers_, self.kept_noun_embeddings_):
+            if a is not None and not np.isfinite(a).all():
+                raise ModelFileError("model arrays hold NaN or inf values")
+
+
+def _version() -> str:
+    from tacluster import __version__
+
+    return __version__
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temp file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

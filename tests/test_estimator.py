@@ -1,0 +1,140 @@
+"""The estimator end to end on synthetic worlds with known ground truth."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from tacluster import (
+    InputError,
+    ModelFileError,
+    NotFittedError,
+    TaclusterError,
+    TextAidedClustering,
+)
+from tacluster.evaluate import cluster_accuracy
+
+FAST = dict(min_steps=60, n_epochs=5, kmeans_n_init=3)
+
+
+def fit(world, method, **kw):
+    params = {**FAST, **kw}
+    est = TextAidedClustering(n_clusters=len(np.unique(world.labels)), method=method, random_state=0, **params)
+    return est.fit(world.image_embeddings, world.noun_embeddings, world.nouns)
+
+
+def test_tac_beats_image_kmeans_when_images_carry_a_nuisance(style_world):
+    w = style_world
+    acc = {m: cluster_accuracy(w.labels, fit(w, m, min_steps=200, kmeans_n_init=10).labels_) for m in ("kmeans", "no-train", "tac")}
+    assert acc["kmeans"] < 0.6, acc  # k-means groups by style
+    assert acc["no-train"] > 0.9, acc
+    assert acc["tac"] > 0.9, acc
+    assert acc["tac"] > acc["kmeans"] + 0.3
+
+
+def test_all_methods_recover_easy_classes(easy_world):
+    for m in ("kmeans", "no-train", "tac"):
+        est = fit(easy_world, m)
+        assert cluster_accuracy(easy_world.labels, est.labels_) > 0.95, m
+        assert est.labels_.shape == (600,)
+        assert np.all((est.confidence_ > 0) & (est.confidence_ <= 1))
+        np.testing.assert_allclose(est.probabilities_.sum(1), 1, atol=1e-4)
+
+
+def test_fitted_attributes(easy_world):
+    est = fit(easy_world, "tac")
+    assert len(est.kept_nouns_) == len(est.kept_noun_indices_) == est.kept_noun_embeddings_.shape[0]
+    assert est.kept_nouns_[0] == easy_world.nouns[est.kept_noun_indices_[0]]
+    assert est.counterparts_.shape == easy_world.image_embeddings.shape
+    assert len(est.loss_history_) >= 5
+    assert est.loss_history_[-1]["loss"] < est.loss_history_[0]["loss"]
+    assert set(est.timings_) >= {"centres", "noun_selection", "retrieval", "knn", "train"}
+    # predicting the training images gives the training labels (argmax of the image head)
+    np.testing.assert_array_equal(est.predict(easy_world.image_embeddings), est.labels_)
+
+
+def test_same_seed_same_labels(style_world):
+    for m in ("no-train", "tac"):
+        a = fit(style_world, m).labels_
+        b = fit(style_world, m).labels_
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "no-train", "tac"])
+def test_save_load_round_trip(tmp_path, easy_world, method):
+    est = fit(easy_world, method)
+    est.save(tmp_path / "model", metadata={"backbone": "test"})
+    assert not list((tmp_path / "model").glob("*.pkl"))
+    loaded = TextAidedClustering.load(tmp_path / "model")
+    assert loaded.metadata_ == {"backbone": "test"}
+    x = easy_world.image_embeddings[:100] + 0.01
+    np.testing.assert_array_equal(loaded.predict(x), est.predict(x))
+    np.testing.assert_allclose(loaded.predict_proba(x), est.predict_proba(x), atol=1e-6)
+    assert loaded.kept_nouns_ == est.kept_nouns_
+    assert clone(loaded).get_params() == est.get_params()
+
+
+def test_load_rejects_missing_corrupted_and_tampered(tmp_path, easy_world):
+    est = fit(easy_world, "tac")
+    d = est.save(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        TextAidedClustering.load(tmp_path / "nope")
+    (d / "arrays.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ModelFileError, match="corrupted"):
+        TextAidedClustering.load(d)
+    d = est.save(tmp_path / "m2")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["params"]["n_clusters"] = 7  # heads no longer fit the config
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFileError, match="inconsistent"):
+        TextAidedClustering.load(d)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        TextAidedClustering.load(d)
+
+
+def test_errors_name_the_problem(easy_world):
+    w = easy_world
+    u, t = w.image_embeddings, w.noun_embeddings
+    with pytest.raises(InputError, match="at least 2"):
+        TextAidedClustering(1).fit(u, t)
+    with pytest.raises(InputError, match="larger than the 600"):
+        TextAidedClustering(601).fit(u, t)
+    with pytest.raises(InputError, match="width"):
+        TextAidedClustering(5).fit(u, t[:, :10])
+    bad = u.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        TextAidedClustering(5).fit(bad, t)
+    with pytest.raises(InputError, match="empty"):
+        TextAidedClustering(5).fit(u, np.zeros((0, u.shape[1])))
+    with pytest.raises(InputError, match="fewer than n_clusters"):
+        TextAidedClustering(5).fit(u, t[:3])
+    with pytest.raises(InputError, match="needs noun_embeddings"):
+        TextAidedClustering(5).fit(u)
+    with pytest.raises(InputError, match="one word per row"):
+        TextAidedClustering(5).fit(u, t, nouns=["a", "b"])
+    with pytest.raises(InputError, match="method"):
+        TextAidedClustering(5, method="spectral").fit(u, t)
+    with pytest.raises(NotFittedError):
+        TextAidedClustering(5).predict(u)
+    est = TextAidedClustering(5, "kmeans", **FAST).fit(u)
+    with pytest.raises(InputError, match="same backbone"):
+        est.predict(u[:, :10])
+    # tacluster's errors are also builtin ValueErrors
+    assert issubclass(InputError, ValueError) and issubclass(InputError, TaclusterError)
+
+
+def test_joint_embeddings_differ_from_image_side(style_world):
+    """A backbone whose image side and noun space differ (like the offline one)."""
+    w = style_world
+    rng = np.random.default_rng(0)
+    visual = rng.standard_normal((w.image_embeddings.shape[0], 32)).astype(np.float32)  # pure noise
+    est = TextAidedClustering(5, "no-train", random_state=0, **FAST)
+    est.fit(visual, w.noun_embeddings, w.nouns, joint_embeddings=w.image_embeddings)
+    assert est.counterparts_.shape[1] == w.noun_embeddings.shape[1]
+    assert cluster_accuracy(w.labels, est.labels_) > 0.8
+    # prediction of no-train needs the joint embeddings too
+    p = est.predict(visual[:50], joint_embeddings=w.image_embeddings[:50])
+    np.testing.assert_array_equal(p, est.labels_[:50])

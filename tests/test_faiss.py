@@ -1,0 +1,31 @@
+import numpy as np
+
+from tacluster import _faiss
+
+
+def test_knn_excludes_self_even_with_duplicates():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    x[10] = x[11]  # an exact duplicate pair
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    nn = _faiss.knn(x, 5)
+    assert nn.shape == (50, 5)
+    assert not (nn == np.arange(50)[:, None]).any()
+    assert nn[10, 0] == 11 and nn[11, 0] == 10
+    # agrees with brute force
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    brute = np.argsort(-sims, axis=1)[:, :5]
+    assert (np.sort(nn[[0, 1, 2]], 1) == np.sort(brute[[0, 1, 2]], 1)).all()
+
+
+def test_kmeans_uses_all_points_and_is_seeded():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 16)) * 5
+    x = (centers[rng.integers(0, 4, 4000)] + rng.standard_normal((4000, 16))).astype(np.float32)
+    a = _faiss.kmeans(x, 4, seed=3, n_init=2)
+    b = _faiss.kmeans(x, 4, seed=3, n_init=2)
+    assert a.labels.shape == (4000,)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(_faiss.assign(x, a.centroids), a.labels)
+    assert len(np.unique(a.labels)) == 4
