@@ -1,0 +1,86 @@
+"""Human-readable cluster names from the noun bank (tacluster's addition; TAC has none).
+
+A noun describes cluster c well when the members of c are, on average, much
+more similar to it than the collection is: the z-score
+
+    z_cj = (mean_{i in c} <x_i, t_j> - mean_i <x_i, t_j>) / std_i <x_i, t_j>
+
+Scoring against the collection mean is what keeps generic nouns out: a root
+noun such as "entity" is close to every image, so its z-score is near 0
+(OFFLINE-FINDINGS.md: raw similarity picked "entity" for 60-70 % of images).
+Similarities are dot products, so every term comes from cluster means and the
+covariance of x: cost O(n d^2 + n_nouns d^2), never an n x n_nouns matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClusterNames:
+    names: list[str]  # one per cluster id 0..K-1
+    top_nouns: list[list[tuple[str, float]]]  # per cluster, best first, (noun, z-score)
+
+
+def noun_zscores(
+    joint_embeddings: np.ndarray, labels: np.ndarray, n_clusters: int, noun_embeddings: np.ndarray,
+    *, block: int = 16384,
+) -> np.ndarray:
+    """z-scores of every noun for every cluster, shape (n_clusters, n_nouns).
+
+    Parameters
+    ----------
+    joint_embeddings : ndarray of shape (n_samples, d)
+        Images in the noun space.
+    labels : ndarray of shape (n_samples,)
+        Cluster of each image (0..n_clusters-1).
+    noun_embeddings : ndarray of shape (n_nouns, d)
+    """
+    x = np.asarray(joint_embeddings, dtype=np.float64)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    cov = xc.T @ xc / max(len(x) - 1, 1)
+    means = np.zeros((n_clusters, x.shape[1]))
+    counts = np.bincount(labels, minlength=n_clusters).astype(np.float64)
+    np.add.at(means, labels, x)
+    means = means / np.maximum(counts, 1)[:, None] - mu  # cluster mean minus collection mean
+    out = np.empty((n_clusters, noun_embeddings.shape[0]), dtype=np.float32)
+    for start in range(0, noun_embeddings.shape[0], block):
+        t = np.asarray(noun_embeddings[start : start + block], dtype=np.float64)
+        std = np.sqrt(np.maximum(np.einsum("jd,de,je->j", t, cov, t, optimize=True), 1e-12))
+        out[:, start : start + len(t)] = (means @ t.T) / std
+    out[counts == 0] = 0.0
+    return out
+
+
+def name_clusters(
+    joint_embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_clusters: int,
+    noun_embeddings: np.ndarray,
+    nouns: list[str],
+    *,
+    top: int = 5,
+) -> ClusterNames:
+    """Name each cluster by its highest-z-score noun; also return the top nouns.
+
+    Where two clusters would get the same name, the smaller one is named by
+    its best noun not already taken, so names tell clusters apart.
+    """
+    z = noun_zscores(joint_embeddings, labels, n_clusters, noun_embeddings)
+    order = np.argsort(-z, axis=1)[:, : max(top, 1) + n_clusters]
+    sizes = np.bincount(labels, minlength=n_clusters)
+    names: list[str] = [""] * n_clusters
+    taken: set[str] = set()
+    for c in np.argsort(-sizes, kind="stable"):
+        if sizes[c] == 0:
+            names[c] = f"cluster {c} (empty)"
+            continue
+        pick = next((nouns[j] for j in order[c] if nouns[j] not in taken), nouns[order[c, 0]])
+        names[c] = pick
+        taken.add(pick)
+    tops = [[(nouns[j], float(z[c, j])) for j in order[c, :top]] for c in range(n_clusters)]
+    return ClusterNames(names=names, top_nouns=tops)
