@@ -1,0 +1,256 @@
+"""The two CLIP backbones on tiny, randomly initialised models built in tmp_path.
+
+HF tests need ``transformers``; OpenCLIP tests need ``open_clip`` (which
+needs torchvision) and skip with a message where it is not importable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from PIL import Image  # noqa: E402
+
+from tacluster.backbones import load_backbone  # noqa: E402
+from tacluster.backbones.base import PROMPT_TEMPLATES  # noqa: E402
+from tacluster.errors import BackboneError  # noqa: E402
+from tacluster.nounbank import cached_noun_bank  # noqa: E402
+
+WIDTH = 16  # projection width shared by both towers
+
+
+def _images(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    sizes = [(48, 40), (40, 64), (33, 33)]
+    return [
+        Image.fromarray(rng.integers(0, 256, size=(*sizes[i % 3], 3), dtype=np.uint8))
+        for i in range(n)
+    ]
+
+
+# ----------------------------------------------------------------- HF CLIP ---
+def _save_tiny_hf_clip(folder: Path, seed: int) -> Path:
+    """A 2-layer CLIPModel + byte-level BPE tokenizer + processor, no download."""
+    transformers = pytest.importorskip("transformers")
+    folder.mkdir(parents=True, exist_ok=True)
+    # Printable ASCII covers every prompt used here; no merges keeps it tiny
+    # (each character is one token).
+    chars = [chr(i) for i in range(33, 127)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    config = transformers.CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77,
+            bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, image_size=32, patch_size=8,
+        ),
+        projection_dim=WIDTH,
+    )
+    transformers.CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory) -> Path:
+    return _save_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def hf_backbone(hf_dir):
+    return load_backbone(f"hf:{hf_dir}")
+
+
+def test_hf_encode_shapes_unit_norm_and_shared_space(hf_backbone):
+    x = torch.stack([hf_backbone.preprocess(im) for im in _images(3)])
+    assert x.shape == (3, 3, 32, 32)  # shorter side resized, centre-cropped to 32
+    out = hf_backbone.encode_images(x)
+    assert hf_backbone.outputs == ("image",) and set(out) == {"image"}
+    img = out["image"]
+    assert img.dtype == np.float32 and img.shape == (3, WIDTH)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+    bank = hf_backbone.noun_bank(["cat", "dog"], progress=False)
+    assert bank.words == ["cat", "dog"]
+    assert bank.embeddings.dtype == np.float32 and bank.embeddings.shape == (2, WIDTH)
+    np.testing.assert_allclose(np.linalg.norm(bank.embeddings, axis=1), 1.0, atol=1e-5)
+    sims = img @ bank.embeddings.T  # same space: a dot product is defined
+    assert sims.shape == (3, 2) and np.all(np.abs(sims) <= 1 + 1e-5)
+
+
+def test_hf_preprocess_uses_clip_mean_std(hf_backbone):
+    # A uniform grey image of value v maps to (v/255 - mean) / std per channel.
+    v = 128
+    x = hf_backbone.preprocess(Image.new("RGB", (50, 40), (v, v, v)))
+    mean = np.array([0.48145466, 0.4578275, 0.40821073])
+    std = np.array([0.26862954, 0.26130258, 0.27577711])
+    np.testing.assert_allclose(x.mean(dim=(1, 2)).numpy(), (v / 255 - mean) / std, atol=1e-4)
+
+
+def test_hf_noun_bank_is_normalised_mean_of_templates(hf_backbone):
+    word = "zebra"
+    manual = hf_backbone.encode_text([t.format(word) for t in PROMPT_TEMPLATES])
+    manual = manual / np.linalg.norm(manual, axis=1, keepdims=True)
+    manual = manual.mean(axis=0)
+    manual /= np.linalg.norm(manual)
+    # Batch of 3 words, batch size 2: exercises the batch boundary too.
+    hf_backbone.text_batch_size = 2
+    bank = hf_backbone.noun_bank(["cat", word, "dog"], progress=False)
+    np.testing.assert_allclose(bank.embeddings[1], manual, atol=1e-5)
+    assert not np.allclose(bank.embeddings[0], bank.embeddings[1])
+
+
+def test_hf_fingerprint_stable_and_weight_sensitive(hf_dir, hf_backbone, tmp_path):
+    again = load_backbone(f"hf:{hf_dir}")
+    assert again.fingerprint == hf_backbone.fingerprint
+    assert len(hf_backbone.fingerprint) == 64
+    other = load_backbone(f"hf:{_save_tiny_hf_clip(tmp_path / 'other', seed=1)}")
+    assert other.fingerprint != hf_backbone.fingerprint
+
+
+def test_hf_loads_offline_in_fresh_process(hf_dir):
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(src)}
+    code = (
+        "from tacluster.backbones import load_backbone;"
+        f"b = load_backbone({('hf:' + str(hf_dir))!r});"
+        "print(b.noun_bank(['cat'], progress=False).embeddings.shape)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"(1, {WIDTH})" in res.stdout
+
+
+def test_hf_missing_dir_and_uncached_id(tmp_path):
+    with pytest.raises(BackboneError, match="does not exist"):
+        load_backbone(f"hf:{tmp_path / 'nope'}")
+    with pytest.raises(BackboneError, match="not available locally"):
+        load_backbone("hf:tacluster-test/not-a-cached-model")
+    with pytest.raises(BackboneError, match="config.json"):
+        load_backbone(f"hf:{tmp_path}")  # exists, but holds no model
+    with pytest.raises(BackboneError, match="needs a model"):
+        load_backbone("hf:")
+
+
+def test_hf_noun_bank_cache_counts_encoder_calls(hf_backbone, tmp_path):
+    calls = []
+    original = hf_backbone.encode_text
+    hf_backbone.encode_text = lambda texts: calls.append(len(texts)) or original(texts)
+    try:
+        hf_backbone.text_batch_size = 64
+        words = [f"word{i}" for i in range(200)]
+        first = cached_noun_bank(hf_backbone, words, cache_dir=tmp_path, progress=False)
+        n_first = len(calls)
+        second = cached_noun_bank(hf_backbone, words, cache_dir=tmp_path, progress=False)
+    finally:
+        del hf_backbone.encode_text
+    assert n_first == 4 and sum(calls) == 200 * 7  # ceil(200/64) batches, 7 prompts per word
+    assert len(calls) == n_first  # the cached call encodes nothing
+    assert isinstance(second.embeddings, np.memmap)
+    np.testing.assert_array_equal(np.asarray(first.embeddings), np.asarray(second.embeddings))
+
+
+# ---------------------------------------------------------------- OpenCLIP ---
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError as exc:
+        pytest.skip(
+            f"open_clip is not importable here ({exc}); it needs torchvision, which PyPI only "
+            "pairs with torch 2.14.1 on this machine: run these tests in /work/venv-clip (see .ci/run)"
+        )
+    return open_clip
+
+
+TINY_OPENCLIP_CFG = {
+    "embed_dim": WIDTH,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def _save_tiny_openclip(folder: Path, seed: int) -> Path:
+    """open_clip's local-dir layout: open_clip_config.json + a state dict."""
+    open_clip = _open_clip()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_OPENCLIP_CFG)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPENCLIP_CFG}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def oc_dir(tmp_path_factory) -> Path:
+    return _save_tiny_openclip(tmp_path_factory.mktemp("openclip") / "model", seed=0)
+
+
+def test_openclip_local_dir_shapes_norms_and_templates(oc_dir):
+    b = load_backbone(f"openclip:local-dir:{oc_dir}")
+    x = torch.stack([b.preprocess(im) for im in _images(3)])
+    assert x.shape == (3, 3, 32, 32)
+    img = b.encode_images(x)["image"]
+    assert b.outputs == ("image",)
+    assert img.dtype == np.float32 and img.shape == (3, WIDTH)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+    b.text_batch_size = 2
+    bank = b.noun_bank(["cat", "zebra", "dog"], progress=False)
+    assert bank.embeddings.shape == (3, WIDTH) and bank.embeddings.dtype == np.float32
+    manual = b.encode_text([t.format("zebra") for t in PROMPT_TEMPLATES]).mean(axis=0)
+    np.testing.assert_allclose(bank.embeddings[1], manual / np.linalg.norm(manual), atol=1e-5)
+
+
+def test_openclip_checkpoint_path_syntax_and_fingerprint(oc_dir, tmp_path):
+    open_clip = _open_clip()
+    # Register the tiny architecture under a name, as a user would for a custom model.
+    cfg_file = tmp_path / "tacluster-tiny-test.json"
+    cfg_file.write_text(json.dumps(TINY_OPENCLIP_CFG))
+    open_clip.add_model_config(cfg_file)
+    ckpt = oc_dir / "open_clip_pytorch_model.bin"
+    a = load_backbone(f"openclip:tacluster-tiny-test/{ckpt}")  # absolute path -> "//"
+    assert a.name == f"openclip:tacluster-tiny-test/{ckpt}"
+    b = load_backbone(f"openclip:local-dir:{oc_dir}")
+    x = torch.stack([a.preprocess(im) for im in _images(2)])
+    np.testing.assert_allclose(a.encode_images(x)["image"], b.encode_images(x)["image"], atol=1e-5)
+    assert a.fingerprint == load_backbone(f"openclip:tacluster-tiny-test/{ckpt}").fingerprint
+    other = _save_tiny_openclip(tmp_path / "other", seed=1) / "open_clip_pytorch_model.bin"
+    assert load_backbone(f"openclip:tacluster-tiny-test/{other}").fingerprint != a.fingerprint
+    with pytest.raises(BackboneError, match="does not exist"):
+        load_backbone(f"openclip:tacluster-tiny-test/{tmp_path / 'missing.pt'}")
+
+
+def test_openclip_uncached_tag_and_bad_names(tmp_path):
+    _open_clip()
+    from tacluster.backbones.openclip import OpenCLIPBackbone
+
+    with pytest.raises(BackboneError, match="not available locally.*openclip:ViT-B-32//path"):
+        OpenCLIPBackbone("ViT-B-32/openai", cache_dir=str(tmp_path))
+    with pytest.raises(BackboneError, match="neither a pretrained tag"):
+        load_backbone("openclip:ViT-B-32/no-such-tag")
+    with pytest.raises(BackboneError, match="unknown architecture"):
+        load_backbone("openclip:No-Such-Arch/openai")
+    with pytest.raises(BackboneError, match="names no weights"):
+        load_backbone("openclip:ViT-B-32")
+    with pytest.raises(BackboneError, match="open_clip_config.json"):
+        load_backbone(f"openclip:local-dir:{tmp_path}")
