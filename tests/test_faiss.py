@@ -29,3 +29,16 @@ def test_kmeans_uses_all_points_and_is_seeded():
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(_faiss.assign(x, a.centroids), a.labels)
     assert len(np.unique(a.labels)) == 4
+
+
+def test_ivf_knn_recalls_most_exact_neighbours():
+    from tacluster.synthetic import make_world
+
+    x = make_world(6000, 10, 64, 100, noise=1.0, seed=0).image_embeddings
+    exact = _faiss.knn(x, 10, method="exact")
+    approx = _faiss.knn(x, 10, method="ivf")
+    assert approx.shape == exact.shape
+    assert not (approx == np.arange(len(x))[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.8, recall
+    np.testing.assert_array_equal(approx, _faiss.knn(x, 10, method="ivf"))  # deterministic

@@ -58,6 +58,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Weight of the counterpart in ``[u, w * s]`` for ``"no-train"``.
     n_neighbors : int, default=50
         Neighbours per sample for the distillation (capped at N - 1).
+    knn_method : {"auto", "exact", "ivf"}, default="auto"
+        Neighbour search: exact up to 20,000 samples, faiss IVF above
+        (see :func:`tacluster._faiss.knn`).
     n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight
         Head training (paper: 20 epochs, batch 512, Adam 1e-3, T = 0.5, w = 5);
         ``min_steps`` (200) lengthens training on small collections.
@@ -107,6 +110,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         tau: float = 0.005,
         text_weight: float = 1.0,
         n_neighbors: int = 50,
+        knn_method: str = "auto",
         n_epochs: int = 20,
         min_steps: int = 200,
         batch_size: int = 512,
@@ -128,6 +132,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.tau = tau
         self.text_weight = text_weight
         self.n_neighbors = n_neighbors
+        self.knn_method = knn_method
         self.n_epochs = n_epochs
         self.min_steps = min_steps
         self.batch_size = batch_size
@@ -145,6 +150,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     def _check_params(self) -> None:
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
+        check_choice(self.knn_method, "knn_method", ("auto", "exact", "ivf"))
         for name in ("nouns_per_centre", "n_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
@@ -256,8 +262,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
-        nn_u = _faiss.knn(u, n_nb)
-        nn_s = _faiss.knn(s, n_nb)
+        nn_u = _faiss.knn(u, n_nb, method=self.knn_method, seed=seed)
+        nn_s = _faiss.knn(s, n_nb, method=self.knn_method, seed=seed)
         timings["knn"] = time.perf_counter() - tic
         tic = time.perf_counter()
         result = train_heads(
