@@ -1,0 +1,171 @@
+"""``tacluster`` command line: cluster, predict, evaluate, report.
+
+The CLI is thin: every command is a call of :mod:`tacluster.pipeline` or
+:mod:`tacluster.report`. Errors tacluster raises on purpose are printed as one
+line (exit code 2); anything unexpected prints a one-line summary and the
+traceback only with ``--debug`` (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  tacluster cluster examples/cifar10-mini --k 10 --out runs/example
+  tacluster predict runs/example/model new_photos/ --out preds.csv
+  tacluster evaluate runs/example --labels parent-dir
+  tacluster report runs/example
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="tacluster",
+        description="Cluster image collections with external guidance (Text-Aided Clustering).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from tacluster import __version__
+
+    ap.add_argument("--version", action="version", version=f"tacluster {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p, *, cache=True):
+        p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
+                       help="where the models run (default: auto = cuda if available)")
+        p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+        if cache:
+            p.add_argument("--cache-dir", default=None,
+                           help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+    c = sub.add_parser("cluster", help="cluster a folder (or list) of images",
+                       description="Cluster every image of INPUT into K clusters and write DIR: "
+                                   "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
+    c.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
+    c.add_argument("--k", type=int, required=True, help="number of clusters")
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--backbone", default="lite",
+                   help="lite (offline default) | hf:<dir or id> | openclip:<arch>/<tag or //path.pt>")
+    c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans"],
+                   help="auto = the measured best for the backbone (see README)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
+    c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    c.add_argument("--no-report", action="store_true", help="skip report.html")
+    common(c)
+
+    p = sub.add_parser("predict", help="assign new images with a saved model",
+                       description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
+    p.add_argument("model", help="the model/ directory of a run")
+    p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
+    p.add_argument("--out", required=True, help="CSV to write: path, cluster, confidence, cluster_name")
+    common(p)
+
+    e = sub.add_parser("evaluate", help="ACC / NMI / ARI of assignments against labels",
+                       description="Score an assignments file (or a run directory) against ground truth.")
+    e.add_argument("assignments", help="assignments.parquet/.csv, predictions CSV, or a run directory")
+    e.add_argument("--labels", required=True, help="'parent-dir' (class = folder name) or a CSV with path,label")
+    e.add_argument("--json", default=None, help="write the metrics here (default: next to the assignments)")
+    e.add_argument("--confusion", default=None, help="confusion-matrix PNG (default: next to the assignments)")
+
+    r = sub.add_parser("report", help="(re)build report.html of a run directory")
+    r.add_argument("dir", help="run directory")
+    return ap
+
+
+def _cmd_cluster(a) -> int:
+    from tacluster.pipeline import cluster_images
+
+    run = cluster_images(
+        a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
+        batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
+        progress=not a.quiet, report=not a.no_report,
+        command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+    )
+    if not a.quiet:
+        sizes = {i: int((run.labels == i).sum()) for i in range(a.k)}
+        print(f"clustered {len(run.paths)} images into {a.k} clusters "
+              f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
+        for i in sorted(sizes, key=lambda i: -sizes[i]):
+            print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
+        if run.report:
+            print(f"report: {run.report}")
+        print(f"outputs: {Path(a.out)}")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from tacluster.pipeline import predict_images
+
+    pred = predict_images(a.model, a.input, a.out, device=a.device, batch_size=a.batch_size,
+                          cache_dir=a.cache_dir, progress=not a.quiet)
+    if not a.quiet:
+        print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from tacluster.pipeline import evaluate_assignments
+
+    src = Path(a.assignments)
+    base = src if src.is_dir() else src.parent
+    confusion = a.confusion or str(base / "confusion.png")
+    result = evaluate_assignments(a.assignments, a.labels, confusion_png=confusion)
+    json_path = Path(a.json) if a.json else base / "evaluation.json"
+    json_path.write_text(json.dumps(result, indent=2))
+    print(f"{'metric':<8}{'value':>8}")
+    for k in ("acc", "nmi", "ari"):
+        print(f"{k.upper():<8}{result[k]:>8.2f}")
+    print(f"images  {result['n']:>8}")
+    print(f"metrics: {json_path}\nconfusion matrix: {confusion}")
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from tacluster.report import build_report
+
+    print(f"report: {build_report(a.dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        ap.print_help()
+        return 2
+    from tacluster.errors import TaclusterError
+
+    handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
+               "evaluate": _cmd_evaluate, "report": _cmd_report}[args.command]
+    try:
+        return handler(args)
+    except TaclusterError as exc:
+        if args.debug:
+            raise
+        print(f"tacluster: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tacluster: interrupted; finished work is cached and a rerun resumes", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"tacluster: error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback
+        if args.debug:
+            raise
+        print(f"tacluster: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

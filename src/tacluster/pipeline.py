@@ -1,0 +1,415 @@
+"""From a folder of images to a finished run directory (what ``tacluster cluster`` does).
+
+Stages: list + embed (cached) -> noun bank (cached) -> fit -> name clusters ->
+2-D map -> write outputs (each file atomically) -> report. The estimator does
+the clustering; this module only wires stages and files together.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tacluster.errors import InputError, ModelFileError
+
+RUN_FILE = "run.json"
+OUR_FILES = (
+    "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
+    "report.html", "map.png", "auto_k.png", "model", "thumbs",
+)
+
+
+@dataclass
+class ClusterRun:
+    """What :func:`cluster_images` produced."""
+
+    out_dir: Path
+    paths: list[str]
+    labels: np.ndarray
+    confidence: np.ndarray
+    names: list[str]
+    skipped: list[tuple[str, str]]
+    report: Path | None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def recommended_method(backbone_name: str) -> str:
+    """The method ``--method auto`` resolves to for a backbone.
+
+    CLIP-like backbones: the paper's TAC. The offline ``lite`` backbone: see
+    ``docs/tuning.md``; its text side is too weak for TAC as published
+    (OFFLINE-FINDINGS.md: TAC lost 17-35 ACC points to k-means there).
+    """
+    return "kmeans" if backbone_name.split(":")[0] == "lite" else "tac"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file and rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_bytes(header: Sequence[str], rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8", "surrogateescape")
+
+
+def _parquet_bytes(columns: dict) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
+    """Refuse to write into a directory that holds something else, unless ``overwrite``."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
+    entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
+    if not entries or overwrite:
+        return
+    run_file = out_dir / RUN_FILE
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text()).get("run_key")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous == run_key:
+            return  # the same run again (e.g. after an interruption): safe to redo
+        raise InputError(
+            f"{str(out_dir)!r} already holds a different tacluster run; "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+    raise InputError(
+        f"{str(out_dir)!r} is not empty and holds no tacluster run; "
+        "choose an empty or new --out directory (or pass --overwrite)"
+    )
+
+
+def versions() -> dict[str, str]:
+    import faiss
+    import numpy
+    import torch
+
+    from tacluster import __version__
+
+    return {
+        "tacluster": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+        "torch": torch.__version__, "faiss": getattr(faiss, "__version__", "?"),
+    }
+
+
+def cluster_images(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    n_clusters: int,
+    *,
+    backbone: str = "lite",
+    method: str = "auto",
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    vocabulary: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    estimator_params: dict | None = None,
+    command: str | None = None,
+) -> ClusterRun:
+    """Cluster every image of ``source`` and write the run directory ``out_dir``.
+
+    Parameters
+    ----------
+    source : folder, or .csv / .txt list of image paths
+    out_dir : directory to write (see the README for its files)
+    n_clusters : K
+    backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
+    method : ``"auto"`` (per backbone, :func:`recommended_method`), ``"tac"``,
+        ``"no-train"`` or ``"kmeans"``
+    cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
+    vocabulary : a file with one noun per line (default: WordNet nouns)
+    """
+    from tacluster.backbones import load_backbone
+    from tacluster.embedding import embed_images
+    from tacluster.estimator import METHODS, TextAidedClustering
+    from tacluster.naming import name_clusters
+    from tacluster.nounbank import cached_noun_bank, default_cache_dir
+    from tacluster.vocabulary import load_vocabulary
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    out = Path(out_dir)
+    if method != "auto" and method not in METHODS:
+        raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
+        raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2")
+    src = Path(source)
+    if not src.exists():
+        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
+    resolved_method = recommended_method(backbone) if method == "auto" else method
+    settings = {
+        "input": str(src.resolve()), "n_clusters": n_clusters, "backbone": backbone,
+        "method": method, "resolved_method": resolved_method, "seed": seed,
+        "vocabulary": vocabulary or "wordnet", "estimator_params": estimator_params or {},
+    }
+    run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    check_out_dir(out, run_key, overwrite)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    tic = time.perf_counter()
+    bb = load_backbone(backbone, device=device)
+    timings["load_backbone"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+    timings["embed"] = time.perf_counter() - tic
+    n_usable = len(emb.paths)
+    if n_usable == 0:
+        raise InputError(
+            f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped); "
+            "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
+        )
+    if n_clusters > n_usable:
+        raise InputError(
+            f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(source)!r}; "
+            f"use --k {n_usable} or fewer"
+        )
+    u = emb.arrays["image"]
+    joint = emb.arrays.get("joint", u)
+
+    tic = time.perf_counter()
+    words = load_vocabulary(vocabulary)
+    bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
+    timings["noun_bank"] = time.perf_counter() - tic
+
+    params = {"random_state": seed, "device": device, "verbose": progress, **(estimator_params or {})}
+    est = TextAidedClustering(n_clusters, resolved_method, **params)
+    tic = time.perf_counter()
+    est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
+    timings["fit"] = time.perf_counter() - tic
+    timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
+
+    tic = time.perf_counter()
+    named = name_clusters(joint, est.labels_, n_clusters, bank.embeddings, bank.words)
+    timings["naming"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    xy = _map_2d(u, seed)
+    labels, conf = est.labels_, est.confidence_
+    names = named.names
+    out.mkdir(parents=True, exist_ok=True)
+    est.save(out / "model", metadata={
+        "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
+        "vocabulary": settings["vocabulary"],
+    })
+    name_col = [names[c] for c in labels]
+    atomic_write_bytes(out / "assignments.parquet", _parquet_bytes({
+        "path": emb.paths, "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
+        "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+    }))
+    atomic_write_bytes(out / "assignments.csv", _csv_bytes(
+        ["path", "cluster", "confidence", "cluster_name"],
+        ((p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
+    ))
+    atomic_write_bytes(out / "skipped.csv", _csv_bytes(["path", "reason"], emb.skipped))
+    clusters = []
+    for c in range(n_clusters):
+        idx = np.flatnonzero(labels == c)
+        order = idx[np.argsort(-conf[idx], kind="stable")]
+        clusters.append({
+            "id": c, "size": int(idx.size), "name": names[c],
+            "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
+            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
+            "representatives": [emb.paths[i] for i in order[:8]],
+            "outliers": [emb.paths[i] for i in order[::-1][:5]] if idx.size > 8 else [],
+        })
+    atomic_write_bytes(out / "clusters.json", json.dumps(
+        {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
+    ).encode("utf-8", "surrogateescape"))
+    timings["write"] = time.perf_counter() - tic
+    timings["total"] = time.perf_counter() - t_start
+    run = {
+        "tacluster_version": versions()["tacluster"],
+        "command": command or "tacluster.cluster_images(...)",
+        "run_key": run_key,
+        "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": str(cache),
+                     "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
+                     "kept_nouns": len(est.kept_nouns_)},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
+                   "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
+        "versions": versions(),
+    }
+    atomic_write_bytes(out / RUN_FILE, json.dumps(run, indent=2).encode())
+    report_path = None
+    if report:
+        from tacluster.report import build_report
+
+        report_path = build_report(out, progress=progress)
+    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings)
+
+
+def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:
+    """2-D PCA coordinates for the report's map, shape (n, 2)."""
+    from sklearn.decomposition import PCA
+
+    if x.shape[0] < 3:
+        return np.zeros((x.shape[0], 2))
+    xy = PCA(n_components=2, random_state=seed).fit_transform(x)
+    return xy
+
+
+@dataclass
+class Prediction:
+    paths: list[str]
+    labels: np.ndarray
+    confidence: np.ndarray
+    names: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def predict_images(
+    model_dir: str | os.PathLike,
+    source: str | os.PathLike,
+    out_csv: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Prediction:
+    """Assign new images with a saved model (no refitting); optionally write a CSV."""
+    from tacluster.backbones import load_backbone
+    from tacluster.embedding import embed_images
+    from tacluster.estimator import TextAidedClustering
+    from tacluster.nounbank import default_cache_dir
+
+    est = TextAidedClustering.load(model_dir)
+    meta = est.metadata_
+    name = meta.get("backbone")
+    if not name:
+        raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
+    if not Path(source).exists():
+        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
+    bb = load_backbone(name, device=device)
+    if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
+        raise ModelFileError(
+            f"model {str(model_dir)!r} was made with a different version of backbone {name!r} "
+            "(fingerprints differ); re-run `tacluster cluster` with this backbone"
+        )
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+    names_all = list(meta.get("cluster_names") or [str(i) for i in range(est.n_clusters)])
+    if emb.paths:
+        u = emb.arrays["image"]
+        proba = est.predict_proba(u, joint_embeddings=emb.arrays.get("joint"))
+        labels, conf = proba.argmax(1), proba.max(1)
+    else:
+        labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    names = [names_all[c] for c in labels]
+    if out_csv is not None:
+        rows = [(p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
+        rows += [(p, "", "", f"skipped: {r}") for p, r in emb.skipped]
+        atomic_write_bytes(Path(out_csv), _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
+    return Prediction(emb.paths, labels, conf, names, emb.skipped)
+
+
+def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+    """(paths, clusters, cluster names) from an assignments/predictions .csv or .parquet, or a run dir."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "assignments.parquet"
+    if not p.is_file():
+        raise InputError(f"assignments file {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(p).to_pydict()
+            rows = list(zip(t["path"], t["cluster"], t.get("cluster_name", [""] * len(t["path"]))))
+        else:
+            with open(p, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+                rows = [(r["path"], r["cluster"], r.get("cluster_name", "")) for r in csv.DictReader(fh)]
+    except (KeyError, OSError, ValueError) as exc:
+        raise InputError(f"{str(p)!r} is not an assignments file with path and cluster columns ({exc})") from None
+    rows = [r for r in rows if str(r[1]).strip() != ""]  # predictions list skipped files without a cluster
+    paths = [str(r[0]) for r in rows]
+    try:
+        clusters = np.array([int(r[1]) for r in rows], dtype=np.int64)
+    except ValueError as exc:
+        raise InputError(f"{str(p)!r}: cluster column must hold integers ({exc})") from None
+    return paths, clusters, [str(r[2]) for r in rows]
+
+
+def read_labels(labels: str, paths: Sequence[str]) -> list[str]:
+    """Ground-truth labels for ``paths``: ``"parent-dir"`` or a CSV with path,label columns."""
+    if labels == "parent-dir":
+        return [Path(p).parent.name for p in paths]
+    lp = Path(labels)
+    if not lp.is_file():
+        raise InputError(f"--labels {labels!r}: use 'parent-dir' or an existing CSV file with path,label columns")
+    with open(lp, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "label" not in reader.fieldnames or "path" not in reader.fieldnames:
+            raise InputError(f"{labels!r} must have a header with 'path' and 'label' columns")
+        table = {}
+        for r in reader:
+            table[r["path"]] = r["label"]
+            table[str(Path(r["path"]).resolve())] = r["label"]
+    missing = [p for p in paths if p not in table and str(Path(p).resolve()) not in table]
+    if missing:
+        raise InputError(f"{len(missing)} assigned path(s) have no label in {labels!r} (first: {missing[0]!r})")
+    return [table.get(p, table.get(str(Path(p).resolve()))) for p in paths]
+
+
+def evaluate_assignments(
+    assignments: str | os.PathLike, labels: str, *, confusion_png: str | os.PathLike | None = None
+) -> dict:
+    """ACC / NMI / ARI (percent) of an assignments file against labels; optional confusion PNG."""
+    from tacluster.evaluate import confusion, evaluate_clustering
+
+    paths, clusters, cnames = read_assignments(assignments)
+    if not paths:
+        raise InputError(f"{str(assignments)!r} has no assigned images to evaluate")
+    truth = read_labels(labels, paths)
+    result = evaluate_clustering(truth, clusters)
+    if confusion_png is not None:
+        from tacluster.report import save_confusion_png
+
+        m, cl, classes = confusion(truth, clusters)
+        name_of = {}
+        for c, n in zip(clusters, cnames):
+            name_of.setdefault(int(c), n)
+        row_names = [f"{int(c)}: {name_of.get(int(c), '')}" for c in cl]
+        save_confusion_png(m, row_names, [str(c) for c in classes], confusion_png)
+        result["confusion_png"] = str(confusion_png)
+    return result

@@ -1,0 +1,160 @@
+"""End to end: the CLI on the bundled example with the offline default backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from tacluster.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "cifar10-mini"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One clustering run of the bundled example (plus two bad files), shared by the tests."""
+    work = tmp_path_factory.mktemp("cli")
+    data = work / "photos"
+    shutil.copytree(EXAMPLE, data)
+    (data / "broken.jpg").write_bytes(b"not an image")
+    (data / "empty.png").write_bytes(b"")
+    cache = work / "cache"
+    out = work / "run"
+    code = main(["cluster", str(data), "--k", "10", "--out", str(out), "--cache-dir", str(cache),
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
+    return {"data": data, "out": out, "cache": cache, "work": work}
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_outputs_exist_and_agree(run):
+    out = run["out"]
+    for name in ("assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv",
+                 "run.json", "report.html", "model/config.json", "model/arrays.safetensors"):
+        assert (out / name).is_file(), name
+    rows = _read_csv(out / "assignments.csv")
+    skipped = _read_csv(out / "skipped.csv")
+    n_inputs = sum(1 for p in run["data"].rglob("*") if p.is_file())
+    assert len(rows) + len(skipped) == n_inputs == 302
+    assert {Path(r["path"]).name for r in skipped} == {"broken.jpg", "empty.png"}
+    assert all(r["reason"] for r in skipped)
+    clusters = json.loads((out / "clusters.json").read_text())
+    sizes = {c["id"]: c["size"] for c in clusters["clusters"]}
+    assert sum(sizes.values()) == len(rows) == 300
+    counted = np.bincount([int(r["cluster"]) for r in rows], minlength=10)
+    assert [sizes[i] for i in range(10)] == counted.tolist()
+    names = {c["id"]: c["name"] for c in clusters["clusters"]}
+    assert all(r["cluster_name"] == names[int(r["cluster"])] for r in rows)
+    assert len(set(names.values())) == 10 and all(names.values())
+    conf = np.array([float(r["confidence"]) for r in rows])
+    assert ((conf > 0) & (conf <= 1)).all()
+    for c in clusters["clusters"]:
+        assert c["top_nouns"] and c["representatives"]
+    info = json.loads((out / "run.json").read_text())
+    assert info["counts"] == {**info["counts"], "inputs": 302, "assigned": 300, "skipped": 2}
+    assert info["settings"]["n_clusters"] == 10 and "embed" in info["timings_s"]
+    html = (out / "report.html").read_text()
+    assert all(n.replace("&", "&amp;") in html for n in names.values() if "'" not in n and '"' not in n)
+
+
+def test_evaluate_matches_an_independent_computation(run, capsys):
+    out = run["out"]
+    assert main(["evaluate", str(out / "assignments.csv"), "--labels", "parent-dir"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "evaluation.json").read_text())
+    rows = _read_csv(out / "assignments.csv")
+    truth = [Path(r["path"]).parent.name for r in rows]
+    pred = [int(r["cluster"]) for r in rows]
+    classes = sorted(set(truth))
+    m = np.zeros((10, len(classes)))
+    for t, p in zip(truth, pred):
+        m[p, classes.index(t)] += 1
+    r, c = linear_sum_assignment(-m)
+    assert result["acc"] == pytest.approx(100 * m[r, c].sum() / len(rows))
+    assert result["nmi"] == pytest.approx(100 * normalized_mutual_info_score(truth, pred))
+    assert result["ari"] == pytest.approx(100 * adjusted_rand_score(truth, pred))
+    assert f"{result['acc']:.2f}" in printed
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the offline default is far better than chance (10 %) on these 32-px images
+    assert result["acc"] > 25
+
+
+def test_predict_assigns_new_images_like_the_fitted_ones(run):
+    """Copies of clustered images (new names) get the clusters their originals got."""
+    out, work = run["out"], run["work"]
+    new = work / "new"
+    rows = _read_csv(out / "assignments.csv")
+    picked = rows[::15]
+    new.mkdir()
+    for i, r in enumerate(picked):
+        shutil.copy(r["path"], new / f"new_{i:03d}.jpg")
+    (new / "notes.txt").write_text("not an image")
+    preds = work / "preds.csv"
+    assert main(["predict", str(out / "model"), str(new), "--out", str(preds),
+                 "--cache-dir", str(run["cache"]), "--device", "cpu", "--quiet"]) == 0
+    got = {Path(r["path"]).name: r for r in _read_csv(preds)}
+    for i, r in enumerate(picked):
+        g = got[f"new_{i:03d}.jpg"]
+        assert g["cluster"] == r["cluster"] and g["cluster_name"] == r["cluster_name"]
+
+
+def test_rerun_is_served_from_the_cache(run, tmp_path):
+    out = tmp_path / "again"
+    assert main(["cluster", str(run["data"]), "--k", "10", "--out", str(out), "--cache-dir", str(run["cache"]),
+                 "--device", "cpu", "--quiet", "--no-report"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["counts"]["embedded_now"] == 0 and info["counts"]["from_cache"] == 300
+    # same seed, same data: same clusters
+    a = {r["path"]: r["cluster"] for r in _read_csv(out / "assignments.csv")}
+    b = {r["path"]: r["cluster"] for r in _read_csv(run["out"] / "assignments.csv")}
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["cluster", "{work}/missing", "--k", "3", "--out", "{work}/o1"], "does not exist"),
+        (["cluster", "{work}/emptydir", "--k", "3", "--out", "{work}/o2"], "no usable images"),
+        (["cluster", "{data}", "--k", "301", "--out", "{work}/o3"], "larger than the 300 usable images"),
+        (["cluster", "{data}", "--k", "3", "--out", "{work}/o4", "--backbone", "nonesuch"], "unknown backbone"),
+        (["cluster", "{data}", "--k", "3", "--out", "{out}"], "different tacluster run"),
+        (["cluster", "{data}", "--k", "1", "--out", "{work}/o5"], "at least 2|>= 2"),
+        (["predict", "{work}/nomodel", "{data}", "--out", "{work}/p.csv"], "does not exist"),
+        (["evaluate", "{work}/none.csv", "--labels", "parent-dir"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(run, capsys, args, message):
+    (run["work"] / "emptydir").mkdir(exist_ok=True)
+    fmt = {"work": run["work"], "data": run["data"], "out": run["out"]}
+    argv = [a.format(**fmt) for a in args] + (["--cache-dir", str(run["cache"]), "--quiet"] if args[0] == "cluster" else [])
+    before = sorted(p.name for p in run["out"].iterdir())
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("tacluster: error:") and "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert sorted(p.name for p in run["out"].iterdir()) == before  # nothing already written is lost
+
+
+def test_help_reads_well():
+    res = subprocess.run([sys.executable, "-m", "tacluster", "cluster", "--help"], capture_output=True, text=True,
+                         cwd=REPO, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0
+    for flag in ("--k", "--out", "--backbone", "--method", "--seed", "--device", "--batch-size", "--quiet"):
+        assert flag in res.stdout
