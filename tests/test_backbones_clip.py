@@ -21,7 +21,8 @@ from tacluster.backbones.base import PROMPT_TEMPLATES  # noqa: E402
 from tacluster.errors import BackboneError  # noqa: E402
 from tacluster.nounbank import cached_noun_bank  # noqa: E402
 
-WIDTH = 16  # projection width shared by both towers
+from helpers import WIDTH, save_tiny_hf_clip  # noqa: E402
+
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:
@@ -34,45 +35,9 @@ def _images(n: int, seed: int = 0) -> list[Image.Image]:
 
 
 # ----------------------------------------------------------------- HF CLIP ---
-def _save_tiny_hf_clip(folder: Path, seed: int) -> Path:
-    """A 2-layer CLIPModel + byte-level BPE tokenizer + processor, no download."""
-    transformers = pytest.importorskip("transformers")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Printable ASCII covers every prompt used here; no merges keeps it tiny
-    # (each character is one token).
-    chars = [chr(i) for i in range(33, 127)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tokenizer.model_max_length = 77
-    torch.manual_seed(seed)
-    config = transformers.CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77,
-            bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=32, patch_size=8,
-        ),
-        projection_dim=WIDTH,
-    )
-    transformers.CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory) -> Path:
-    return _save_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "model", seed=0)
+    return save_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +87,7 @@ def test_hf_fingerprint_stable_and_weight_sensitive(hf_dir, hf_backbone, tmp_pat
     again = load_backbone(f"hf:{hf_dir}")
     assert again.fingerprint == hf_backbone.fingerprint
     assert len(hf_backbone.fingerprint) == 64
-    other = load_backbone(f"hf:{_save_tiny_hf_clip(tmp_path / 'other', seed=1)}")
+    other = load_backbone(f"hf:{save_tiny_hf_clip(tmp_path / 'other', seed=1)}")
     assert other.fingerprint != hf_backbone.fingerprint
 
 
