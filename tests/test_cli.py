@@ -158,3 +158,27 @@ def test_help_reads_well():
     assert res.returncode == 0
     for flag in ("--k", "--out", "--backbone", "--method", "--seed", "--device", "--batch-size", "--quiet"):
         assert flag in res.stdout
+
+
+def test_cluster_with_a_clip_backbone_runs_tac(tmp_path):
+    """`--method auto` with a CLIP backbone is the paper's TAC (tiny random CLIP, a few images)."""
+    pytest.importorskip("transformers")
+    from helpers import save_tiny_hf_clip
+
+    model = save_tiny_hf_clip(tmp_path / "clip", seed=0)
+    data = tmp_path / "photos"
+    for cls in ("airplane", "frog", "ship"):
+        shutil.copytree(EXAMPLE / cls, data / cls)
+    vocab = tmp_path / "nouns.txt"
+    vocab.write_text("\n".join(["airplane", "frog", "ship", "car", "dog", "tree", "sky", "water", "grass"]))
+    out = tmp_path / "run"
+    assert main(["cluster", str(data), "--k", "3", "--out", str(out), "--backbone", f"hf:{model}",
+                 "--vocabulary", str(vocab), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                 "--quiet", "--no-report"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["settings"]["resolved_method"] == "tac"
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["params"]["method"] == "tac" and set(config["kept_nouns"]) <= set(vocab.read_text().split("\n"))
+    names = {c["name"] for c in json.loads((out / "clusters.json").read_text())["clusters"]}
+    assert names <= set(vocab.read_text().split("\n"))
+    assert len(_read_csv(out / "assignments.csv")) == 90
