@@ -1,0 +1,97 @@
+"""How well ``estimate_n_clusters`` (``n_clusters="auto"``) picks K on real images.
+
+Inputs: Lite0 embeddings of real photos (``image`` = 1280-d visual features,
+``joint_hierarchy`` = sqrt(ImageNet probabilities), the noun-space view used
+as the text side). Cases, fixed before any result was seen:
+
+* CIFAR-10, 300 images per class, all 10 classes, and the first 3, 5 and 7
+  classes in CIFAR order (airplane, automobile, bird | cat, deer | dog, frog);
+* 15-Scene, 100 photos per class, 15 classes.
+
+For every case and auto-K seed: the estimated K from the image view alone
+and with the text side, and the ACC of k-means (``TextAidedClustering``,
+method "kmeans", seed 0) at the estimated K next to ACC at the true K.
+
+    python benchmarks/autok.py                         # default embeddings in /tmp/tacemb
+    python benchmarks/autok.py --seeds 0 1 2 --out benchmarks/results/autok.json
+
+Prints a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from _common import environment, markdown_table, write_json  # noqa: E402
+
+from tacluster import TextAidedClustering  # noqa: E402
+from tacluster.autok import estimate_n_clusters  # noqa: E402
+from tacluster.evaluate import evaluate_clustering  # noqa: E402
+
+
+def cases(emb_dir: Path):
+    c = np.load(emb_dir / "cifar3k_lite0.npz")
+    for n_cls in (3, 5, 7, 10):
+        keep = c["labels"] < n_cls  # the first n_cls classes in CIFAR order
+        names = ",".join(str(v) for v in c["class_names"][:n_cls])
+        yield f"CIFAR-10 {n_cls} cls ({names})" if n_cls < 10 else "CIFAR-10 (10 cls)", c["image"][keep], c[
+            "joint_hierarchy"
+        ][keep], c["labels"][keep]
+    s = np.load(emb_dir / "scene15_lite0.npz")
+    yield "15-Scene (15 cls)", s["image"], s["joint_hierarchy"], s["labels"]
+
+
+def kmeans_acc(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    est = TextAidedClustering(k, "kmeans", random_state=0).fit(x)
+    return evaluate_clustering(y, est.labels_)["acc"]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--emb", default="/tmp/tacemb", help="folder with cifar3k_lite0.npz and scene15_lite0.npz")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="auto-K seeds (default 0)")
+    ap.add_argument("--k-max", type=int, default=30)
+    ap.add_argument("--out", default="benchmarks/results/autok.json")
+    args = ap.parse_args(argv)
+
+    rows, records = [], []
+    for name, u, j, y in cases(Path(args.emb)):
+        true_k = len(np.unique(y))
+        acc_true = kmeans_acc(u, y, true_k)
+        acc_cache: dict[int, float] = {true_k: acc_true}
+        for seed in args.seeds:
+            for side, joint in (("image", None), ("image+text", j)):
+                t = time.perf_counter()
+                res = estimate_n_clusters(u, joint_embeddings=joint, k_range=(2, args.k_max), seed=seed)
+                secs = time.perf_counter() - t
+                if res.k not in acc_cache:
+                    acc_cache[res.k] = kmeans_acc(u, y, res.k)
+                sil_k = res.details["silhouette_gap_k"]
+                if sil_k not in acc_cache:
+                    acc_cache[sil_k] = kmeans_acc(u, y, sil_k)
+                rows.append([name, len(y), seed, side, true_k, res.k, acc_cache[res.k], acc_true, sil_k,
+                             acc_cache[sil_k], secs])
+                records.append({
+                    "case": name, "n": int(len(y)), "seed": seed, "side": side, "true_k": true_k,
+                    "k": res.k, "acc_at_k": acc_cache[res.k], "acc_at_true_k": acc_true,
+                    "silhouette_gap_k": sil_k, "acc_at_silhouette_k": acc_cache[sil_k], "seconds": secs,
+                    "candidates": res.candidates.tolist(), "scores": res.scores.tolist(), "details": res.details,
+                })
+                print(f"{name} seed={seed} {side}: K={res.k} (true {true_k}) {secs:.1f}s", file=sys.stderr, flush=True)
+    header = ["case", "N", "seed", "side", "true K", "auto K", "ACC@auto", "ACC@true", "silhouette-gap K",
+              "ACC@sil", "search s"]
+    table = markdown_table(header, rows)
+    print(table)
+    payload = {"environment": environment(), "k_range": [2, args.k_max], "rows": records, "table": table}
+    write_json(args.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

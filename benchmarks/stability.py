@@ -1,0 +1,115 @@
+"""Seed and thread-count stability of ``TextAidedClustering`` on real embeddings.
+
+Data: CIFAR-10 Lite0 embeddings (3,000 images, 10 classes; ``image`` =
+visual features, ``joint_hierarchy`` = noun-space view) and the Lite0 WordNet
+noun bank. For each configuration, 10 seeds (``random_state`` 0..9) are run
+with 1 and with 2 threads (``faiss.omp_set_num_threads`` and
+``torch.set_num_threads`` in this process); the table gives mean, std, min and
+max ACC per thread count, and how many seeds gave *identical* labels at 1 and
+2 threads.
+
+Configurations:
+
+* ``kmeans`` / ``no-train`` / ``tac`` with defaults (``kmeans_n_init=10``);
+* ``kmeans n_init=30``: more restarts, best objective kept;
+* ``kmeans consensus``: 10 single-restart k-means partitions (seeds derived
+  from the run's seed) combined by :func:`tacluster.autok.consensus_labels`
+  (co-association + k-means); about the cost of the default 10 restarts.
+
+    python benchmarks/stability.py                      # kmeans + no-train
+    python benchmarks/stability.py --methods kmeans no-train tac --seeds 5
+
+Prints a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import environment, markdown_table, write_json  # noqa: E402
+
+from tacluster import TextAidedClustering  # noqa: E402
+from tacluster.autok import consensus_labels  # noqa: E402
+from tacluster.evaluate import evaluate_clustering  # noqa: E402
+
+
+def set_threads(n: int) -> None:
+    faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
+
+
+def fit_labels(config: str, seed: int, data, bank) -> np.ndarray:
+    u, joint = data["image"], data["joint_hierarchy"]
+    if config == "kmeans consensus":
+        parts = [
+            TextAidedClustering(10, "kmeans", kmeans_n_init=1, random_state=1000 * seed + j).fit(u).labels_
+            for j in range(10)
+        ]
+        return consensus_labels(np.stack(parts), 10, seed=seed)
+    if config == "kmeans n_init=30":
+        return TextAidedClustering(10, "kmeans", kmeans_n_init=30, random_state=seed).fit(u).labels_
+    est = TextAidedClustering(10, config, random_state=seed)
+    return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--emb", default="/tmp/tacemb/cifar3k_lite0.npz")
+    ap.add_argument("--methods", nargs="+", default=["kmeans", "no-train"],
+                    choices=["kmeans", "no-train", "tac"])
+    ap.add_argument("--fixes", nargs="*", default=["kmeans n_init=30", "kmeans consensus"])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", default="benchmarks/results/stability.json")
+    args = ap.parse_args(argv)
+
+    data = dict(np.load(args.emb))
+    bank = None
+    if any(m != "kmeans" for m in args.methods):
+        from tacluster.backbones import load_backbone
+        from tacluster.vocabulary import load_wordnet_nouns
+
+        bank = load_backbone("lite").noun_bank(load_wordnet_nouns())
+    y = data["labels"]
+    rows, records = [], []
+    for config in list(args.methods) + list(args.fixes):
+        labels: dict[int, list[np.ndarray]] = {}
+        accs: dict[int, list[float]] = {}
+        secs: dict[int, float] = {}
+        for n_threads in args.threads:
+            set_threads(n_threads)
+            t = time.perf_counter()
+            labels[n_threads] = [fit_labels(config, s, data, bank) for s in range(args.seeds)]
+            secs[n_threads] = (time.perf_counter() - t) / args.seeds
+            accs[n_threads] = [evaluate_clustering(y, lab)["acc"] for lab in labels[n_threads]]
+            print(f"{config} threads={n_threads}: {np.round(accs[n_threads], 1)}", file=sys.stderr, flush=True)
+        ref = args.threads[0]
+        same = {
+            t: sum(np.array_equal(a, b) for a, b in zip(labels[ref], labels[t])) for t in args.threads[1:]
+        }
+        for t in args.threads:
+            a = accs[t]
+            rows.append([config, t, statistics.mean(a), statistics.stdev(a) if len(a) > 1 else 0.0, min(a), max(a),
+                         f"{same[t]}/{args.seeds}" if t in same else "-", secs[t]])
+            records.append({"config": config, "threads": t, "acc": a, "mean": statistics.mean(a),
+                            "std": rows[-1][3], "identical_to_%d_threads" % ref: same.get(t),
+                            "seconds_per_fit": secs[t]})
+    header = ["config", "threads", "ACC mean", "ACC std", "min", "max", "labels = 1-thread run", "s / fit"]
+    table = markdown_table(header, rows)
+    print(table)
+    payload = {"environment": environment(), "n_seeds": args.seeds, "rows": records, "table": table}
+    write_json(args.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
