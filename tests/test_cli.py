@@ -182,3 +182,16 @@ def test_cluster_with_a_clip_backbone_runs_tac(tmp_path):
     names = {c["name"] for c in json.loads((out / "clusters.json").read_text())["clusters"]}
     assert names <= set(vocab.read_text().split("\n"))
     assert len(_read_csv(out / "assignments.csv")) == 90
+
+
+def test_k_auto_writes_its_search_to_run_json(run, tmp_path):
+    out = tmp_path / "auto"
+    assert main(["cluster", str(run["data"]), "--k", "auto", "--out", str(out), "--cache-dir", str(run["cache"]),
+                 "--device", "cpu", "--quiet"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    auto = info["auto_k"]
+    assert auto["chosen"] in auto["candidates"] and len(auto["scores"]) == len(auto["candidates"])
+    assert auto["candidates"][-1] <= 12  # capped at sqrt(300 / 2) for a small collection
+    clusters = json.loads((out / "clusters.json").read_text())
+    assert clusters["n_clusters"] == auto["chosen"] == len(clusters["clusters"])
+    assert (out / "auto_k.png").is_file()

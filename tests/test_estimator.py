@@ -85,7 +85,7 @@ def test_load_rejects_missing_corrupted_and_tampered(tmp_path, easy_world):
         TextAidedClustering.load(d)
     d = est.save(tmp_path / "m2")
     cfg = json.loads((d / "config.json").read_text())
-    cfg["params"]["n_clusters"] = 7  # heads no longer fit the config
+    cfg["params"]["n_clusters"] = cfg["n_clusters"] = 7  # heads no longer fit the config
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFileError, match="inconsistent"):
         TextAidedClustering.load(d)
@@ -138,3 +138,18 @@ def test_joint_embeddings_differ_from_image_side(style_world):
     # prediction of no-train needs the joint embeddings too
     p = est.predict(visual[:50], joint_embeddings=w.image_embeddings[:50])
     np.testing.assert_array_equal(p, est.labels_[:50])
+
+
+def test_auto_k_is_estimated_and_saved(tmp_path):
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=800, n_classes=4, dim=32, n_nouns=200, noise=0.5, seed=3)
+    est = TextAidedClustering("auto", "kmeans", k_range=(2, 8), random_state=0, kmeans_n_init=3)
+    est.fit(w.image_embeddings)
+    assert est.n_clusters_ == 4 and est.auto_k_.k == 4
+    assert len(np.unique(est.labels_)) == 4 and est.probabilities_.shape[1] == 4
+    loaded = TextAidedClustering.load(est.save(tmp_path / "m"))
+    assert loaded.n_clusters_ == 4
+    np.testing.assert_array_equal(loaded.predict(w.image_embeddings), est.labels_)
+    with pytest.raises(InputError, match="n_clusters"):
+        TextAidedClustering("many", "kmeans").fit(w.image_embeddings)

@@ -9,6 +9,7 @@ traceback only with ``--debug`` (exit code 1).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shlex
 import sys
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Cluster every image of INPUT into K clusters and write DIR: "
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
     c.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
-    c.add_argument("--k", type=int, required=True, help="number of clusters")
+    c.add_argument("--k", type=_k_value, required=True, metavar="K",
+                   help="number of clusters, or 'auto' to estimate it (2..30)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | hf:<dir or id> | openclip:<arch>/<tag or //path.pt>")
@@ -79,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _k_value(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer nor 'auto'") from None
+
+
 def _cmd_cluster(a) -> int:
     from tacluster.pipeline import cluster_images
 
@@ -89,8 +100,9 @@ def _cmd_cluster(a) -> int:
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
     if not a.quiet:
-        sizes = {i: int((run.labels == i).sum()) for i in range(a.k)}
-        print(f"clustered {len(run.paths)} images into {a.k} clusters "
+        k = len(run.names)
+        sizes = {i: int((run.labels == i).sum()) for i in range(k)}
+        print(f"clustered {len(run.paths)} images into {k} clusters{' (K chosen automatically)' if a.k == 'auto' else ''} "
               f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
         for i in sorted(sizes, key=lambda i: -sizes[i]):
             print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
@@ -157,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if args.debug:
             raise
-        print(f"tacluster: error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        hint = (" (free some disk space, or choose another --out or --cache-dir)"
+                if exc.errno == errno.ENOSPC else "")
+        print(f"tacluster: error: {exc.strerror or exc}{where}{hint}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback
         if args.debug:

@@ -39,8 +39,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_clusters : int, default=10
-        K, the number of clusters.
+    n_clusters : int or "auto", default=10
+        K, the number of clusters; ``"auto"`` estimates it from the data
+        (:func:`tacluster.autok.estimate_n_clusters`, within ``k_range``).
     method : {"tac", "no-train", "kmeans"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
@@ -82,6 +83,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     labels_ : ndarray of shape (n_samples,)
     confidence_ : ndarray of shape (n_samples,)
         Probability of the assigned cluster.
+    n_clusters_ : int
+        The K used (``n_clusters``, or the estimate when it is ``"auto"``).
+    auto_k_ : AutoKResult or None
+        The K search (candidates and scores) when ``n_clusters="auto"``.
     probabilities_ : ndarray of shape (n_samples, n_clusters)
     counterparts_ : ndarray of shape (n_samples, d_joint)
         Text counterparts s (not for ``"kmeans"``).
@@ -101,9 +106,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_clusters: int = 10,
+        n_clusters: int | str = 10,
         method: str = "tac",
         *,
+        k_range: tuple[int, int] = (2, 30),
         n_centres: int | None = None,
         nouns_per_centre: int = 5,
         noun_temperature: float = 1.0,
@@ -125,6 +131,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         verbose: bool = False,
     ):
         self.n_clusters = n_clusters
+        self.k_range = k_range
         self.method = method
         self.n_centres = n_centres
         self.nouns_per_centre = nouns_per_centre
@@ -204,8 +211,27 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         timings: dict[str, float] = {}
         u = as_float_matrix(image_embeddings, "image_embeddings")
         n = u.shape[0]
-        k = check_n_clusters(self.n_clusters, n)
         seed = self._seed()
+        self.auto_k_ = None
+        if isinstance(self.n_clusters, str):
+            check_choice(self.n_clusters, "n_clusters", ("auto",))
+            from tacluster.autok import estimate_n_clusters
+
+            tic = time.perf_counter()
+            # The noun-space view joins the search when it differs from the image side.
+            text_view = None if self.method == "kmeans" else joint_embeddings
+            # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
+            # (30 photos of one cat gave K = 23 without it; the real-image sets
+            # measured in docs/stability.md, n >= 900, are unaffected), and the
+            # search can never fit more than 0.8 n clusters on its subsamples.
+            k_lo, k_hi = self.k_range
+            k_hi = min(k_hi, max(k_lo, int(np.sqrt(n / 2)), 2), (4 * n) // 5)
+            self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
+            k = int(self.auto_k_.k)
+            timings["auto_k"] = time.perf_counter() - tic
+        else:
+            k = check_n_clusters(self.n_clusters, n)
+        self.n_clusters_ = k
         self.n_features_in_ = u.shape[1]
         self.cluster_centers_ = None
         self.image_head_ = self.text_head_ = None
@@ -224,7 +250,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             self.timings_ = timings
             return self
 
-        joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns)
+        joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns, k)
         self.n_joint_features_ = joint.shape[1]
 
         tic = time.perf_counter()
@@ -280,7 +306,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.timings_ = timings
         return self
 
-    def _check_text_inputs(self, u, joint_embeddings, noun_embeddings, nouns):
+    def _check_text_inputs(self, u, joint_embeddings, noun_embeddings, nouns, k):
         if noun_embeddings is None:
             raise InputError(
                 f"method={self.method!r} needs noun_embeddings (the noun bank); "
@@ -299,7 +325,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 f"noun_embeddings have width {bank.shape[1]} but {what} have width {joint.shape[1]}; "
                 "nouns and images must come from the same vision-language model"
             )
-        k = int(self.n_clusters)
         if bank.shape[0] < k:
             raise InputError(
                 f"the vocabulary has {bank.shape[0]} nouns, fewer than n_clusters={k}; "
@@ -409,6 +434,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "format_version": MODEL_FORMAT_VERSION,
             "tacluster_version": _version(),
             "params": params,
+            "n_clusters": int(self.n_clusters_),
             "n_features_in": int(self.n_features_in_),
             "n_joint_features": None if self.n_joint_features_ is None else int(self.n_joint_features_),
             "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
@@ -453,11 +479,14 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelFileError(f"{arr_path} is corrupted ({exc})") from None
         try:
-            model = cls(**config["params"])
+            params = dict(config["params"])
+            if isinstance(params.get("k_range"), list):  # JSON has no tuples
+                params["k_range"] = tuple(params["k_range"])
+            model = cls(**params)
             model._check_params()
             model._restore(config, arrays)
-        except ModelFileError:
-            raise
+        except ModelFileError as exc:
+            raise ModelFileError(f"model {str(d)!r}: {exc}; re-run `tacluster cluster` to rebuild it") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"model in {str(d)!r} is inconsistent ({type(exc).__name__}: {exc})") from None
         return model
@@ -469,6 +498,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self._loaded = True
         self.metadata_ = config.get("metadata") or {}
         self.n_features_in_ = int(config["n_features_in"])
+        k_saved = config.get("n_clusters", self.n_clusters)
+        if isinstance(k_saved, bool) or not isinstance(k_saved, int) or k_saved < 2:
+            raise ModelFileError(f"config.json n_clusters={k_saved!r} is not an integer >= 2; the model is corrupted")
+        self.n_clusters_ = k_saved
+        self.auto_k_ = None
         nj = config.get("n_joint_features")
         self.n_joint_features_ = None if nj is None else int(nj)
         self.kept_nouns_ = list(config.get("kept_nouns", []))
@@ -477,7 +511,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
         self.image_head_ = self.text_head_ = None
         self.loss_history_ = []
-        k = int(self.n_clusters)
+        k = self.n_clusters_
         if self.method in ("kmeans", "no-train"):
             c = self.cluster_centers_
             want = self.n_features_in_ + (self.n_joint_features_ or 0) * (self.method == "no-train")

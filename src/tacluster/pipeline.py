@@ -65,9 +65,42 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # fsync/write errors (ENOSPC) carry no file name: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _begin_writing(out: Path, run_key: str) -> None:
+    """Mark ``out`` as being written by run ``run_key`` before any output is replaced.
+
+    A run killed (or failing, e.g. disk full) while writing leaves some new
+    files and no final run.json; this marker (``"status": "incomplete"``) lets
+    the same command resume in ``out`` (see :func:`check_out_dir`) and tells
+    readers that the directory is not a finished run. Temp files a killed
+    writer left behind are removed (one run writes a directory at a time).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "model", out / "thumbs"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
+
+
+def _displayable(path: str) -> str:
+    """``path`` as valid Unicode text: a file name that is not UTF-8 (its bytes
+    decoded with surrogateescape) shows its odd bytes as ``\\xNN``.
+
+    Parquet and JSON must hold valid UTF-8; the CSVs keep the exact bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _csv_bytes(header: Sequence[str], rows) -> bytes:
@@ -130,7 +163,7 @@ def versions() -> dict[str, str]:
 def cluster_images(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,
-    n_clusters: int,
+    n_clusters: int | str,
     *,
     backbone: str = "lite",
     method: str = "auto",
@@ -151,7 +184,7 @@ def cluster_images(
     ----------
     source : folder, or .csv / .txt list of image paths
     out_dir : directory to write (see the README for its files)
-    n_clusters : K
+    n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
     backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
     method : ``"auto"`` (per backbone, :func:`recommended_method`), ``"tac"``,
         ``"no-train"`` or ``"kmeans"``
@@ -170,8 +203,8 @@ def cluster_images(
     out = Path(out_dir)
     if method != "auto" and method not in METHODS:
         raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
-        raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2")
+    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2):
+        raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
     src = Path(source)
     if not src.exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
@@ -198,7 +231,7 @@ def cluster_images(
             f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped); "
             "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
         )
-    if n_clusters > n_usable:
+    if n_clusters != "auto" and n_clusters > n_usable:
         raise InputError(
             f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(source)!r}; "
             f"use --k {n_usable} or fewer"
@@ -217,6 +250,7 @@ def cluster_images(
     est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
     timings["fit"] = time.perf_counter() - tic
     timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
+    n_clusters = est.n_clusters_
 
     tic = time.perf_counter()
     named = name_clusters(joint, est.labels_, n_clusters, bank.embeddings, bank.words)
@@ -226,14 +260,14 @@ def cluster_images(
     xy = _map_2d(u, seed)
     labels, conf = est.labels_, est.confidence_
     names = named.names
-    out.mkdir(parents=True, exist_ok=True)
+    _begin_writing(out, run_key)
     est.save(out / "model", metadata={
         "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
         "vocabulary": settings["vocabulary"],
     })
     name_col = [names[c] for c in labels]
     atomic_write_bytes(out / "assignments.parquet", _parquet_bytes({
-        "path": emb.paths, "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
+        "path": [_displayable(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
         "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
     }))
     atomic_write_bytes(out / "assignments.csv", _csv_bytes(
@@ -249,15 +283,16 @@ def cluster_images(
             "id": c, "size": int(idx.size), "name": names[c],
             "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
             "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-            "representatives": [emb.paths[i] for i in order[:8]],
-            "outliers": [emb.paths[i] for i in order[::-1][:5]] if idx.size > 8 else [],
+            "representatives": [_displayable(emb.paths[i]) for i in order[:8]],
+            "outliers": [_displayable(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
         })
     atomic_write_bytes(out / "clusters.json", json.dumps(
         {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
-    ).encode("utf-8", "surrogateescape"))
+    ).encode("utf-8"))
     timings["write"] = time.perf_counter() - tic
     timings["total"] = time.perf_counter() - t_start
     run = {
+        "status": "complete",
         "tacluster_version": versions()["tacluster"],
         "command": command or "tacluster.cluster_images(...)",
         "run_key": run_key,
@@ -269,6 +304,10 @@ def cluster_images(
                    "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
         "versions": versions(),
     }
+    if est.auto_k_ is not None:
+        run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
+                         "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
+                         "criterion": "seed stability minus that of a structureless reference (tacluster.autok)"}
     atomic_write_bytes(out / RUN_FILE, json.dumps(run, indent=2).encode())
     report_path = None
     if report:
@@ -315,6 +354,17 @@ def predict_images(
 
     est = TextAidedClustering.load(model_dir)
     meta = est.metadata_
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"model {str(model_dir)!r}: metadata in config.json is not an object; the model is corrupted")
+    names_all = meta.get("cluster_names")
+    if names_all is None:
+        names_all = [str(i) for i in range(est.n_clusters_)]
+    if (not isinstance(names_all, list) or len(names_all) != est.n_clusters_
+            or not all(isinstance(n, str) for n in names_all)):
+        raise ModelFileError(
+            f"model {str(model_dir)!r}: metadata.cluster_names must list {est.n_clusters_} names; "
+            "the model is corrupted, re-run `tacluster cluster`"
+        )
     name = meta.get("backbone")
     if not name:
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
@@ -328,7 +378,6 @@ def predict_images(
         )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
-    names_all = list(meta.get("cluster_names") or [str(i) for i in range(est.n_clusters)])
     if emb.paths:
         u = emb.arrays["image"]
         proba = est.predict_proba(u, joint_embeddings=emb.arrays.get("joint"))

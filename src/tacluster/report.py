@@ -179,7 +179,9 @@ def _read_skipped(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     try:
-        with path.open(encoding="utf-8", newline="") as fh:
+        # skipped.csv holds file names byte for byte; one that is not UTF-8 is
+        # shown with its odd bytes escaped, not refused.
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
             reader = csv.DictReader(fh)
             if reader.fieldnames is None:  # empty file: nothing was skipped
                 return []
@@ -606,7 +608,7 @@ def build_report(
         thumb_size=thumb_size,
     )
     dst = out_dir / REPORT_FILE
-    _atomic_write_bytes(dst, html.encode("utf-8"))
+    _atomic_write_bytes(dst, html.encode("utf-8", "backslashreplace"))  # non-UTF-8 file names
     return dst
 
 

@@ -1,0 +1,233 @@
+"""Faults: kill -9 during embedding and during writing outputs, disk full while writing.
+
+The kill tests run the real entry point (``python -m tacluster cluster``) in a
+subprocess; a ``sitecustomize.py`` registers the tiny test backbone there and,
+through environment variables, slows each batch (RELI_BATCH_SLEEP) or each
+atomic rename of an output (RELI_WRITE_SLEEP) so that a kill after a random
+delay (fixed seed) lands inside that stage.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from safetensors.numpy import load_file
+
+import relihelpers
+from relihelpers import assert_one_line_error, good_image, read_csv, read_run
+from tacluster.embedding import EmbeddingCache
+from tacluster.pipeline import cluster_images
+
+N_IMAGES = 60
+BATCH = 4
+OUTPUTS = ("assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", "run.json",
+           "model/config.json", "model/arrays.safetensors")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """60 images, a vocabulary, and an uninterrupted reference run (own cache)."""
+    root = tmp_path_factory.mktemp("faults")
+    data = root / "data"
+    for i in range(N_IMAGES):
+        good_image(data / f"img_{i:03d}.png", i)
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    vocab = root / "nouns.txt"
+    vocab.write_text("apple\nriver\nengine\nviolin\ncloud\n")
+    site = relihelpers.write_sitecustomize(root / "site")
+    ref = root / "reference"
+    cluster_images(data, ref, 3, backbone="relitiny", method="kmeans", seed=0, device="cpu",
+                   batch_size=BATCH, cache_dir=root / "ref_cache", vocabulary=str(vocab), progress=False,
+                   report=False)
+    return {"root": root, "data": data, "vocab": vocab, "site": site, "ref": ref}
+
+
+def _argv(world, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tacluster", "cluster", str(world["data"]), "--k", "3", "--out", str(out),
+            "--cache-dir", str(cache), "--vocabulary", str(world["vocab"]), "--backbone", "relitiny",
+            "--method", "kmeans", "--seed", "0", "--device", "cpu", "--batch-size", str(BATCH),
+            "--quiet", "--no-report", *extra]
+
+
+def _start(world, out, cache, **env) -> subprocess.Popen:
+    return subprocess.Popen(_argv(world, out, cache), env=relihelpers.subprocess_env(world["site"], **env),
+                            cwd=relihelpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended (rc {proc.returncode}) before the kill point: "
+                                 f"{proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the kill point")
+        time.sleep(0.02)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _n_cached(cache: Path) -> int:
+    bb = relihelpers.make_tiny()
+    return len(EmbeddingCache(cache, bb.fingerprint, bb.outputs))
+
+
+def _n_manifests(cache: Path) -> int:
+    bb = relihelpers.make_tiny()
+    d = cache / "embeddings" / bb.fingerprint / "manifest"
+    return len(list(d.glob("*.jsonl"))) if d.is_dir() else 0
+
+
+def _assert_whole(out: Path) -> None:
+    """Every output present is complete and parseable (temp files are dot-names)."""
+    for name in OUTPUTS:
+        p = out / name
+        if not p.exists():
+            continue
+        if name.endswith(".parquet"):
+            pq.read_table(p)
+        elif name.endswith(".csv"):
+            rows = read_csv(p)
+            assert p.read_bytes().startswith(b"path,"), name
+            assert all(None not in r.values() for r in rows), name
+        elif name.endswith(".json"):
+            json.loads(p.read_text())
+        else:
+            load_file(str(p))
+
+
+def _assert_same_as_reference(out: Path, ref: Path) -> None:
+    assert (out / "assignments.csv").read_bytes() == (ref / "assignments.csv").read_bytes()
+    assert (out / "skipped.csv").read_bytes() == (ref / "skipped.csv").read_bytes()
+    assert json.loads((out / "clusters.json").read_text()) == json.loads((ref / "clusters.json").read_text())
+    assert read_run(out)["status"] == "complete"
+
+
+def _finish(world, out, cache, **env) -> dict:
+    res = subprocess.run(_argv(world, out, cache), env=relihelpers.subprocess_env(world["site"], **env),
+                         cwd=relihelpers.REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return read_run(out)
+
+
+def test_kill_during_embedding_resumes_without_recomputing(world, tmp_path):
+    rng = random.Random(8)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    log = tmp_path / "batches.log"
+    n_before = 0
+    for attempt in range(3):
+        proc = _start(world, out, cache, RELI_BATCH_SLEEP="0.12", RELI_LOG=str(log))
+        m_before = _n_manifests(cache)
+        _wait_for(lambda: _n_manifests(cache) > m_before, proc)  # this attempt made progress
+        time.sleep(rng.uniform(0.0, 0.35))
+        _kill(proc)
+        n_now = _n_cached(cache)
+        assert n_before < n_now < N_IMAGES, (attempt, n_before, n_now)  # killed mid-embedding
+        n_before = n_now
+        # nothing was written to --out yet (outputs come after embedding)
+        assert not out.exists() or not [p for p in out.iterdir() if p.name != "run.json"]
+    info = _finish(world, out, cache, RELI_LOG=str(log))
+    assert info["counts"]["from_cache"] == n_before  # every finished batch was reused
+    assert info["counts"]["embedded_now"] == N_IMAGES - n_before
+    _assert_same_as_reference(out, world["ref"])
+    # Work lost to the three kills is at most the batch in flight each time.
+    embedded = sum(int(x) for x in log.read_text().split())
+    assert N_IMAGES <= embedded <= N_IMAGES + 3 * BATCH
+
+
+def test_kill_while_writing_outputs_leaves_whole_files_and_resumes(world, tmp_path):
+    rng = random.Random(3)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    # warm the cache so the subprocess reaches the output stage quickly
+    cluster_images(world["data"], tmp_path / "warm", 3, backbone="relitiny", method="kmeans", device="cpu",
+                   batch_size=BATCH, cache_dir=cache, vocabulary=str(world["vocab"]), progress=False,
+                   report=False)
+    seen_partial = False
+    for attempt in range(3):
+        proc = _start(world, out, cache, RELI_WRITE_SLEEP="0.25")
+        _wait_for(lambda: (out / "run.json").exists(), proc)
+        time.sleep(rng.uniform(0.0, 1.8))
+        _kill(proc)
+        _assert_whole(out)
+        present = {n for n in OUTPUTS if (out / n).exists()}
+        seen_partial |= bool(present) and present != set(OUTPUTS)
+        assert read_run(out).get("status") == "incomplete"  # marked, so nobody trusts it as finished
+    assert seen_partial, "no kill landed between two outputs; adjust the delays"
+    info = _finish(world, out, cache)  # the same command again, no --overwrite needed
+    assert info["counts"]["embedded_now"] == 0
+    _assert_same_as_reference(out, world["ref"])
+    leftovers = [p.name for d in (out, out / "model") for p in d.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("failing", ["model", "assignments.csv", "clusters.json", "final run.json"])
+def test_disk_full_while_writing_outputs(world, tmp_path, monkeypatch, cli, failing):
+    """ENOSPC surfaces at write or fsync; here fsync of one output's temp file fails."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    base = ["cluster", world["data"], "--k", 3, "--out", out, "--cache-dir", cache, "--vocabulary",
+            world["vocab"], "--backbone", "relitiny", "--method", "kmeans", "--device", "cpu",
+            "--batch-size", BATCH, "--quiet", "--no-report"]
+    assert cli(base)[0] == 0
+    before = {n: (out / n).read_bytes() for n in OUTPUTS}
+
+    real_fsync = os.fsync
+    state = {"run_json_writes": 0}
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        name = Path(target).name
+        if name.startswith(".run.json."):
+            state["run_json_writes"] += 1
+        hit = {
+            "model": False,
+            "assignments.csv": name.startswith(".assignments.csv."),
+            "clusters.json": name.startswith(".clusters.json."),
+            "final run.json": name.startswith(".run.json.") and state["run_json_writes"] == 2,
+        }[failing]
+        if hit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if failing == "model":  # safetensors writes the model without fsync: fail its writer
+        import safetensors.numpy
+
+        def full(*a, **kw):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    code, _, err = cli(base + ["--seed", 1, "--overwrite"])  # a different run replacing the old one
+    assert_one_line_error(code, err, "No space left on device.*free some disk space")
+    monkeypatch.undo()
+
+    _assert_whole(out)
+    tmp_left = [p.name for d in (out, out / "model") for p in d.iterdir() if p.name.endswith(".tmp")]
+    assert tmp_left == []
+    assert read_run(out)["status"] == "incomplete"  # the directory says it is not a finished run
+    order = ["model/arrays.safetensors", "model/config.json", "assignments.parquet", "assignments.csv",
+             "skipped.csv", "clusters.json"]
+    stop = {"model": 0, "assignments.csv": 3, "clusters.json": 5, "final run.json": 6}[failing]
+    for name in order[stop:]:
+        # outputs the failed run had not reached yet are the previous run's, byte for byte
+        assert (out / name).read_bytes() == before[name], name
+    # the same command again, with space: finishes normally
+    assert cli(base + ["--seed", 1])[0] == 0
+    assert read_run(out)["status"] == "complete"
+    assert read_run(out)["settings"]["seed"] == 1

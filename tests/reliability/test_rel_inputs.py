@@ -1,0 +1,222 @@
+"""Bad and unusual inputs, each in a folder of good images, through the CLI and the API.
+
+Every kind of the generated fuzz corpus (relihelpers.KINDS) runs ``tacluster
+cluster`` in-process; the documented outcome is one of: clustered, skipped and
+listed in skipped.csv with a reason, ignored (not an image name), or a one-line
+error with exit code 2. docs/reliability.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import relihelpers
+from relihelpers import KINDS, assert_one_line_error, build, read_csv, read_run
+from tacluster.embedding import EmbeddingCache, content_key, embed_images
+from tacluster.embedding import runner as runner_mod
+from tacluster.errors import InputError, TaclusterError
+from tacluster.pipeline import cluster_images
+
+
+def test_corpus_has_at_least_30_kinds():
+    assert len(KINDS) >= 30
+
+
+@pytest.mark.parametrize("kind_name", sorted(KINDS))
+def test_fuzz_kind_through_cli(kind_name, tmp_path, cli, cluster_args):
+    case = build(kind_name, tmp_path / "in")
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", case.source, "--k", case.k, *cluster_args(out, backbone=case.backbone),
+                        *case.extra_args])
+    if case.expect == "error":
+        assert_one_line_error(code, err, case.reason)
+        # nothing half-made is left behind for the user to clean up
+        assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+        return
+    assert code == 0, err
+    assert err == ""
+    assigned = [r["path"] for r in read_csv(out / "assignments.csv")]
+    skipped = {r["path"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert len(set(assigned)) == len(assigned)
+    assert all(reason for reason in skipped.values())
+    for t in case.target:
+        if case.expect == "use":
+            assert t in assigned, (t, skipped.get(t))
+        elif case.expect == "skip":
+            assert t in skipped, (t, sorted(skipped))
+            assert re.search(case.reason, skipped[t]), skipped[t]
+            assert t not in assigned
+        else:
+            assert t not in assigned and t not in skipped
+    # every good image around the bad one is still clustered
+    goods = [p for p in Path(case.source if case.source.is_dir() else case.source.parent).iterdir()
+             if p.name.startswith(("good_", "cifar_"))]
+    assert goods and all(str(p) in assigned for p in goods)
+    info = read_run(out)
+    assert info["counts"]["assigned"] == len(assigned)
+    assert info["counts"]["skipped"] == len(skipped)
+    table = pq.read_table(out / "assignments.parquet")
+    assert table.num_rows == len(assigned)
+    assert sorted(set(table.column("cluster").to_pylist())) == [0, 1]
+
+
+def test_fuzz_corpus_all_at_once_with_report(tmp_path, cli, cluster_args):
+    """Every file kind in one folder, report included: one run survives them all."""
+    root = tmp_path / "all"
+    cases = []
+    for name in sorted(KINDS):
+        case = build(name, root / name)
+        if case.expect in ("use", "skip") and case.source.is_dir() and case.backbone == "relitiny":
+            cases.append(case)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", root, "--k", 3, *cluster_args(out, report=True)])
+    assert code == 0, err
+    assigned = {r["path"] for r in read_csv(out / "assignments.csv")}
+    skipped = {r["path"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    for case in cases:
+        for t in case.target:
+            assert (t in assigned) if case.expect == "use" else re.search(case.reason, skipped[t])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_duplicates_embedded_once_and_clustered_together(tmp_path):
+    case = build("duplicate_files", tmp_path / "in")
+    res = embed_images(case.source, relihelpers.make_tiny(), cache_dir=tmp_path / "c", progress=False)
+    n_files = len(res.paths)
+    assert res.stats.n_computed == n_files - 1  # two paths, one content
+    rows = dict(zip(res.paths, res.arrays["image"]))
+    np.testing.assert_array_equal(rows[case.target[0]], rows[case.target[1]])
+    run = cluster_images(case.source, tmp_path / "out", 2, backbone="relitiny", method="kmeans",
+                         cache_dir=tmp_path / "c", vocabulary=_vocab(tmp_path),
+                         progress=False, report=False)
+    lab = dict(zip(run.paths, run.labels))
+    assert lab[case.target[0]] == lab[case.target[1]]
+
+
+def _vocab(tmp_path: Path) -> str:
+    p = tmp_path / "v.txt"
+    p.write_text("apple\nriver\ncloud\n")
+    return str(p)
+
+
+def test_same_image_at_two_sizes_embeds_alike(tmp_path):
+    case = build("same_image_two_sizes", tmp_path / "in")
+    res = embed_images(case.source, relihelpers.make_tiny(), progress=False)
+    rows = dict(zip(res.paths, res.arrays["image"]))
+    a, b = rows[case.target[0]], rows[case.target[1]]
+    assert float(a @ b) > 0.95  # different bytes, different keys, nearly the same vector
+    assert not np.array_equal(a, b)
+
+
+def test_nan_rows_are_skipped_not_cached_and_not_retried_as_usable(tmp_path):
+    case = build("nan_from_backbone", tmp_path / "in")
+    bb = relihelpers.make_nan()
+    res = embed_images(case.source, bb, cache_dir=tmp_path / "c", progress=False)
+    assert (case.target[0], "backbone produced NaN") in res.skipped
+    assert np.isfinite(res.arrays["image"]).all() and np.isfinite(res.arrays["joint"]).all()
+    cache = EmbeddingCache(tmp_path / "c", bb.fingerprint, bb.outputs)
+    assert content_key(case.target[0]) not in cache
+
+
+def test_unreadable_file_real_permissions(tmp_path, cli, cluster_args):
+    case = build("zero_byte_file", tmp_path / "in")  # any folder of good images
+    secret = case.source / "secret.png"
+    secret.write_bytes(relihelpers.png_bytes(relihelpers.noise(seed=40)))
+    secret.chmod(0)
+    try:
+        if os.access(secret, os.R_OK):
+            pytest.skip("running as root (CI): chmod 000 does not stop reading; "
+                        "test_unreadable_file_simulated covers this path")
+        out = tmp_path / "out"
+        code, _, err = cli(["cluster", case.source, "--k", 2, *cluster_args(out)])
+        assert code == 0, err
+        skipped = {r["path"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+        assert skipped[str(secret)].startswith("unreadable: Permission denied")
+    finally:
+        secret.chmod(0o644)
+
+
+def test_unreadable_file_simulated(tmp_path, monkeypatch, cli, cluster_args):
+    """As root a chmod 000 file is still readable; make open() fail the way it
+    would for another user."""
+    case = build("zero_byte_file", tmp_path / "in")
+    secret = case.source / "secret.png"
+    secret.write_bytes(relihelpers.png_bytes(relihelpers.noise(seed=41)))
+    real = runner_mod.content_key
+
+    def guarded(path, *a, **kw):
+        if os.fspath(path) == str(secret):
+            raise PermissionError(13, "Permission denied", str(secret))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(runner_mod, "content_key", guarded)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", case.source, "--k", 2, *cluster_args(out)])
+    assert code == 0, err
+    skipped = {r["path"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert skipped[str(secret)] == "unreadable: Permission denied"
+
+
+def test_unreadable_directory_simulated(tmp_path, monkeypatch, cli, cluster_args):
+    case = build("zero_byte_file", tmp_path / "in")
+    locked = case.source / "locked"
+    relihelpers.good_image(locked / "x.png", 3)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", case.source, "--k", 2, *cluster_args(out)])
+    assert code == 0, err
+    skipped = {r["path"]: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert skipped[str(locked)].startswith("unreadable directory")
+
+
+def test_api_raises_tacluster_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    kw = dict(backbone="relitiny", method="kmeans", cache_dir=tmp_path / "c", vocabulary=_vocab(tmp_path),
+              progress=False, report=False)
+    with pytest.raises(InputError, match="no usable images"):
+        cluster_images(empty, tmp_path / "o1", 2, **kw)
+    one = build("folder_with_one_image", tmp_path / "one").source
+    with pytest.raises(InputError, match="larger than the 1 usable"):
+        cluster_images(one, tmp_path / "o2", 2, **kw)
+    for bad_k in (1, 0, -3, 2.5, True, "4"):
+        with pytest.raises(InputError, match=">= 2"):
+            cluster_images(one, tmp_path / "o3", bad_k, **kw)
+    with pytest.raises(InputError, match="does not exist"):
+        cluster_images(tmp_path / "nope", tmp_path / "o4", 2, **kw)
+    with pytest.raises(TaclusterError, match="unknown backbone"):
+        cluster_images(one, tmp_path / "o5", 2, **{**kw, "backbone": "nonesuch"})
+    (tmp_path / "o6").mkdir()
+    (tmp_path / "o6" / "mine.txt").write_text("user data")
+    with pytest.raises(InputError, match="not empty"):
+        cluster_images(one, tmp_path / "o6", 2, **kw)
+    assert (tmp_path / "o6" / "mine.txt").read_text() == "user data"
+
+
+def test_list_file_that_is_not_utf8(tmp_path, cli, cluster_args):
+    lst = tmp_path / "list.txt"
+    lst.write_bytes(b"caf\xe9.png\n")
+    code, _, err = cli(["cluster", lst, "--k", 2, *cluster_args(tmp_path / "out")])
+    assert_one_line_error(code, err, "cannot read the image list")
+
+
+def test_out_is_a_file(tmp_path, cli, cluster_args):
+    src = build("zero_byte_file", tmp_path / "in").source
+    (tmp_path / "f").write_text("x")
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(tmp_path / "f")])
+    assert_one_line_error(code, err, "not a directory")
