@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from tacluster._threads import one_thread_if_busy
+
 
 @dataclass
 class KMeansResult:
@@ -88,8 +90,9 @@ def kmeans(
     # k-means++ seeding: fewer bad local optima than faiss's random init, and
     # the restarts then disagree less (issue: results moving with faiss builds).
     km.cp.init_method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
-    km.train(x)
-    _, labels = km.index.search(x, 1)
+    with one_thread_if_busy():
+        km.train(x)
+        _, labels = km.index.search(x, 1)
     iters = len(km.iteration_stats) // max(int(n_init), 1)
     return KMeansResult(
         centroids=np.asarray(km.centroids, dtype=np.float32),
@@ -140,6 +143,17 @@ def knn(x: np.ndarray, k: int, *, method: str = "auto", seed: int = 0, block: in
     n, d = x.shape
     if method == "auto":
         method = "exact" if n <= EXACT_KNN_MAX else "ivf"
+    if method not in ("exact", "ivf"):
+        raise ValueError(f"knn method={method!r}; use 'auto', 'exact' or 'ivf'")
+    out = np.empty((n, k), dtype=np.int64)
+    with one_thread_if_busy():
+        index = _knn_index(x, method, seed)
+        _search_excluding_self(index, x, k, block, out)
+    return out
+
+
+def _knn_index(x: np.ndarray, method: str, seed: int):
+    n, d = x.shape
     if method == "exact":
         index = faiss.IndexFlatIP(d)
     elif method == "ivf":
@@ -151,10 +165,12 @@ def knn(x: np.ndarray, k: int, *, method: str = "auto", seed: int = 0, block: in
         train = x[rng.choice(n, size=40 * nlist, replace=False)] if n > 40 * nlist else x
         index.train(train)
         index.nprobe = min(8, nlist)
-    else:
-        raise ValueError(f"knn method={method!r}; use 'auto', 'exact' or 'ivf'")
     index.add(x)
-    out = np.empty((n, k), dtype=np.int64)
+    return index
+
+
+def _search_excluding_self(index, x: np.ndarray, k: int, block: int, out: np.ndarray) -> None:
+    n, d = x.shape
     for start in range(0, n, block):
         stop = min(start + block, n)
         _, idx = index.search(x[start:stop], k + 1)
@@ -168,4 +184,3 @@ def knn(x: np.ndarray, k: int, *, method: str = "auto", seed: int = 0, block: in
         missing = ~own.any(axis=1)
         own[missing, -1] = True
         out[start:stop] = idx[~own].reshape(stop - start, k)
-    return out

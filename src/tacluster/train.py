@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tacluster._threads import one_thread_if_busy
 from tacluster.heads import ClusterHead
 
 _EPS = 1e-8
@@ -100,6 +101,19 @@ def train_heads(
         The last epoch's heads are kept, as in the paper.
     """
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        with one_thread_if_busy():
+            return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
+                          n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
+                          seed, dev, progress)
+    return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
+                  n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
+                  seed, dev, progress)
+
+
+def _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
+           n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
+           seed, dev, progress) -> TrainResult:
     n = image_embeddings.shape[0]
     u = torch.from_numpy(np.ascontiguousarray(image_embeddings, dtype=np.float32)).to(dev)
     s = torch.from_numpy(np.ascontiguousarray(counterparts, dtype=np.float32)).to(dev)
