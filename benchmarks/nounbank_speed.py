@@ -19,34 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _tiny_hf_clip(folder: Path) -> Path:
-    import torch
-    import transformers
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = [chr(i) for i in range(33, 127)]  # one token per printable ASCII character
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tok.model_max_length = 77
-    torch.manual_seed(0)
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    transformers.CLIPModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+from tacluster.testing import save_tiny_hf_clip
 
 
 def _words(n: int | None) -> tuple[list[str], str]:
@@ -78,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     words, source = _words(args.words)
     with tempfile.TemporaryDirectory() as tmp:
-        backbone = load_backbone(f"hf:{_tiny_hf_clip(Path(tmp) / 'model')}")
+        backbone = load_backbone(f"hf:{save_tiny_hf_clip(Path(tmp) / 'model')}")
         backbone.text_batch_size = args.batch_size
         cache = Path(tmp) / "cache"
         t0 = time.perf_counter()

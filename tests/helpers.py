@@ -2,46 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-import torch
 
-WIDTH = 16  # projection width shared by both towers of the tiny CLIPs
+pytest.importorskip("transformers")
 
-
-def save_tiny_hf_clip(folder: Path, seed: int) -> Path:
-    """A 2-layer CLIPModel + byte-level BPE tokenizer + processor, no download."""
-    transformers = pytest.importorskip("transformers")
-    folder.mkdir(parents=True, exist_ok=True)
-    # Printable ASCII covers every prompt used here; no merges keeps it tiny
-    # (each character is one token).
-    chars = [chr(i) for i in range(33, 127)]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    bos, eos = len(vocab), len(vocab) + 1
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    tokenizer.model_max_length = 77
-    torch.manual_seed(seed)
-    config = transformers.CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77,
-            bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=32, patch_size=8,
-        ),
-        projection_dim=WIDTH,
-    )
-    transformers.CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    ).save_pretrained(folder)
-    return folder
+from tacluster.testing import WIDTH, save_tiny_hf_clip  # noqa: E402,F401

@@ -87,3 +87,37 @@ class Backbone(abc.ABC):
     def to(self, device: str) -> "Backbone":
         """Move the model to ``device`` (``"cpu"``, ``"cuda"``); returns self."""
         return self
+
+
+class CLIPBackbone(Backbone):
+    """Shared part of the CLIP-like backbones: images and nouns in one space.
+
+    Subclasses hold ``self._model`` and ``self._device``, set
+    ``text_batch_size`` and implement ``encode_text(texts) -> (n, d)`` unit rows.
+    """
+
+    outputs = ("image",)
+    text_batch_size: int = 256
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
+        """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
+
+        Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
+        """
+        from tacluster.nounbank import embed_with_templates
+
+        words = list(words)
+        emb = embed_with_templates(
+            self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
+        )
+        return NounBank(words=words, embeddings=emb)
+
+    def to(self, device: str) -> "CLIPBackbone":
+        import torch
+
+        self._device = torch.device(device)
+        self._model.to(self._device)
+        return self

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from tacluster.backbones import file_digest
-from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
+from tacluster.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
 from tacluster.errors import BackboneError
 
 _INSTALL_HINT = "pip install 'tacluster[hf]'"
@@ -70,7 +70,7 @@ def _features(output) -> "torch.Tensor":  # noqa: F821
     return output
 
 
-class HFCLIPBackbone(Backbone):
+class HFCLIPBackbone(CLIPBackbone):
     """A ``transformers`` ``CLIPModel`` with its tokenizer and image processor.
 
     Parameters
@@ -196,26 +196,6 @@ class HFCLIPBackbone(Backbone):
             )
             feats = torch.nn.functional.normalize(_features(out).float(), dim=-1)
         return feats.cpu().numpy().astype(np.float32, copy=False)
-
-    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
-        """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
-
-        Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
-        """
-        from tacluster.nounbank import embed_with_templates
-
-        words = list(words)
-        emb = embed_with_templates(
-            self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
-        )
-        return NounBank(words=words, embeddings=emb)
-
-    def to(self, device: str) -> "HFCLIPBackbone":
-        import torch
-
-        self._device = torch.device(device)
-        self._model.to(self._device)
-        return self
 
 
 def load(argument: str, device: str = "cpu") -> HFCLIPBackbone:

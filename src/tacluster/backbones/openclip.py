@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from tacluster.backbones import file_digest
-from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
+from tacluster.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
 from tacluster.errors import BackboneError
 
 _INSTALL_HINT = "pip install 'tacluster[openclip]'"
@@ -114,7 +114,7 @@ def _stable_repr(obj) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(obj))
 
 
-class OpenCLIPBackbone(Backbone):
+class OpenCLIPBackbone(CLIPBackbone):
     """An OpenCLIP model with its own validation transform and tokenizer.
 
     Parameters
@@ -250,26 +250,6 @@ class OpenCLIPBackbone(Backbone):
             feats = self._model.encode_text(tokens)
             feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return feats.cpu().numpy().astype(np.float32, copy=False)
-
-    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
-        """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
-
-        Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
-        """
-        from tacluster.nounbank import embed_with_templates
-
-        words = list(words)
-        emb = embed_with_templates(
-            self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
-        )
-        return NounBank(words=words, embeddings=emb)
-
-    def to(self, device: str) -> "OpenCLIPBackbone":
-        import torch
-
-        self._device = torch.device(device)
-        self._model.to(self._device)
-        return self
 
 
 def load(argument: str, device: str = "cpu") -> OpenCLIPBackbone:

@@ -1,0 +1,59 @@
+"""Utilities for tests and benchmarks: tiny models built locally (nothing downloaded)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tacluster.errors import BackboneError
+
+WIDTH = 16  # projection width shared by both towers of the tiny CLIPs
+
+
+def save_tiny_hf_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised Hugging Face CLIP to ``folder``; returns it.
+
+    2 layers, width 32, projection width :data:`WIDTH`, 32-px images, a
+    character-level BPE tokenizer and an image processor: a real
+    ``CLIPModel`` directory that ``hf:<folder>`` loads, built without any
+    download. Random weights: for testing the loading and pipeline code only.
+    """
+    folder = Path(folder)
+    try:
+        import transformers
+    except ImportError as exc:
+        raise BackboneError("save_tiny_hf_clip needs transformers: pip install tacluster[hf]") from exc
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Printable ASCII covers every prompt used here; no merges keeps it tiny
+    # (each character is one token).
+    chars = [chr(i) for i in range(33, 127)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    config = transformers.CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77,
+            bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, image_size=32, patch_size=8,
+        ),
+        projection_dim=WIDTH,
+    )
+    transformers.CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    return folder
