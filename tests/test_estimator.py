@@ -34,7 +34,7 @@ def test_tac_beats_image_kmeans_when_images_carry_a_nuisance(style_world):
 
 
 def test_all_methods_recover_easy_classes(easy_world):
-    for m in ("kmeans", "no-train", "tac"):
+    for m in ("kmeans", "no-train", "tac", "spectral"):
         est = fit(easy_world, m)
         assert cluster_accuracy(easy_world.labels, est.labels_) > 0.95, m
         assert est.labels_.shape == (600,)
@@ -61,7 +61,7 @@ def test_same_seed_same_labels(style_world):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("method", ["kmeans", "no-train", "tac"])
+@pytest.mark.parametrize("method", ["kmeans", "no-train", "tac", "spectral"])
 def test_save_load_round_trip(tmp_path, easy_world, method):
     est = fit(easy_world, method)
     est.save(tmp_path / "model", metadata={"backbone": "test"})
@@ -116,7 +116,7 @@ def test_errors_name_the_problem(easy_world):
     with pytest.raises(InputError, match="one word per row"):
         TextAidedClustering(5).fit(u, t, nouns=["a", "b"])
     with pytest.raises(InputError, match="method"):
-        TextAidedClustering(5, method="spectral").fit(u, t)
+        TextAidedClustering(5, method="dbscan").fit(u, t)
     with pytest.raises(NotFittedError):
         TextAidedClustering(5).predict(u)
     est = TextAidedClustering(5, "kmeans", **FAST).fit(u)
@@ -153,3 +153,28 @@ def test_auto_k_is_estimated_and_saved(tmp_path):
     np.testing.assert_array_equal(loaded.predict(w.image_embeddings), est.labels_)
     with pytest.raises(InputError, match="n_clusters"):
         TextAidedClustering("many", "kmeans").fit(w.image_embeddings)
+
+
+def test_text_weight_auto_is_chosen_saved_and_reused(style_world, tmp_path):
+    """The trust mechanism end to end: informative text (style world) earns a high weight."""
+    w = style_world
+    est = TextAidedClustering(5, "no-train", text_weight="auto", random_state=0)
+    est.fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    assert est.text_weight_ >= 0.75 and est.trust_.text_weight == est.text_weight_
+    assert cluster_accuracy(w.labels, est.labels_) > 0.9
+    loaded = TextAidedClustering.load(est.save(tmp_path / "m"))
+    assert loaded.text_weight_ == est.text_weight_
+    np.testing.assert_array_equal(loaded.predict(w.image_embeddings), est.labels_)
+
+
+def test_spectral_follows_the_neighbour_graph():
+    """Two interleaved rings: k-means cuts across them, the kNN graph follows them."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 2 * np.pi, 600)
+    ring = rng.integers(0, 2, 600)
+    r = np.where(ring == 0, 1.0, 3.0)
+    x = np.stack([r * np.cos(t), r * np.sin(t), np.full(600, 4.0)], 1) + rng.normal(0, 0.05, (600, 3))
+    spec = TextAidedClustering(2, "spectral", random_state=0).fit(x)
+    km = TextAidedClustering(2, "kmeans", random_state=0).fit(x)
+    assert cluster_accuracy(ring, spec.labels_) > 0.95
+    assert cluster_accuracy(ring, km.labels_) < 0.8

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | hf:<dir or id> | openclip:<arch>/<tag or //path.pt>")
-    c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans"],
+    c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],
                    help="auto = the measured best for the backbone (see README)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")

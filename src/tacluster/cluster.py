@@ -38,3 +38,41 @@ def soft_assign(features: np.ndarray, centroids: np.ndarray, temperature: float 
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def spectral_cluster(
+    features: np.ndarray, n_clusters: int, *, n_neighbors: int = 20, seed: int = 0, n_init: int = 10
+) -> np.ndarray:
+    """Spectral clustering of the symmetrised k-nearest-neighbour graph of ``features``.
+
+    The graph comes from faiss (:func:`tacluster._faiss.knn`, cosine on unit
+    rows; each point joined to itself and its ``n_neighbors - 1`` nearest
+    others, as scikit-learn's ``kneighbors_graph(include_self=True)``), the
+    embedding and its k-means from scikit-learn's ``SpectralClustering``.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int64
+    """
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    n = features.shape[0]
+    k = max(1, min(n_neighbors - 1, n - 1))
+    nn = _faiss.knn(features, k, seed=seed)
+    rows = np.repeat(np.arange(n), k + 1)
+    cols = np.hstack([np.arange(n)[:, None], nn]).ravel()
+    conn = sparse.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n, n))
+    affinity = 0.5 * (conn + conn.T)
+    model = SpectralClustering(
+        n_clusters, affinity="precomputed", random_state=seed, n_init=n_init, assign_labels="kmeans"
+    )
+    return model.fit_predict(affinity).astype(np.int64)
+
+
+def normalised_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Unit-norm mean of each cluster's rows, shape (n_clusters, d) (zero rows stay zero)."""
+    sums = np.zeros((n_clusters, features.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, features)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)

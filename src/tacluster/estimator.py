@@ -20,7 +20,7 @@ from tacluster._validation import (
     check_n_clusters,
     check_positive,
 )
-from tacluster.cluster import joint_features, kmeans_cluster, soft_assign
+from tacluster.cluster import joint_features, kmeans_cluster, normalised_means, soft_assign, spectral_cluster
 from tacluster.counterpart import (
     default_n_centres,
     retrieve_counterparts,
@@ -29,7 +29,7 @@ from tacluster.counterpart import (
 )
 from tacluster.errors import InputError, ModelFileError, NotFittedError
 
-METHODS = ("tac", "no-train", "kmeans")
+METHODS = ("tac", "no-train", "kmeans", "spectral")
 MODEL_FORMAT = "tacluster-model"
 MODEL_FORMAT_VERSION = 1
 
@@ -42,10 +42,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     n_clusters : int or "auto", default=10
         K, the number of clusters; ``"auto"`` estimates it from the data
         (:func:`tacluster.autok.estimate_n_clusters`, within ``k_range``).
-    method : {"tac", "no-train", "kmeans"}, default="tac"
+    method : {"tac", "no-train", "kmeans", "spectral"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
-        ``"kmeans"``: k-means on the image embeddings alone (baseline).
+        ``"kmeans"``: k-means on the image embeddings alone (baseline);
+        ``"spectral"``: spectral clustering of the image kNN graph (image side
+        only; tacluster's default with the offline backbone, see README).
     n_centres : int or None, default=None
         Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
         capped at N // 2 (see :func:`tacluster.counterpart.default_n_centres`).
@@ -55,13 +57,19 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Temperature of the noun-to-centre softmax (paper: none, i.e. 1).
     tau : float, default=0.005
         Retrieval softmax temperature.
-    text_weight : float, default=1.0
+    text_weight : float or "auto", default=1.0
         Weight of the counterpart in ``[u, w * s]`` for ``"no-train"``.
+        ``"auto"``: chosen per collection, without labels, by
+        :func:`tacluster.trust.choose_text_weight` (0 = image-only k-means
+        when the text side is weak); the value used is ``text_weight_``.
     n_neighbors : int, default=50
         Neighbours per sample for the distillation (capped at N - 1).
     knn_method : {"auto", "exact", "ivf"}, default="auto"
         Neighbour search: exact up to 20,000 samples, faiss IVF above
         (see :func:`tacluster._faiss.knn`).
+    spectral_neighbors : int, default=20
+        Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
+        fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
     n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight
         Head training (paper: 20 epochs, batch 512, Adam 1e-3, T = 0.5, w = 5);
         ``min_steps`` (200) lengthens training on small collections.
@@ -100,6 +108,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         The trained heads (``"tac"``).
     loss_history_ : list of dict
         Mean loss terms per epoch (``"tac"``).
+    text_weight_ : float
+        The text weight used by ``"no-train"`` (resolved when ``"auto"``).
+    trust_ : TrustDecision or None
+        Why ``"auto"`` chose ``text_weight_`` (None otherwise).
     timings_ : dict
         Seconds per stage of the last ``fit``.
     """
@@ -117,6 +129,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         text_weight: float = 1.0,
         n_neighbors: int = 50,
         knn_method: str = "auto",
+        spectral_neighbors: int = 20,
         n_epochs: int = 20,
         min_steps: int = 200,
         batch_size: int = 512,
@@ -140,6 +153,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.text_weight = text_weight
         self.n_neighbors = n_neighbors
         self.knn_method = knn_method
+        self.spectral_neighbors = spectral_neighbors
         self.n_epochs = n_epochs
         self.min_steps = min_steps
         self.batch_size = batch_size
@@ -158,13 +172,14 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
         check_choice(self.knn_method, "knn_method", ("auto", "exact", "ivf"))
-        for name in ("nouns_per_centre", "n_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
+        for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
         check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
         for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
             check_positive(getattr(self, name), name)
-        check_positive(self.text_weight, "text_weight", allow_zero=True)
+        if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
+            check_positive(self.text_weight, "text_weight", allow_zero=True)
         check_positive(self.balance_weight, "balance_weight", allow_zero=True)
         if self.n_centres is not None:
             check_positive(self.n_centres, "n_centres", integer=True)
@@ -219,7 +234,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
             tic = time.perf_counter()
             # The noun-space view joins the search when it differs from the image side.
-            text_view = None if self.method == "kmeans" else joint_embeddings
+            text_view = None if self.method in ("kmeans", "spectral") else joint_embeddings
             # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
             # (30 photos of one cat gave K = 23 without it; the real-image sets
             # measured in docs/stability.md, n >= 900, are unaffected), and the
@@ -241,12 +256,28 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_nouns_ = []
         self.kept_noun_embeddings_ = None
         self.n_joint_features_ = None
+        self.trust_ = None
+        self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
         if self.method == "kmeans":
             res = kmeans_cluster(u, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
             self.cluster_centers_ = res.centroids
             timings["kmeans"] = time.perf_counter() - t0
             self._set_outputs(soft_assign(u, res.centroids))
+            self.timings_ = timings
+            return self
+        if self.method == "spectral":
+            tic = time.perf_counter()
+            labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
+                                      n_init=self.kmeans_n_init)
+            # New images go to the nearest normalised cluster mean; the fitted
+            # labels stay the graph's, with the confidence of that label.
+            self.cluster_centers_ = normalised_means(u, labels, k)
+            timings["spectral"] = time.perf_counter() - tic
+            proba = soft_assign(u, self.cluster_centers_)
+            self.probabilities_ = proba
+            self.labels_ = labels
+            self.confidence_ = proba[np.arange(n), labels].astype(np.float32)
             self.timings_ = timings
             return self
 
@@ -275,8 +306,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.counterparts_ = s
 
         if self.method == "no-train":
+            if self.text_weight == "auto":
+                from tacluster.trust import choose_text_weight
+
+                tic = time.perf_counter()
+                self.trust_ = choose_text_weight(u, s, k, seed=seed)
+                self.text_weight_ = self.trust_.text_weight
+                timings["trust"] = time.perf_counter() - tic
             tic = time.perf_counter()
-            x = joint_features(u, s, self.text_weight)
+            x = joint_features(u, s, self.text_weight_)
             res = kmeans_cluster(x, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
             self.cluster_centers_ = res.centroids
             timings["kmeans"] = time.perf_counter() - tic
@@ -373,11 +411,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """Cluster probabilities of new images, shape (n_samples, n_clusters)."""
         self._check_fitted()
         u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
-        if self.method == "kmeans":
+        if self.method in ("kmeans", "spectral"):
             return soft_assign(u, self.cluster_centers_)
         if self.method == "no-train":
             s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
-            return soft_assign(joint_features(u, s, self.text_weight), self.cluster_centers_)
+            return soft_assign(joint_features(u, s, self.text_weight_), self.cluster_centers_)
         from tacluster.train import head_probabilities
 
         return head_probabilities(self.image_head_, u)
@@ -439,6 +477,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "n_joint_features": None if self.n_joint_features_ is None else int(self.n_joint_features_),
             "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
             "kept_nouns": list(self.kept_nouns_),
+            "text_weight_used": self.text_weight_,
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
         _atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
@@ -506,18 +545,23 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         nj = config.get("n_joint_features")
         self.n_joint_features_ = None if nj is None else int(nj)
         self.kept_nouns_ = list(config.get("kept_nouns", []))
+        used = config.get("text_weight_used", None if self.text_weight == "auto" else self.text_weight)
+        if self.method == "no-train" and used is None:
+            raise ModelFileError("config.json lacks text_weight_used for a text_weight='auto' model")
+        self.text_weight_ = None if used is None else float(used)
+        self.trust_ = None
         self.cluster_centers_ = arrays.get("cluster_centers")
         self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
         self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
         self.image_head_ = self.text_head_ = None
         self.loss_history_ = []
         k = self.n_clusters_
-        if self.method in ("kmeans", "no-train"):
+        if self.method in ("kmeans", "no-train", "spectral"):
             c = self.cluster_centers_
             want = self.n_features_in_ + (self.n_joint_features_ or 0) * (self.method == "no-train")
             if c is None or c.shape != (k, want):
                 raise ModelFileError(f"cluster_centers missing or of the wrong shape (want {(k, want)})")
-        if self.method != "kmeans":
+        if self.method in ("tac", "no-train"):
             e = self.kept_noun_embeddings_
             if e is None or e.ndim != 2 or e.shape[1] != self.n_joint_features_ or len(self.kept_nouns_) != e.shape[0]:
                 raise ModelFileError("kept noun embeddings missing or inconsistent with config.json")
