@@ -64,9 +64,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         when the text side is weak); the value used is ``text_weight_``.
     n_neighbors : int, default=50
         Neighbours per sample for the distillation (capped at N - 1).
-    knn_method : {"auto", "exact", "ivf"}, default="auto"
-        Neighbour search: exact up to 20,000 samples, faiss IVF above
-        (see :func:`tacluster._faiss.knn`).
+    knn_method : {"auto", "exact", "hnsw", "ivf"}, default="auto"
+        Neighbour search: exact up to 100,000 samples, a faiss HNSW graph
+        above (see :func:`tacluster._faiss.knn`).
     spectral_neighbors : int, default=20
         Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
         fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
@@ -171,7 +171,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     def _check_params(self) -> None:
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
-        check_choice(self.knn_method, "knn_method", ("auto", "exact", "ivf"))
+        check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
         for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
