@@ -35,3 +35,13 @@ def test_a_generic_noun_close_to_everything_is_not_a_name(easy_world):
     assert "entity" not in names.names
     z = noun_zscores(w.image_embeddings, w.labels, 5, bank)
     assert z[:, -1].max() < min(t[0][1] for t in names.top_nouns)
+
+
+def test_synonyms_with_one_vector_prefer_the_everyday_word(style_world):
+    w = style_world
+    c0 = w.noun_embeddings[w.class_nouns[0]]
+    bank = np.vstack([c0, c0, w.noun_embeddings[w.class_nouns[1:]]]).astype(np.float32)
+    nouns = ["Aramus pictus", "limpkin"] + [f"class{k}" for k in range(1, 5)]
+    names = name_clusters(w.image_embeddings, w.labels, 5, bank, nouns)
+    assert names.names[0] == "limpkin"
+    assert [n for n, _ in names.top_nouns[0][:2]] == ["limpkin", "Aramus pictus"]

@@ -148,3 +148,13 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(InputError, match=r"pip install 'tacluster\[ray\]'"):
         run_tasks_ray([1], lambda t: t)
+
+
+def test_engine_ray_through_the_public_api(ray_local, folder, small_tasks):
+    """`embed_images(..., engine="ray")` (what `tacluster cluster --engine ray` calls) equals the local path."""
+    local = embed_images(folder, PixelBackbone(), batch_size=2, progress=False, num_workers=0)
+    on_ray = embed_images(folder, PixelBackbone(), batch_size=2, progress=False, num_workers=0, engine="ray")
+    assert on_ray.paths == local.paths
+    np.testing.assert_allclose(on_ray.arrays["image"], local.arrays["image"], rtol=1e-6, atol=1e-7)
+    with pytest.raises(InputError, match="engine"):
+        embed_images(folder, PixelBackbone(), progress=False, engine="spark")

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
+    c.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
+                        "RAY_ADDRESS selects the cluster)")
     common(c)
 
     p = sub.add_parser("predict", help="assign new images with a saved model",
@@ -96,7 +99,7 @@ def _cmd_cluster(a) -> int:
     run = cluster_images(
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
-        progress=not a.quiet, report=not a.no_report,
+        progress=not a.quiet, report=not a.no_report, engine=a.engine,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
     if not a.quiet:

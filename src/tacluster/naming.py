@@ -71,7 +71,14 @@ def name_clusters(
     its best noun not already taken, so names tell clusters apart.
     """
     z = noun_zscores(joint_embeddings, labels, n_clusters, noun_embeddings)
-    order = np.argsort(-z, axis=1)[:, : max(top, 1) + n_clusters]
+    # Synonyms share one vector and so one score; among tied nouns prefer the
+    # everyday word: no capitals ("limpkin" over "Aramus pictus"), then shorter.
+    capitals = np.array([w != w.lower() for w in nouns])
+    length = np.array([len(w) for w in nouns])
+    order = np.stack([
+        np.lexsort((length, capitals, -np.round(z[c].astype(np.float64), 4)))[: max(top, 1) + n_clusters]
+        for c in range(n_clusters)
+    ])
     sizes = np.bincount(labels, minlength=n_clusters)
     names: list[str] = [""] * n_clusters
     taken: set[str] = set()

@@ -188,6 +188,7 @@ def cluster_images(
     report: bool = True,
     estimator_params: dict | None = None,
     command: str | None = None,
+    engine: str = "local",
 ) -> ClusterRun:
     """Cluster every image of ``source`` and write the run directory ``out_dir``.
 
@@ -234,7 +235,7 @@ def cluster_images(
     timings["load_backbone"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
     timings["embed"] = time.perf_counter() - tic
     n_usable = len(emb.paths)
     if n_usable == 0:

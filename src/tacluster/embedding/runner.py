@@ -152,6 +152,7 @@ def embed_images(
     num_workers: int = 2,
     progress: bool = True,
     decode_in: Literal["threads", "processes"] = "threads",
+    engine: Literal["local", "ray"] = "local",
 ) -> EmbeddingResult:
     """Embed every usable image of a source, reusing cached embeddings.
 
@@ -176,6 +177,10 @@ def embed_images(
         Decode on threads (measured faster on a 2-core machine, see
         ``benchmarks/embed_speed.py``) or in ``torch.utils.data.DataLoader``
         worker processes.
+    engine : {"local", "ray"}, default "local"
+        Run the embedding tasks in this process, or on Ray actors
+        (:func:`tacluster.embedding.ray_engine.run_tasks_ray`; ``RAY_ADDRESS``
+        picks the cluster). Both write the same cache shards.
 
     Returns
     -------
@@ -198,6 +203,8 @@ def embed_images(
         raise InputError(f"num_workers={num_workers!r} must be an integer >= 0, e.g. 2")
     if decode_in not in ("threads", "processes"):
         raise InputError(f"decode_in={decode_in!r} must be 'threads' or 'processes'")
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine={engine!r} must be 'local' or 'ray'")
     outputs = tuple(backbone.outputs)
 
     inputs = _resolve_inputs(source_or_paths)
@@ -256,7 +263,12 @@ def embed_images(
             decode_in=decode_in,
             on_batch=bar.update,
         )
-        results = run_tasks(tasks, worker)
+        if engine == "ray":
+            from tacluster.embedding.ray_engine import run_tasks_ray
+
+            results = run_tasks_ray(tasks, worker)
+        else:
+            results = run_tasks(tasks, worker)
 
     n_computed = 0
     for res in results:
