@@ -169,12 +169,19 @@ def test_text_weight_auto_is_chosen_saved_and_reused(style_world, tmp_path):
 
 def test_spectral_follows_the_neighbour_graph():
     """Two interleaved rings: k-means cuts across them, the kNN graph follows them."""
+    from tacluster.cluster import spectral_cluster
+
     rng = np.random.default_rng(0)
     t = rng.uniform(0, 2 * np.pi, 600)
     ring = rng.integers(0, 2, 600)
     r = np.where(ring == 0, 1.0, 3.0)
     x = np.stack([r * np.cos(t), r * np.sin(t), np.full(600, 4.0)], 1) + rng.normal(0, 0.05, (600, 3))
-    spec = TextAidedClustering(2, "spectral", random_state=0).fit(x)
-    km = TextAidedClustering(2, "kmeans", random_state=0).fit(x)
-    assert cluster_accuracy(ring, spec.labels_) > 0.95
-    assert cluster_accuracy(ring, km.labels_) < 0.8
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert cluster_accuracy(ring, spectral_cluster(x, 2, seed=0)) > 0.95
+    assert cluster_accuracy(ring, TextAidedClustering(2, "kmeans", random_state=0).fit(x).labels_) < 0.8
+
+
+def test_spectral_labels_agree_with_predict(easy_world):
+    est = TextAidedClustering(5, "spectral", random_state=0).fit(easy_world.image_embeddings)
+    assert cluster_accuracy(easy_world.labels, est.labels_) > 0.95
+    np.testing.assert_array_equal(est.predict(easy_world.image_embeddings), est.labels_)
