@@ -12,7 +12,7 @@ For every case and auto-K seed: the estimated K from the image view alone
 and with the text side, and the ACC of k-means (``TextAidedClustering``,
 method "kmeans", seed 0) at the estimated K next to ACC at the true K.
 
-    python benchmarks/autok.py                         # default embeddings in /tmp/tacemb
+    python benchmarks/autok.py                         # embeds ../shared/data (cached)
     python benchmarks/autok.py --seeds 0 1 2 --out benchmarks/results/autok.json
 
 Prints a markdown table and writes JSON.
@@ -35,16 +35,28 @@ from tacluster.autok import estimate_n_clusters  # noqa: E402
 from tacluster.evaluate import evaluate_clustering  # noqa: E402
 
 
-def cases(emb_dir: Path):
-    c = np.load(emb_dir / "cifar3k_lite0.npz")
+def _load(emb_dir: str | None, name: str, data: Path, limit: int | None) -> dict:
+    """Embeddings from an .npz folder (``--emb``) or, by default, the shared data through the cache."""
+    if emb_dir:
+        d = dict(np.load(Path(emb_dir) / f"{name}_lite0.npz"))
+        return {**d, "joint": d["joint_hierarchy"]}
+    from _data import labelled_embeddings
+
+    return labelled_embeddings(data, limit)
+
+
+def cases(emb_dir: str | None):
+    from _data import CIFAR, SCENE
+
+    c = _load(emb_dir, "cifar3k", CIFAR, 300)
     for n_cls in (3, 5, 7, 10):
         keep = c["labels"] < n_cls  # the first n_cls classes in CIFAR order
         names = ",".join(str(v) for v in c["class_names"][:n_cls])
         yield f"CIFAR-10 {n_cls} cls ({names})" if n_cls < 10 else "CIFAR-10 (10 cls)", c["image"][keep], c[
-            "joint_hierarchy"
+            "joint"
         ][keep], c["labels"][keep]
-    s = np.load(emb_dir / "scene15_lite0.npz")
-    yield "15-Scene (15 cls)", s["image"], s["joint_hierarchy"], s["labels"]
+    s = _load(emb_dir, "scene15", SCENE, None)
+    yield "15-Scene (15 cls)", s["image"], s["joint"], s["labels"]
 
 
 def kmeans_acc(x: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -54,14 +66,16 @@ def kmeans_acc(x: np.ndarray, y: np.ndarray, k: int) -> float:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--emb", default="/tmp/tacemb", help="folder with cifar3k_lite0.npz and scene15_lite0.npz")
+    ap.add_argument("--emb", default=None,
+                    help="folder with cifar3k_lite0.npz and scene15_lite0.npz (default: embed the shared "
+                         "data, CIFAR-10 300 per class and 15-Scene, through the cache)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="auto-K seeds (default 0)")
     ap.add_argument("--k-max", type=int, default=30)
     ap.add_argument("--out", default="benchmarks/results/autok.json")
     args = ap.parse_args(argv)
 
     rows, records = [], []
-    for name, u, j, y in cases(Path(args.emb)):
+    for name, u, j, y in cases(args.emb):
         true_k = len(np.unique(y))
         acc_true = kmeans_acc(u, y, true_k)
         acc_cache: dict[int, float] = {true_k: acc_true}

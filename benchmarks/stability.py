@@ -48,7 +48,7 @@ def set_threads(n: int) -> None:
 
 
 def fit_labels(config: str, seed: int, data, bank) -> np.ndarray:
-    u, joint = data["image"], data["joint_hierarchy"]
+    u, joint = data["image"], data.get("joint", data.get("joint_hierarchy"))
     if config == "kmeans consensus":
         parts = [
             TextAidedClustering(10, "kmeans", kmeans_n_init=1, random_state=1000 * seed + j).fit(u).labels_
@@ -63,7 +63,8 @@ def fit_labels(config: str, seed: int, data, bank) -> np.ndarray:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--emb", default="/tmp/tacemb/cifar3k_lite0.npz")
+    ap.add_argument("--emb", default=None,
+                    help="an .npz with image, labels (default: CIFAR-10, 300 per class, embedded through the cache)")
     ap.add_argument("--methods", nargs="+", default=["kmeans", "no-train"],
                     choices=["kmeans", "no-train", "tac"])
     ap.add_argument("--fixes", nargs="*", default=["kmeans n_init=30", "kmeans consensus"])
@@ -72,7 +73,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/stability.json")
     args = ap.parse_args(argv)
 
-    data = dict(np.load(args.emb))
+    if args.emb:
+        data = dict(np.load(args.emb))
+    else:
+        from _data import CIFAR, labelled_embeddings
+
+        data = labelled_embeddings(CIFAR, 300)
     bank = None
     if any(m != "kmeans" for m in args.methods):
         from tacluster.backbones import load_backbone
