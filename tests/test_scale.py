@@ -130,3 +130,18 @@ def test_training_accepts_float16_features_without_upcasting(world):
     h16 = train_heads(u.astype(np.float16), u.astype(np.float16), nn, nn, 10, n_epochs=1, min_steps=10,
                       batch_size=256, seed=0).history
     assert abs(h32[-1]["loss"] - h16[-1]["loss"]) < 1e-2
+
+
+@pytest.mark.parametrize("method", ["kmeans", "no-train", "tac"])
+def test_estimator_large_scale_path_agrees_with_the_exact_path(method):
+    """`large_scale=True` forced on a small easy world: the same clusters as the exact path."""
+    from tacluster import TextAidedClustering
+
+    w = make_world(n_samples=3000, n_classes=6, dim=64, n_nouns=600, noise=0.6, seed=5)
+    kw = dict(random_state=0, kmeans_n_init=10, min_steps=100, n_epochs=3)
+    exact = TextAidedClustering(6, method, large_scale=False, **kw).fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    large = TextAidedClustering(6, method, large_scale=True, **kw).fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    assert large.large_scale_ and not exact.large_scale_
+    assert large.probabilities_ is None and large.confidence_.shape == (3000,)
+    assert adjusted_rand_score(exact.labels_, large.labels_) >= 0.95
+    np.testing.assert_array_equal(large.predict(w.image_embeddings[:200]), large.labels_[:200])

@@ -67,6 +67,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     knn_method : {"auto", "exact", "hnsw", "ivf"}, default="auto"
         Neighbour search: exact up to 100,000 samples, a faiss HNSW graph
         above (see :func:`tacluster._faiss.knn`).
+    large_scale : {"auto", True, False}, default="auto"
+        The large-N path (:mod:`tacluster.scale`) from 100,000 samples:
+        centres and k-means fitted on subsamples with capped iterations (1
+        restart) and every point assigned in blocks, retrieval over each
+        image's top 64 kept nouns, HNSW neighbours; ``probabilities_`` is not
+        kept (it would be N x K floats). ``True``/``False`` force either path.
     spectral_neighbors : int, default=20
         Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
         fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
@@ -95,7 +101,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         The K used (``n_clusters``, or the estimate when it is ``"auto"``).
     auto_k_ : AutoKResult or None
         The K search (candidates and scores) when ``n_clusters="auto"``.
-    probabilities_ : ndarray of shape (n_samples, n_clusters)
+    probabilities_ : ndarray of shape (n_samples, n_clusters) or None
+        None on the large-N path (``large_scale``).
     counterparts_ : ndarray of shape (n_samples, d_joint)
         Text counterparts s (not for ``"kmeans"``).
     kept_noun_indices_ : ndarray of shape (n_kept,)
@@ -130,6 +137,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         n_neighbors: int = 50,
         knn_method: str = "auto",
         spectral_neighbors: int = 20,
+        large_scale="auto",
         n_epochs: int = 20,
         min_steps: int = 200,
         batch_size: int = 512,
@@ -154,6 +162,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.knn_method = knn_method
         self.spectral_neighbors = spectral_neighbors
+        self.large_scale = large_scale
         self.n_epochs = n_epochs
         self.min_steps = min_steps
         self.batch_size = batch_size
@@ -172,6 +181,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
         check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
+        from tacluster.scale import use_large_scale
+
+        use_large_scale(1, self.large_scale)  # validates the value
         for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
@@ -247,6 +259,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         else:
             k = check_n_clusters(self.n_clusters, n)
         self.n_clusters_ = k
+        from tacluster import scale
+
+        large = self.large_scale_ = scale.use_large_scale(n, self.large_scale)
+        k_iter = min(self.kmeans_n_iter, scale.KMEANS_N_ITER) if large else self.kmeans_n_iter
         self.n_features_in_ = u.shape[1]
         self.cluster_centers_ = None
         self.image_head_ = self.text_head_ = None
@@ -260,10 +276,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
         if self.method == "kmeans":
-            res = kmeans_cluster(u, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
-            self.cluster_centers_ = res.centroids
+            if large:
+                res, conf = scale.sampled_kmeans([u], k, n_iter=k_iter, seed=seed + 1)
+                self.cluster_centers_ = res.centroids
+                self._set_labels(res.labels, conf)
+            else:
+                res = kmeans_cluster(u, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+                self.cluster_centers_ = res.centroids
+                self._set_outputs(soft_assign(u, res.centroids))
             timings["kmeans"] = time.perf_counter() - t0
-            self._set_outputs(soft_assign(u, res.centroids))
             self.timings_ = timings
             return self
         if self.method == "spectral":
@@ -288,7 +309,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         n_centres = self.n_centres if self.n_centres is not None else default_n_centres(n, k)
         if n_centres > n:
             raise InputError(f"n_centres={n_centres} is larger than the {n} samples; use n_centres <= {n}")
-        centres = semantic_centres(joint, n_centres, seed=seed, n_iter=self.kmeans_n_iter, n_init=self.centres_n_init)
+        if large:
+            centres = scale.sampled_semantic_centres(
+                joint, n_centres, n_iter=min(self.kmeans_n_iter, scale.CENTRE_N_ITER), seed=seed)
+        else:
+            centres = semantic_centres(joint, n_centres, seed=seed, n_iter=self.kmeans_n_iter,
+                                       n_init=self.centres_n_init)
         timings["centres"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
@@ -301,7 +327,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_noun_embeddings_ = np.ascontiguousarray(bank[sel.indices])
 
         tic = time.perf_counter()
-        s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+        if large:
+            s = scale.retrieve_counterparts_topk(joint, self.kept_noun_embeddings_, tau=self.tau)
+        else:
+            s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
         timings["retrieval"] = time.perf_counter() - tic
         self.counterparts_ = s
 
@@ -314,11 +343,17 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self.text_weight_ = self.trust_.text_weight
                 timings["trust"] = time.perf_counter() - tic
             tic = time.perf_counter()
-            x = joint_features(u, s, self.text_weight_)
-            res = kmeans_cluster(x, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
-            self.cluster_centers_ = res.centroids
+            if large:
+                res, conf = scale.sampled_kmeans([u, s], k, weights=[1.0, self.text_weight_], n_iter=k_iter,
+                                                 seed=seed + 1)
+                self.cluster_centers_ = res.centroids
+                self._set_labels(res.labels, conf)
+            else:
+                x = joint_features(u, s, self.text_weight_)
+                res = kmeans_cluster(x, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+                self.cluster_centers_ = res.centroids
+                self._set_outputs(soft_assign(x, res.centroids))
             timings["kmeans"] = time.perf_counter() - tic
-            self._set_outputs(soft_assign(x, res.centroids))
             self.timings_ = timings
             return self
 
@@ -340,7 +375,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         timings["train"] = time.perf_counter() - tic
         self.image_head_, self.text_head_ = result.image_head, result.text_head
         self.loss_history_ = result.history
-        self._set_outputs(head_probabilities(self.image_head_, u))
+        if large:  # argmax and max per block; the full N x K matrix is not kept
+            labels = np.empty(n, dtype=np.int64)
+            conf = np.empty(n, dtype=np.float32)
+            for sl in scale.iter_blocks(n):
+                p = head_probabilities(self.image_head_, u[sl])
+                labels[sl], conf[sl] = p.argmax(1), p.max(1)
+            self._set_labels(labels, conf)
+        else:
+            self._set_outputs(head_probabilities(self.image_head_, u))
         self.timings_ = timings
         return self
 
@@ -377,6 +420,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                     f"got {len(words)} nouns for {bank.shape[0]} noun embeddings; give one word per row"
                 )
         return joint, bank, words
+
+    def _set_labels(self, labels: np.ndarray, confidence: np.ndarray) -> None:
+        self.probabilities_ = None
+        self.labels_ = np.asarray(labels, dtype=np.int64)
+        self.confidence_ = np.asarray(confidence, dtype=np.float32)
 
     def _set_outputs(self, proba: np.ndarray) -> None:
         self.probabilities_ = proba
