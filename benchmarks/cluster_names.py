@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
         run = cluster_images(listing, Path(tmp) / "run", args.k, backbone=args.backbone, seed=args.seed,
                              cache_dir=args.cache_dir, progress=False, report=False)
         clusters = json.loads((Path(tmp) / "run" / "clusters.json").read_text())["clusters"]
-    rows, recognised = [], 0
+    rows = []
     for c in sorted(clusters, key=lambda c: -c["size"]):
         members = [label_of[p] for p, lab in zip(run.paths, run.labels) if lab == c["id"]]
         cls, count = Counter(members).most_common(1)[0] if members else ("-", 0)

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     rss_world = peak_rss_mb()
 
     t = time.perf_counter()
-    base = _faiss.kmeans(w.image_embeddings, args.k, n_init=1, seed=0, spherical=True)
+    _faiss.kmeans(w.image_embeddings, args.k, n_init=1, seed=0, spherical=True)
     plain_kmeans_s = time.perf_counter() - t
 
     runs = {}

@@ -1,7 +1,6 @@
 """Stage 1: centres, noun selection and retrieval do what the paper says."""
 
 import numpy as np
-import pytest
 
 from tacluster.counterpart import (
     default_n_centres,

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tacluster.backbones.base import Backbone, NounBank
 from tacluster.embedding import (
     CorruptShardWarning,
     EmbeddingCache,
@@ -27,50 +25,9 @@ from tacluster.embedding import (
 from tacluster.embedding import runner as runner_mod
 from tacluster.embedding.reader import ImageDecodeError
 from tacluster.errors import BackboneError, InputError
+from tacluster.testing import TinyBackbone
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-class TinyBackbone(Backbone):
-    """Deterministic test backbone: fixed random linear maps of a 16x16 image.
-
-    An all-black image has a zero feature vector, and the plain division in
-    the normalisation then gives NaN: the path a broken model would take.
-    """
-
-    name = "tiny"
-    outputs = ("image", "joint")
-
-    def __init__(self, fail_after: int | None = None):
-        g = torch.Generator().manual_seed(0)
-        self.w_image = torch.randn(3 * 16 * 16, 8, generator=g)
-        self.w_joint = torch.randn(3 * 16 * 16, 5, generator=g)
-        self.fail_after = fail_after
-        self.n_calls = 0
-        self.n_images = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return "tiny0001"
-
-    def preprocess(self, image):
-        small = image.resize((16, 16), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-    def encode_images(self, batch):
-        self.n_calls += 1
-        if self.fail_after is not None and self.n_calls > self.fail_after:
-            raise RuntimeError("simulated crash")
-        self.n_images += batch.shape[0]
-        x = batch.flatten(1)
-        out = {}
-        for name, w in (("image", self.w_image), ("joint", self.w_joint)):
-            y = x @ w
-            out[name] = (y / y.norm(dim=1, keepdim=True)).numpy()
-        return out
-
-    def noun_bank(self, words):
-        return NounBank(list(words), np.zeros((len(words), 5), np.float32))
 
 
 def _noise(path: Path, seed: int, size=(20, 24), fmt=None) -> Path:

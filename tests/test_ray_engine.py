@@ -3,54 +3,23 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tacluster.backbones.base import Backbone, NounBank
 from tacluster.embedding import EmbeddingCache, embed_images
 from tacluster.embedding import runner as runner_mod
 from tacluster.embedding.ray_engine import _split_progress, run_tasks_ray
 from tacluster.errors import BackboneError, InputError
+from tacluster.testing import TinyBackbone
 
 _SKIP = "Ray is not installed: pip install 'tacluster[ray]' to test the Ray engine"
 
 LOCAL = runner_mod.run_tasks  # the sequential engine, before any test patches it
 
 
-class PixelBackbone(Backbone):
-    """Deterministic tiny backbone: fixed random projections of a 16x16 image;
-    raises after ``fail_after`` batches (a crash in the middle of a run)."""
-
-    name = "pixel"
-    outputs = ("image", "joint")
-
-    def __init__(self, fail_after: int | None = None):
-        g = torch.Generator().manual_seed(0)
-        self.w = {"image": torch.randn(3 * 16 * 16, 8, generator=g), "joint": torch.randn(3 * 16 * 16, 5, generator=g)}
-        self.fail_after = fail_after
-        self.n_calls = 0
-
-    @property
-    def fingerprint(self) -> str:
-        return "pixel0001"
-
-    def preprocess(self, image):
-        small = image.resize((16, 16), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-    def encode_images(self, batch):
-        self.n_calls += 1
-        if self.fail_after is not None and self.n_calls > self.fail_after:
-            raise RuntimeError("simulated crash")
-        x = batch.flatten(1)
-        return {k: torch.nn.functional.normalize(x @ w, dim=1).numpy() for k, w in self.w.items()}
-
-    def noun_bank(self, words):
-        return NounBank(list(words), np.zeros((len(words), 5), np.float32))
+PixelBackbone = TinyBackbone  # deterministic; raises after ``fail_after`` batches
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +72,7 @@ def test_killed_ray_run_resumes_on_either_engine(ray_local, folder, tmp_path, sm
     engine = lambda tasks, worker: run_tasks_ray(tasks, worker, num_actors=1)  # noqa: E731  deterministic order
     with pytest.raises(BackboneError, match="simulated crash"):
         _embed(folder, engine, monkeypatch, backbone=PixelBackbone(fail_after=2), cache_dir=cache)
-    assert len(EmbeddingCache(cache, "pixel0001", ("image", "joint"))) == 4  # two finished batches
+    assert len(EmbeddingCache(cache, "tiny0001", ("image", "joint"))) == 4  # two finished batches
 
     resumed = _embed(folder, run_tasks_ray, monkeypatch, cache_dir=cache)
     assert resumed.stats.n_cached == 4 and resumed.stats.n_computed == 8

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+
+import numpy as np
 from pathlib import Path
 
+from tacluster.backbones.base import Backbone, NounBank
 from tacluster.errors import BackboneError
 
 WIDTH = 16  # projection width shared by both towers of the tiny CLIPs
@@ -57,3 +60,50 @@ def save_tiny_hf_clip(folder: str | os.PathLike, seed: int = 0) -> Path:
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     ).save_pretrained(folder)
     return folder
+
+
+class TinyBackbone(Backbone):
+    """Deterministic test backbone: fixed random linear maps of a 16x16 image.
+
+    An all-black image has a zero feature vector, and the plain division in
+    the normalisation then gives NaN: the path a broken model would take.
+    """
+
+    name = "tiny"
+    outputs = ("image", "joint")
+
+    def __init__(self, fail_after: int | None = None):
+        import torch
+
+        g = torch.Generator().manual_seed(0)
+        self.w_image = torch.randn(3 * 16 * 16, 8, generator=g)
+        self.w_joint = torch.randn(3 * 16 * 16, 5, generator=g)
+        self.fail_after = fail_after
+        self.n_calls = 0
+        self.n_images = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return "tiny0001"
+
+    def preprocess(self, image):
+        import torch
+        from PIL import Image
+
+        small = image.resize((16, 16), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    def encode_images(self, batch):
+        self.n_calls += 1
+        if self.fail_after is not None and self.n_calls > self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.n_images += batch.shape[0]
+        x = batch.flatten(1)
+        out = {}  # y / |y| on purpose (not F.normalize): a black image gives NaN
+        for name, w in (("image", self.w_image), ("joint", self.w_joint)):
+            y = x @ w
+            out[name] = (y / y.norm(dim=1, keepdim=True)).numpy()
+        return out
+
+    def noun_bank(self, words):
+        return NounBank(list(words), np.zeros((len(words), 5), np.float32))
