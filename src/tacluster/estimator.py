@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +12,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
 from tacluster import _faiss
+from tacluster._atomic import atomic_write
 from tacluster._validation import (
     as_float_matrix,
     check_choice,
@@ -528,8 +527,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "text_weight_used": self.text_weight_,
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
-        _atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
-        _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
+        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
         return out
 
     @classmethod
@@ -630,16 +629,3 @@ def _version() -> str:
     from tacluster import __version__
 
     return __version__
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise

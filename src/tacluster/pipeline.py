@@ -13,7 +13,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tacluster._atomic import atomic_write_bytes
 from tacluster.errors import InputError, ModelFileError
 
 RUN_FILE = "run.json"
@@ -63,26 +63,6 @@ def recommended_params(backbone_name: str) -> dict:
 def recommended_method(backbone_name: str) -> str:
     """The method part of :func:`recommended_params`."""
     return recommended_params(backbone_name)["method"]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file and rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # fsync/write errors (ENOSPC) carry no file name: name it
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _begin_writing(out: Path, run_key: str) -> None:

@@ -35,13 +35,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from tacluster._atomic import atomic_write_bytes
 from tacluster.errors import InputError
 
 __all__ = ["build_report", "save_confusion_png"]
@@ -214,18 +214,6 @@ def _read_run_dir(out_dir: Path) -> _RunDir:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -233,7 +221,7 @@ def _save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cluster_colors(ids: Sequence[int]) -> dict[int, tuple[float, float, float]]:
@@ -291,7 +279,7 @@ def _make_thumb(src: Path, dst: Path, size: int) -> bool:
     # cost a placeholder, never the report.
     except Exception:  # noqa: BLE001
         return False
-    _atomic_write_bytes(dst, buf.getvalue())
+    atomic_write_bytes(dst, buf.getvalue())
     return True
 
 
@@ -308,7 +296,7 @@ def _placeholder(thumbs_dir: Path, size: int) -> str:
         draw.line((m, size - m, size - m, m), fill="#b3bac5", width=max(2, size // 32))
         buf = io.BytesIO()
         im.save(buf, format="PNG")
-        _atomic_write_bytes(dst, buf.getvalue())
+        atomic_write_bytes(dst, buf.getvalue())
     return f"{THUMBS_DIR}/{name}"
 
 
@@ -608,7 +596,7 @@ def build_report(
         thumb_size=thumb_size,
     )
     dst = out_dir / REPORT_FILE
-    _atomic_write_bytes(dst, html.encode("utf-8", "backslashreplace"))  # non-UTF-8 file names
+    atomic_write_bytes(dst, html.encode("utf-8", "backslashreplace"))  # non-UTF-8 file names
     return dst
 
 

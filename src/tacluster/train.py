@@ -8,6 +8,7 @@ w = 5.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -101,14 +102,10 @@ def train_heads(
         The last epoch's heads are kept, as in the paper.
     """
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        with one_thread_if_busy():
-            return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
-                          n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
-                          seed, dev, progress)
-    return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
-                  n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
-                  seed, dev, progress)
+    with one_thread_if_busy() if dev.type == "cpu" else contextlib.nullcontext():
+        return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
+                      n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
+                      seed, dev, progress)
 
 
 def _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,

@@ -504,12 +504,11 @@ if _delay:
     # Slow every atomic rename of the run's outputs: a kill then lands while
     # outputs are being written (temp file complete, target not yet replaced).
     import types
-    import tacluster.estimator, tacluster.pipeline, tacluster.report
+    import tacluster._atomic  # every output (model, tables, report) is renamed there
     def _slow_replace(src, dst, _r=os.replace):
         time.sleep(_delay)
         return _r(src, dst)
-    for _m in (tacluster.estimator, tacluster.pipeline, tacluster.report):
-        _m.os = types.SimpleNamespace(**{**vars(os), "replace": _slow_replace})
+    tacluster._atomic.os = types.SimpleNamespace(**{**vars(os), "replace": _slow_replace})
 '''
 
 

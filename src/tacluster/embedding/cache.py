@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from tacluster._atomic import atomic_write_bytes
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -75,12 +77,6 @@ class CacheHits:
 
     positions: np.ndarray
     arrays: dict[str, np.ndarray]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class EmbeddingCache:
@@ -310,7 +306,7 @@ class EmbeddingCache:
         os.replace(tmp, shard)
         # The manifest goes last: until it exists the shard is invisible.
         lines = "".join(json.dumps({"key": k, "row": i}) + "\n" for i, k in enumerate(keys))
-        _atomic_write_text(self.manifest_dir / f"{shard_id}.jsonl", lines)
+        atomic_write_bytes(self.manifest_dir / f"{shard_id}.jsonl", lines.encode("utf-8"))
         index = self.index()
         for i, k in enumerate(keys):
             index[k] = (shard_id, i)
@@ -329,7 +325,7 @@ class EmbeddingCache:
             "outputs": list(self.outputs),
             "dims": dims,
         }
-        _atomic_write_text(path, json.dumps(info, indent=1) + "\n")
+        atomic_write_bytes(path, (json.dumps(info, indent=1) + "\n").encode("utf-8"))
 
     # -- undecodable files -----------------------------------------------------
     def failures(self) -> dict[str, str]:
@@ -351,7 +347,7 @@ class EmbeddingCache:
         self._ensure_dirs()
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
         text = "".join(json.dumps({"key": k, "reason": r}) + "\n" for k, r in items)
-        _atomic_write_text(self.failure_dir / name, text)
+        atomic_write_bytes(self.failure_dir / name, text.encode("utf-8"))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
