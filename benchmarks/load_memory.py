@@ -91,22 +91,68 @@ def _register_projection_backbone() -> None:
     register_backbone("memproj", lambda arg, device="cpu": Projection())
 
 
+# Pipeline stages whose resident-memory growth is reported separately: the
+# function wrapped, and the name it is reported under (in call order).
+STAGES = [("tacluster.embedding.runner", "_resolve_inputs", "list inputs"),
+          ("tacluster.embedding.runner", "_map_threads", "hash files"),
+          ("tacluster.embedding.runner", "run_tasks", "decode + embed + cache"),
+          ("tacluster.embedding.runner", "_assemble", "assemble arrays"),
+          ("tacluster.estimator", "TextAidedClustering.fit", "fit (k-means)"),
+          ("tacluster.pipeline", "_map_2d", "2-D map")]
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _instrument(marks: list) -> None:
+    """Wrap the stage functions so each records the resident memory on return."""
+    import importlib
+
+    for module, attr, label in STAGES:
+        owner = importlib.import_module(module)
+        *parents, name = attr.split(".")
+        for p in parents:
+            owner = getattr(owner, p)
+        fn = getattr(owner, name)
+
+        def wrapped(*a, _fn=fn, _label=label, **k):
+            out = _fn(*a, **k)
+            marks.append((_label, _current_rss_mb()))
+            return out
+
+        setattr(owner, name, wrapped)
+
+
 def child(list_file: Path, work: Path, vocab: Path, k: int) -> dict:
-    """One measurement, in its own process: peak RSS before and after the pipeline."""
+    """One measurement, in its own process: peak RSS before and after the pipeline,
+    and the resident memory after each stage."""
     _register_projection_backbone()
     from tacluster.pipeline import cluster_images
 
     import faiss  # noqa: F401  (imported before the baseline, like torch)
 
+    marks: list = []
+    _instrument(marks)
     base = peak_rss_mb()
     t0 = time.perf_counter()
     run = cluster_images(list_file, work / "out", k, backbone="memproj", method="kmeans", device="cpu",
                          batch_size=64, cache_dir=work / "cache", vocabulary=str(vocab), progress=False,
                          report=False)
+    marks.append(("write outputs", _current_rss_mb()))
     n = len(run.paths)
     arrays_mb = n * (D_IMAGE + D_JOINT) * 4 / 2**20
+    stages, prev = {}, base
+    for label, rss in marks:  # growth of the resident set during each stage (first call of each)
+        stages.setdefault(label, rss - prev)
+        prev = rss
     return {"n_images": n, "skipped": len(run.skipped), "seconds": time.perf_counter() - t0,
-            "rss_baseline_mb": base, "rss_peak_mb": peak_rss_mb(), "arrays_mb": arrays_mb}
+            "rss_baseline_mb": base, "rss_peak_mb": peak_rss_mb(), "arrays_mb": arrays_mb,
+            "stage_growth_mb": stages}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,10 +197,21 @@ def main(argv: list[str] | None = None) -> dict:
                      round(r["rss_peak_mb"], 1), round(r["growth_mb"], 1), round(r["arrays_mb"], 2)])
     print(markdown_table(["images", "seconds", "RSS after imports (MiB)", "peak RSS (MiB)",
                           "growth (MiB)", "embedding arrays (MiB)"], rows))
+    labels = list(results[0]["stage_growth_mb"])
+    per_image = {}
+    if len(ns) > 1:  # slope of each stage's growth against the number of images
+        for lab in labels:
+            g = np.array([r["stage_growth_mb"].get(lab, 0.0) for r in results])
+            per_image[lab] = float(np.polyfit(ns, g, 1)[0] * 1024 * 1024)
+    print("\nresident growth by stage (MiB), and its slope per image (bytes):\n")
+    print(markdown_table(["stage"] + [str(r["n_images"]) for r in results] + ["bytes / image"],
+                         [[lab] + [round(r["stage_growth_mb"].get(lab, 0.0), 1) for r in results]
+                          + [round(per_image.get(lab, float("nan")))] for lab in labels]))
     print(f"\npeak growth per image: {slope_kib:.2f} KiB (the embedding rows are "
           f"{(D_IMAGE + D_JOINT) * 4 / 1024:.2f} KiB; the rest is paths, cache index, outputs, k-means)")
     payload = {"backbone": "memproj: fixed random projection of a 16x16 downsample (test backbone, not lite)",
-               "results": results, "growth_kib_per_image": slope_kib, "environment": environment()}
+               "results": results, "growth_kib_per_image": slope_kib,
+               "stage_bytes_per_image": per_image, "environment": environment()}
     write_json(args.out, payload)
     print(f"results: {args.out}")
     return payload

@@ -8,6 +8,7 @@ error while writing (e.g. disk full) leaves the previous file in place.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -47,3 +48,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
 
     atomic_write(path, write)
+
+
+def commit_staged(staging: Path, target: Path, names: list[str], last: str) -> None:
+    """Move the files ``names`` (relative paths) from ``staging`` into ``target``
+    by renames, ``last`` after all the others, then remove ``staging``.
+
+    Renames need no free space, so once every byte is written to ``staging``
+    a full disk can no longer stop the swap; each rename is atomic, and the
+    caller marks the target as being written before calling (a kill between two
+    renames leaves whole files and that mark).
+    """
+    for name in [*names, last]:
+        dst = target / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, dst)
+    shutil.rmtree(staging, ignore_errors=True)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,17 @@ from typing import Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes
+from tacluster._atomic import atomic_write_bytes, commit_staged
 from tacluster.errors import InputError, ModelFileError
 
 RUN_FILE = "run.json"
+#: Hidden folder inside ``--out`` where a run writes every output before
+#: moving them in (see :func:`_commit_outputs`).
+STAGING = ".tacluster-staging"
+#: What a run writes, relative to ``--out``, in the order they are moved in
+#: (``run.json`` goes last, see :func:`_commit_outputs`).
+STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.parquet",
+                "assignments.csv", "skipped.csv", "clusters.json"]
 OUR_FILES = (
     "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
     "report.html", "map.png", "auto_k.png", "model", "thumbs",
@@ -65,20 +73,39 @@ def recommended_method(backbone_name: str) -> str:
     return recommended_params(backbone_name)["method"]
 
 
-def _begin_writing(out: Path, run_key: str) -> None:
-    """Mark ``out`` as being written by run ``run_key`` before any output is replaced.
+def _begin_writing(out: Path) -> Path:
+    """Prepare ``out`` for a run's outputs and return the empty staging folder.
 
-    A run killed (or failing, e.g. disk full) while writing leaves some new
-    files and no final run.json; this marker (``"status": "incomplete"``) lets
-    the same command resume in ``out`` (see :func:`check_out_dir`) and tells
-    readers that the directory is not a finished run. Temp files a killed
-    writer left behind are removed (one run writes a directory at a time).
+    Every output is first written whole into ``out/.tacluster-staging`` (each
+    through a temp file and a rename); only when all are there does
+    :func:`_commit_outputs` move them in. So an error while the bytes are
+    written (disk full, a bad path, a kill) leaves the previous outputs in
+    ``out`` untouched, ``run.json`` included. Leftovers of a killed writer
+    (temp files, an old staging folder) are removed first: one run writes a
+    directory at a time.
     """
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "model", out / "thumbs"):
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "model").mkdir(parents=True)
+    return stage
+
+
+def _commit_outputs(out: Path, stage: Path, run_key: str) -> None:
+    """Move the staged outputs into ``out``, marking it as being written meanwhile.
+
+    The mark (``run.json`` with ``"status": "incomplete"``) is the only byte
+    written in ``out`` before the renames; it tells readers the directory is
+    not a finished run while files are swapped, and lets the same command
+    resume there after a kill (:func:`check_out_dir`). The staged ``run.json``
+    (``"status": "complete"``) moves in last.
+    """
     atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
+    commit_staged(stage, out, STAGED_FILES, RUN_FILE)
 
 
 def _displayable(path: str) -> str:
@@ -252,55 +279,60 @@ def cluster_images(
     xy = _map_2d(u, seed)
     labels, conf = est.labels_, est.confidence_
     names = named.names
-    _begin_writing(out, run_key)
-    est.save(out / "model", metadata={
-        "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
-        "vocabulary": settings["vocabulary"],
-    })
-    name_col = [names[c] for c in labels]
-    atomic_write_bytes(out / "assignments.parquet", _parquet_bytes({
-        "path": [_displayable(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
-        "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
-    }))
-    atomic_write_bytes(out / "assignments.csv", _csv_bytes(
-        ["path", "cluster", "confidence", "cluster_name"],
-        ((p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
-    ))
-    atomic_write_bytes(out / "skipped.csv", _csv_bytes(["path", "reason"], emb.skipped))
-    clusters = []
-    for c in range(n_clusters):
-        idx = np.flatnonzero(labels == c)
-        order = idx[np.argsort(-conf[idx], kind="stable")]
-        clusters.append({
-            "id": c, "size": int(idx.size), "name": names[c],
-            "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
-            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-            "representatives": [_displayable(emb.paths[i]) for i in order[:8]],
-            "outliers": [_displayable(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
+    stage = _begin_writing(out)
+    try:
+        est.save(stage / "model", metadata={
+            "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
+            "vocabulary": settings["vocabulary"],
         })
-    atomic_write_bytes(out / "clusters.json", json.dumps(
-        {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
-    ).encode("utf-8"))
-    timings["write"] = time.perf_counter() - tic
-    timings["total"] = time.perf_counter() - t_start
-    run = {
-        "status": "complete",
-        "tacluster_version": versions()["tacluster"],
-        "command": command or "tacluster.cluster_images(...)",
-        "run_key": run_key,
-        "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": str(cache),
-                     "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                     "kept_nouns": len(est.kept_nouns_)},
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
-                   "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
-        "versions": versions(),
-    }
-    if est.auto_k_ is not None:
-        run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
-                         "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
-                         "criterion": "seed stability minus that of a structureless reference (tacluster.autok)"}
-    atomic_write_bytes(out / RUN_FILE, json.dumps(run, indent=2).encode())
+        name_col = [names[c] for c in labels]
+        atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
+            "path": [_displayable(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
+            "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+        }))
+        atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
+            ["path", "cluster", "confidence", "cluster_name"],
+            ((p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
+        ))
+        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], emb.skipped))
+        clusters = []
+        for c in range(n_clusters):
+            idx = np.flatnonzero(labels == c)
+            order = idx[np.argsort(-conf[idx], kind="stable")]
+            clusters.append({
+                "id": c, "size": int(idx.size), "name": names[c],
+                "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
+                "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
+                "representatives": [_displayable(emb.paths[i]) for i in order[:8]],
+                "outliers": [_displayable(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
+            })
+        atomic_write_bytes(stage / "clusters.json", json.dumps(
+            {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
+        ).encode("utf-8"))
+        timings["write"] = time.perf_counter() - tic
+        timings["total"] = time.perf_counter() - t_start
+        run = {
+            "status": "complete",
+            "tacluster_version": versions()["tacluster"],
+            "command": command or "tacluster.cluster_images(...)",
+            "run_key": run_key,
+            "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": str(cache),
+                         "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
+                         "kept_nouns": len(est.kept_nouns_)},
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
+                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
+            "versions": versions(),
+        }
+        if est.auto_k_ is not None:
+            run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
+                             "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
+                             "criterion": "seed stability minus that of a structureless reference (tacluster.autok)"}
+        atomic_write_bytes(stage / RUN_FILE, json.dumps(run, indent=2).encode())
+        _commit_outputs(out, stage, run_key)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # frees the space; the previous outputs stay
+        raise
     report_path = None
     if report:
         from tacluster.report import build_report

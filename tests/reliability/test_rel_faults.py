@@ -26,7 +26,7 @@ from safetensors.numpy import load_file
 import relihelpers
 from relihelpers import assert_one_line_error, good_image, read_csv, read_run
 from tacluster.embedding import EmbeddingCache
-from tacluster.pipeline import cluster_images
+from tacluster.pipeline import STAGING, cluster_images
 
 N_IMAGES = 60
 BATCH = 4
@@ -153,33 +153,46 @@ def test_kill_during_embedding_resumes_without_recomputing(world, tmp_path):
 
 
 def test_kill_while_writing_outputs_leaves_whole_files_and_resumes(world, tmp_path):
+    """Outputs are written whole into a staging folder, then renamed in: a kill
+    while staging leaves ``out`` without outputs, a kill between the renames
+    leaves whole files and the "incomplete" mark; the same command finishes."""
     rng = random.Random(3)
     cache, out = tmp_path / "cache", tmp_path / "out"
     # warm the cache so the subprocess reaches the output stage quickly
     cluster_images(world["data"], tmp_path / "warm", 3, backbone="relitiny", method="kmeans", device="cpu",
                    batch_size=BATCH, cache_dir=cache, vocabulary=str(world["vocab"]), progress=False,
                    report=False)
+    # 1. killed while staging: nothing is in out yet but the staging folder
+    proc = _start(world, out, cache, RELI_WRITE_SLEEP="0.25")
+    _wait_for(lambda: (out / STAGING / "model" / "arrays.safetensors").exists(), proc)
+    time.sleep(0.3)
+    _kill(proc)
+    assert not any((out / n).exists() for n in OUTPUTS)
+    # 2. killed while the staged files are renamed in (each rename slowed)
     seen_partial = False
     for attempt in range(3):
         proc = _start(world, out, cache, RELI_WRITE_SLEEP="0.25")
         _wait_for(lambda: (out / "run.json").exists(), proc)
-        time.sleep(rng.uniform(0.0, 1.8))
+        time.sleep(rng.uniform(0.0, 1.4))
         _kill(proc)
         _assert_whole(out)
         present = {n for n in OUTPUTS if (out / n).exists()}
-        seen_partial |= bool(present) and present != set(OUTPUTS)
+        seen_partial |= bool(present - {"run.json"}) and present != set(OUTPUTS)
         assert read_run(out).get("status") == "incomplete"  # marked, so nobody trusts it as finished
-    assert seen_partial, "no kill landed between two outputs; adjust the delays"
+    assert seen_partial, "no kill landed between two renames; adjust the delays"
     info = _finish(world, out, cache)  # the same command again, no --overwrite needed
     assert info["counts"]["embedded_now"] == 0
     _assert_same_as_reference(out, world["ref"])
     leftovers = [p.name for d in (out, out / "model") for p in d.iterdir() if p.name.endswith(".tmp")]
-    assert leftovers == []
+    assert leftovers == [] and not (out / STAGING).exists()
 
 
-@pytest.mark.parametrize("failing", ["model", "assignments.csv", "clusters.json", "final run.json"])
+@pytest.mark.parametrize("failing", ["model", "assignments.csv", "clusters.json", "staged run.json",
+                                     "incomplete mark"])
 def test_disk_full_while_writing_outputs(world, tmp_path, monkeypatch, cli, failing):
-    """ENOSPC surfaces at write or fsync; here fsync of one output's temp file fails."""
+    """ENOSPC surfaces at write or fsync; here fsync of one output's temp file
+    fails. Every byte is written to the staging folder before anything in
+    ``out`` is replaced, so the previous run's outputs stay, byte for byte."""
     cache, out = tmp_path / "cache", tmp_path / "out"
     base = ["cluster", world["data"], "--k", 3, "--out", out, "--cache-dir", cache, "--vocabulary",
             world["vocab"], "--backbone", "relitiny", "--method", "kmeans", "--device", "cpu",
@@ -199,7 +212,8 @@ def test_disk_full_while_writing_outputs(world, tmp_path, monkeypatch, cli, fail
             "model": False,
             "assignments.csv": name.startswith(".assignments.csv."),
             "clusters.json": name.startswith(".clusters.json."),
-            "final run.json": name.startswith(".run.json.") and state["run_json_writes"] == 2,
+            "staged run.json": name.startswith(".run.json.") and state["run_json_writes"] == 1,
+            "incomplete mark": name.startswith(".run.json.") and state["run_json_writes"] == 2,
         }[failing]
         if hit:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -219,15 +233,11 @@ def test_disk_full_while_writing_outputs(world, tmp_path, monkeypatch, cli, fail
 
     _assert_whole(out)
     tmp_left = [p.name for d in (out, out / "model") for p in d.iterdir() if p.name.endswith(".tmp")]
-    assert tmp_left == []
-    assert read_run(out)["status"] == "incomplete"  # the directory says it is not a finished run
-    order = ["model/arrays.safetensors", "model/config.json", "assignments.parquet", "assignments.csv",
-             "skipped.csv", "clusters.json"]
-    stop = {"model": 0, "assignments.csv": 3, "clusters.json": 5, "final run.json": 6}[failing]
-    for name in order[stop:]:
-        # outputs the failed run had not reached yet are the previous run's, byte for byte
+    assert tmp_left == [] and not (out / STAGING).exists()
+    for name in OUTPUTS:  # the previous run, byte for byte, run.json ("complete") included
         assert (out / name).read_bytes() == before[name], name
+    assert read_run(out)["status"] == "complete" and read_run(out)["settings"]["seed"] == 0
     # the same command again, with space: finishes normally
-    assert cli(base + ["--seed", 1])[0] == 0
+    assert cli(base + ["--seed", 1, "--overwrite"])[0] == 0
     assert read_run(out)["status"] == "complete"
     assert read_run(out)["settings"]["seed"] == 1

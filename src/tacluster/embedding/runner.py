@@ -320,8 +320,14 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 def _map_threads(fn: Callable[[T], R], items: Sequence[T], num_workers: int) -> list[R]:
     if num_workers <= 1 or len(items) < 2:
         return [fn(x) for x in items]
+    # Submit a bounded window at a time: ``pool.map`` over everything would hold
+    # one Future (about 1.7 KiB with its lock and condition) per item at once,
+    # which measured as the largest per-image cost of a 20k-image run.
+    out: list[R] = []
     with ThreadPoolExecutor(num_workers, thread_name_prefix="tacluster-hash") as pool:
-        return list(pool.map(fn, items))
+        for chunk in _chunks(items, 256 * num_workers):
+            out.extend(pool.map(fn, chunk))
+    return out
 
 
 def _assemble(
