@@ -10,13 +10,17 @@ max ACC per thread count, and how many seeds gave *identical* labels at 1 and
 
 Configurations:
 
-* ``kmeans`` / ``no-train`` / ``tac`` with defaults (``kmeans_n_init=10``);
+* ``kmeans`` / ``spectral`` (the offline default) / ``no-train`` / ``tac``
+  with defaults (``kmeans_n_init=10``);
+* ``no-train centres_n_init=10``: the semantic centres (stage 1) fitted with
+  10 restarts instead of 3;
 * ``kmeans n_init=30``: more restarts, best objective kept;
-* ``kmeans consensus``: 10 single-restart k-means partitions (seeds derived
-  from the run's seed) combined by :func:`tacluster.autok.consensus_labels`
-  (co-association + k-means); about the cost of the default 10 restarts.
+* ``kmeans consensus=20`` / ``no-train consensus=20``: the estimator's
+  ``consensus=20`` option: 20 single-restart k-means partitions combined by
+  their co-association (:func:`tacluster.cluster.consensus_kmeans`) instead
+  of the best of 10 restarts.
 
-    python benchmarks/stability.py                      # kmeans + no-train
+    python benchmarks/stability.py                      # kmeans, spectral, no-train + fixes
     python benchmarks/stability.py --methods kmeans no-train tac --seeds 5
 
 Prints a markdown table and writes JSON.
@@ -38,7 +42,6 @@ import torch  # noqa: E402
 from _common import environment, markdown_table, write_json  # noqa: E402
 
 from tacluster import TextAidedClustering  # noqa: E402
-from tacluster.autok import consensus_labels  # noqa: E402
 from tacluster.evaluate import evaluate_clustering  # noqa: E402
 
 
@@ -48,16 +51,21 @@ def set_threads(n: int) -> None:
 
 
 def fit_labels(config: str, seed: int, data, bank) -> np.ndarray:
+    k = len(np.unique(data["labels"]))
     u, joint = data["image"], data.get("joint", data.get("joint_hierarchy"))
-    if config == "kmeans consensus":
-        parts = [
-            TextAidedClustering(10, "kmeans", kmeans_n_init=1, random_state=1000 * seed + j).fit(u).labels_
-            for j in range(10)
-        ]
-        return consensus_labels(np.stack(parts), 10, seed=seed)
+    if config == "kmeans consensus=20":
+        return TextAidedClustering(k, "kmeans", consensus=20, random_state=seed).fit(u).labels_
+    if config == "no-train consensus=20":
+        est = TextAidedClustering(k, "no-train", consensus=20, random_state=seed)
+        return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
+    if config == "no-train centres_n_init=10":
+        est = TextAidedClustering(k, "no-train", centres_n_init=10, random_state=seed)
+        return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
     if config == "kmeans n_init=30":
-        return TextAidedClustering(10, "kmeans", kmeans_n_init=30, random_state=seed).fit(u).labels_
-    est = TextAidedClustering(10, config, random_state=seed)
+        return TextAidedClustering(k, "kmeans", kmeans_n_init=30, random_state=seed).fit(u).labels_
+    est = TextAidedClustering(k, config, random_state=seed)
+    if config in ("kmeans", "spectral"):
+        return est.fit(u).labels_
     return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
 
 
@@ -65,9 +73,14 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emb", default=None,
                     help="an .npz with image, labels (default: CIFAR-10, 300 per class, embedded through the cache)")
-    ap.add_argument("--methods", nargs="+", default=["kmeans", "no-train"],
-                    choices=["kmeans", "no-train", "tac"])
-    ap.add_argument("--fixes", nargs="*", default=["kmeans n_init=30", "kmeans consensus"])
+    ap.add_argument("--methods", nargs="+", default=["kmeans", "spectral", "no-train"],
+                    choices=["kmeans", "spectral", "no-train", "tac"])
+    ap.add_argument("--fixes", nargs="*", default=["no-train centres_n_init=10", "no-train consensus=20",
+                                                  "kmeans consensus=20"],
+                    choices=["no-train centres_n_init=10", "no-train consensus=20", "kmeans n_init=30",
+                             "kmeans consensus=20"])
+    ap.add_argument("--data", choices=["cifar10", "scene15"], default="cifar10",
+                    help="CIFAR-10 (300 per class, the default) or 15-Scene (1,500 photos)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", default="benchmarks/results/stability.json")
@@ -76,11 +89,11 @@ def main(argv=None) -> dict:
     if args.emb:
         data = dict(np.load(args.emb))
     else:
-        from _data import CIFAR, labelled_embeddings
+        from _data import CIFAR, SCENE, labelled_embeddings
 
-        data = labelled_embeddings(CIFAR, 300)
+        data = labelled_embeddings(CIFAR, 300) if args.data == "cifar10" else labelled_embeddings(SCENE)
     bank = None
-    if any(m != "kmeans" for m in args.methods):
+    if any(m in ("no-train", "tac") for m in args.methods) or any("no-train" in f for f in args.fixes):
         from tacluster.backbones import load_backbone
         from tacluster.vocabulary import load_wordnet_nouns
 
@@ -112,7 +125,7 @@ def main(argv=None) -> dict:
     header = ["config", "threads", "ACC mean", "ACC std", "min", "max", "labels = 1-thread run", "s / fit"]
     table = markdown_table(header, rows)
     print(table)
-    payload = {"environment": environment(), "n_seeds": args.seeds, "rows": records, "table": table}
+    payload = {"environment": environment(), "data": args.emb or args.data, "n_seeds": args.seeds, "rows": records, "table": table}
     write_json(args.out, payload)
     return payload
 

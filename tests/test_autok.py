@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.autok import consensus_labels, estimate_n_clusters
+from tacluster.autok import _ari, consensus_labels, estimate_n_clusters
 from tacluster.counterpart import retrieve_counterparts
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world
@@ -88,3 +88,14 @@ def test_consensus_recovers_shared_partition():
         consensus_labels(np.stack(parts).astype(float), 4)
     with pytest.raises(InputError):
         consensus_labels(np.stack(parts), 1)
+
+
+@pytest.mark.parametrize("k", [2, 5, 30])
+def test_fast_ari_equals_sklearn(k):
+    rng = np.random.default_rng(k)
+    for agreement in (0.0, 0.5, 0.95):
+        a = rng.integers(0, k, 500)
+        b = np.where(rng.random(500) < agreement, a, rng.integers(0, k, 500))
+        assert _ari(a, b, k) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+    same = np.zeros(7, dtype=np.int64)
+    assert _ari(same, same, k) == adjusted_rand_score(same, same) == 1.0

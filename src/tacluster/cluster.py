@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tacluster import _faiss
+from tacluster.errors import InputError
 
 
 def joint_features(image_embeddings: np.ndarray, counterparts: np.ndarray, text_weight: float = 1.0) -> np.ndarray:
@@ -23,6 +24,27 @@ def kmeans_cluster(
     TAC (no train); with the paper's equal-norm rows it is cosine k-means.
     """
     return _faiss.kmeans(features, n_clusters, n_iter=n_iter, n_init=n_init, seed=seed, spherical=True)
+
+
+def consensus_kmeans(
+    features: np.ndarray, n_clusters: int, *, n_partitions: int = 20, seed: int = 0, n_iter: int = 300
+) -> _faiss.KMeansResult:
+    """Consensus of ``n_partitions`` single-restart spherical k-means partitions.
+
+    Where the k-means objective is flat (many local optima within a fraction
+    of a percent of each other), the best-of-restarts partition moves with
+    the seed; the co-association consensus (:func:`consensus_labels`) keeps
+    what most restarts agree on. Centroids are the normalised means of the
+    consensus clusters.
+    """
+    seeds = np.random.SeedSequence([int(seed), int(n_partitions)]).generate_state(n_partitions)
+    parts = np.stack([
+        kmeans_cluster(features, n_clusters, seed=int(s % (2**31 - 1)), n_iter=n_iter, n_init=1).labels
+        for s in seeds
+    ])
+    labels = consensus_labels(parts, n_clusters, seed=seed)
+    centroids = normalised_means(features, labels, n_clusters)
+    return _faiss.KMeansResult(centroids=centroids, labels=labels, objective=float("nan"), n_iter=1)
 
 
 def soft_assign(features: np.ndarray, centroids: np.ndarray, temperature: float = 0.05) -> np.ndarray:
@@ -76,3 +98,46 @@ def normalised_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) 
     np.add.at(sums, labels, features)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def consensus_labels(
+    partitions,
+    n_clusters: int,
+    *,
+    seed: int = 0,
+    n_init: int = 10,
+) -> np.ndarray:
+    """Consensus of several partitions of the same samples (co-association + k-means).
+
+    Each partition becomes a one-hot block; the rows of the concatenated
+    blocks have inner products equal to the co-association counts (how many
+    partitions put two samples together), so k-means on them clusters the
+    co-association matrix without ever forming the n x n matrix.
+
+    Parameters
+    ----------
+    partitions : array-like of shape (n_partitions, n_samples)
+        Integer labels; label values need not agree between partitions.
+    n_clusters : int
+        K of the consensus partition.
+    seed, n_init
+        For the final k-means.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int64
+    """
+    p = np.asarray(partitions)
+    if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
+        raise InputError(f"partitions must have shape (n_partitions, n_samples); got {p.shape}")
+    if not np.issubdtype(p.dtype, np.integer):
+        raise InputError(f"partitions must hold integer labels; got dtype {p.dtype}")
+    n = p.shape[1]
+    if isinstance(n_clusters, bool) or not 2 <= int(n_clusters) <= n:
+        raise InputError(f"n_clusters={n_clusters!r} must be an integer in [2, {n}]")
+    blocks = []
+    for labels in p:
+        _, codes = np.unique(labels, return_inverse=True)
+        blocks.append(np.eye(codes.max() + 1, dtype=np.float32)[codes.reshape(-1)])
+    x = np.hstack(blocks) / np.sqrt(len(blocks))
+    return _faiss.kmeans(x, int(n_clusters), n_init=n_init, seed=seed).labels

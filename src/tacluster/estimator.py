@@ -19,7 +19,14 @@ from tacluster._validation import (
     check_n_clusters,
     check_positive,
 )
-from tacluster.cluster import joint_features, kmeans_cluster, normalised_means, soft_assign, spectral_cluster
+from tacluster.cluster import (
+    consensus_kmeans,
+    joint_features,
+    kmeans_cluster,
+    normalised_means,
+    soft_assign,
+    spectral_cluster,
+)
 from tacluster.counterpart import (
     default_n_centres,
     retrieve_counterparts,
@@ -84,6 +91,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         k-means iteration cap (faiss stops once the objective settles).
     centres_n_init : int, default=3
         Restarts of the semantic-centre k-means (paper: 10).
+    consensus : int, default=0
+        ``"kmeans"`` and ``"no-train"`` only: 0 keeps the best of
+        ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
+        of ``n`` single-restart partitions instead
+        (:func:`tacluster.cluster.consensus_kmeans`), steadier where the
+        k-means objective is flat (``docs/stability.md``). Not used on the
+        large-N path.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the heads train.
     random_state : int, RandomState or None, default=0
@@ -146,6 +160,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         kmeans_n_init: int = 10,
         kmeans_n_iter: int = 300,
         centres_n_init: int = 3,
+        consensus: int = 0,
         device: str = "cpu",
         random_state=0,
         verbose: bool = False,
@@ -171,6 +186,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kmeans_n_init = kmeans_n_init
         self.kmeans_n_iter = kmeans_n_iter
         self.centres_n_init = centres_n_init
+        self.consensus = consensus
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -187,6 +203,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
         check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
+        check_positive(self.consensus, "consensus", integer=True, allow_zero=True)
+        if self.consensus == 1:
+            raise InputError("consensus=1 combines nothing; use 0 (best of the restarts) or >= 2 partitions, e.g. 20")
         for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
             check_positive(getattr(self, name), name)
         if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
@@ -280,7 +299,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self.cluster_centers_ = res.centroids
                 self._set_labels(res.labels, conf)
             else:
-                res = kmeans_cluster(u, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+                res = self._final_kmeans(u, k, seed + 1)
                 self.cluster_centers_ = res.centroids
                 self._set_outputs(soft_assign(u, res.centroids))
             timings["kmeans"] = time.perf_counter() - t0
@@ -349,7 +368,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self._set_labels(res.labels, conf)
             else:
                 x = joint_features(u, s, self.text_weight_)
-                res = kmeans_cluster(x, k, seed=seed + 1, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
+                res = self._final_kmeans(x, k, seed + 1)
                 self.cluster_centers_ = res.centroids
                 self._set_outputs(soft_assign(x, res.centroids))
             timings["kmeans"] = time.perf_counter() - tic
@@ -385,6 +404,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             self._set_outputs(head_probabilities(self.image_head_, u))
         self.timings_ = timings
         return self
+
+    def _final_kmeans(self, x: np.ndarray, k: int, seed: int):
+        if self.consensus >= 2:
+            return consensus_kmeans(x, k, n_partitions=self.consensus, seed=seed, n_iter=self.kmeans_n_iter)
+        return kmeans_cluster(x, k, seed=seed, n_iter=self.kmeans_n_iter, n_init=self.kmeans_n_init)
 
     def _check_text_inputs(self, u, joint_embeddings, noun_embeddings, nouns, k):
         if noun_embeddings is None:
