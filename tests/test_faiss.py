@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from tacluster import _faiss
 
@@ -42,3 +43,18 @@ def test_ivf_knn_recalls_most_exact_neighbours():
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall > 0.8, recall
     np.testing.assert_array_equal(approx, _faiss.knn(x, 10, method="ivf"))  # deterministic
+
+
+def test_torch_knn_equals_faiss_exact():
+    """The GPU path's exact kNN (run here on CPU torch) finds faiss's neighbours."""
+    from tacluster._faiss import knn, knn_torch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((700, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ref = knn(x, 10, method="exact")
+    got = knn_torch(x, 10, device="cpu", max_block_bytes=4 * 700 * 64)  # 64-row blocks: several blocks
+    np.testing.assert_array_equal(got, ref)
+    assert not (got == np.arange(700)[:, None]).any()  # a point is never its own neighbour
+    with pytest.raises(ValueError):
+        knn_torch(x, 700, device="cpu")

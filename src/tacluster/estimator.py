@@ -379,8 +379,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
-        nn_u = _faiss.knn(u, n_nb, method=self.knn_method, seed=seed)
-        nn_s = _faiss.knn(s, n_nb, method=self.knn_method, seed=seed)
+        from tacluster.train import resolve_device
+
+        if resolve_device(self.device).type == "cuda" and self.knn_method in ("auto", "exact"):
+            # exact on the GPU: at 50k x 512 on an H200 far faster than faiss-cpu
+            nn_u = _faiss.knn_torch(u, n_nb, device="cuda")
+            nn_s = _faiss.knn_torch(s, n_nb, device="cuda")
+        else:
+            nn_u = _faiss.knn(u, n_nb, method=self.knn_method, seed=seed)
+            nn_s = _faiss.knn(s, n_nb, method=self.knn_method, seed=seed)
         timings["knn"] = time.perf_counter() - tic
         tic = time.perf_counter()
         result = train_heads(
