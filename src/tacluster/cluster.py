@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tacluster import _faiss
+from tacluster._threads import one_faiss_thread
 from tacluster.errors import InputError
 
 
@@ -140,4 +141,5 @@ def consensus_labels(
         _, codes = np.unique(labels, return_inverse=True)
         blocks.append(np.eye(codes.max() + 1, dtype=np.float32)[codes.reshape(-1)])
     x = np.hstack(blocks) / np.sqrt(len(blocks))
-    return _faiss.kmeans(x, int(n_clusters), n_init=n_init, seed=seed).labels
+    with one_faiss_thread():  # ties are common here; keep the winner independent of the core count
+        return _faiss.kmeans(x, int(n_clusters), n_init=n_init, seed=seed).labels

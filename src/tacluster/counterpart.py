@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tacluster import _faiss
+from tacluster._threads import one_torch_thread
 
 
 def default_n_centres(n_samples: int, n_clusters: int) -> int:
@@ -159,7 +160,9 @@ def retrieve_counterparts(
     t = torch.from_numpy(np.ascontiguousarray(kept_noun_embeddings, dtype=np.float32))
     n = joint_embeddings.shape[0]
     out = np.empty((n, t.shape[1]), dtype=np.float32)
-    with torch.inference_mode(), _flush_denormals():
+    # One torch thread: with more, the products round differently and s (then
+    # the neighbours and the trained heads) would depend on the core count.
+    with torch.inference_mode(), _flush_denormals(), one_torch_thread():
         for start in range(0, n, block):
             u = torch.from_numpy(np.ascontiguousarray(joint_embeddings[start : start + block], dtype=np.float32))
             w = torch.softmax((u @ t.T) / tau, dim=1)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tacluster._threads import one_thread_if_busy
+from tacluster._threads import one_torch_thread
 from tacluster.heads import ClusterHead
 
 _EPS = 1e-8
@@ -102,7 +102,7 @@ def train_heads(
         The last epoch's heads are kept, as in the paper.
     """
     dev = resolve_device(device)
-    with one_thread_if_busy() if dev.type == "cpu" else contextlib.nullcontext():
+    with one_torch_thread() if dev.type == "cpu" else contextlib.nullcontext():
         return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
                       n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
                       seed, dev, progress)
@@ -178,10 +178,11 @@ def _feature_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 def head_probabilities(head: ClusterHead, x: np.ndarray, *, batch: int = 65536) -> np.ndarray:
-    """Cluster probabilities of a trained head, shape (n, K), float32."""
+    """Cluster probabilities of a trained head, shape (n, K), float32 (one
+    torch thread, so the argmax never depends on the machine's core count)."""
     head.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_torch_thread():
         for start in range(0, x.shape[0], batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch], dtype=np.float32))
             out.append(head(xb).numpy())
