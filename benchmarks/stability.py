@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--out", default="benchmarks/results/stability.json")
+    ap.add_argument("--save-labels", default=None, metavar="NPZ",
+                    help="also save every fit's labels at the first thread count (for benchmarks/faiss_versions.py)")
     args = ap.parse_args(argv)
 
     if args.emb:
@@ -100,6 +102,7 @@ def main(argv=None) -> dict:
         bank = load_backbone("lite").noun_bank(load_wordnet_nouns())
     y = data["labels"]
     rows, records = [], []
+    saved: dict[str, np.ndarray] = {}
     for config in list(args.methods) + list(args.fixes):
         labels: dict[int, list[np.ndarray]] = {}
         accs: dict[int, list[float]] = {}
@@ -112,6 +115,7 @@ def main(argv=None) -> dict:
             accs[n_threads] = [evaluate_clustering(y, lab)["acc"] for lab in labels[n_threads]]
             print(f"{config} threads={n_threads}: {np.round(accs[n_threads], 1)}", file=sys.stderr, flush=True)
         ref = args.threads[0]
+        saved.update({f"{config}|{s}": lab for s, lab in enumerate(labels[ref])})
         same = {
             t: sum(np.array_equal(a, b) for a, b in zip(labels[ref], labels[t])) for t in args.threads[1:]
         }
@@ -122,10 +126,14 @@ def main(argv=None) -> dict:
             records.append({"config": config, "threads": t, "acc": a, "mean": statistics.mean(a),
                             "std": rows[-1][3], "identical_to_%d_threads" % ref: same.get(t),
                             "seconds_per_fit": secs[t]})
+    if args.save_labels:
+        np.savez_compressed(args.save_labels, **saved)
     header = ["config", "threads", "ACC mean", "ACC std", "min", "max", "labels = 1-thread run", "s / fit"]
     table = markdown_table(header, rows)
     print(table)
-    payload = {"environment": environment(), "data": args.emb or args.data, "n_seeds": args.seeds, "rows": records, "table": table}
+    import faiss as _f
+
+    payload = {"faiss_version": _f.__version__, "environment": environment(), "data": args.emb or args.data, "n_seeds": args.seeds, "rows": records, "table": table}
     write_json(args.out, payload)
     return payload
 

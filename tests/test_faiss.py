@@ -58,3 +58,13 @@ def test_torch_knn_equals_faiss_exact():
     assert not (got == np.arange(700)[:, None]).any()  # a point is never its own neighbour
     with pytest.raises(ValueError):
         knn_torch(x, 700, device="cpu")
+
+
+def test_old_faiss_without_kmeans_plus_plus_is_a_clear_error(monkeypatch):
+    """faiss-cpu 1.7.4-1.13.2 lack k-means++ init: name the upgrade, not an AttributeError."""
+    from tacluster import DependencyError
+
+    monkeypatch.delattr(_faiss.faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS")
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    with pytest.raises(DependencyError, match=r"faiss >= 1\.14\.2.*pip install -U"):
+        _faiss.kmeans(x, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tacluster.errors import (
     BackboneError,
     CacheError,
+    DependencyError,
     InputError,
     ModelFileError,
     NotFittedError,
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneError",
     "CacheError",
+    "DependencyError",
     "InputError",
     "ModelFileError",
     "NotFittedError",

@@ -18,6 +18,21 @@ import faiss
 import numpy as np
 
 from tacluster._threads import one_thread_if_busy
+from tacluster.errors import DependencyError
+
+#: First faiss-cpu release with k-means++ initialisation (measured: 1.7.4 to
+#: 1.13.2 have no ``ClusteringInitMethod_KMEANS_PLUS_PLUS``; 1.14.2 has it).
+MIN_FAISS = "1.14.2"
+
+
+def _kmeans_plus_plus() -> int:
+    init = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
+    if init is None:
+        raise DependencyError(
+            f"faiss {getattr(faiss, '__version__', '?')} has no k-means++ initialisation; tacluster needs "
+            f"faiss >= {MIN_FAISS} (pip install -U 'faiss-cpu>={MIN_FAISS}')"
+        )
+    return init
 
 
 @dataclass
@@ -89,7 +104,7 @@ def kmeans(
     )
     # k-means++ seeding: fewer bad local optima than faiss's random init, and
     # the restarts then disagree less (issue: results moving with faiss builds).
-    km.cp.init_method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
+    km.cp.init_method = _kmeans_plus_plus()
     with one_thread_if_busy():
         km.train(x)
         _, labels = km.index.search(x, 1)

@@ -30,3 +30,7 @@ class BackboneError(TaclusterError, RuntimeError):
 
 class CacheError(TaclusterError, RuntimeError):
     """An embedding cache is unusable (corrupted shard, wrong fingerprint, ...)."""
+
+
+class DependencyError(TaclusterError, RuntimeError):
+    """A required package is missing or too old; the message names the upgrade."""
