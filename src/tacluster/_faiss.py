@@ -164,9 +164,11 @@ def knn(x: np.ndarray, k: int, *, method: str = "auto", seed: int = 0, block: in
     if method not in ("exact", "ivf"):
         raise ValueError(f"knn method={method!r}; use 'auto', 'exact', 'hnsw' or 'ivf'")
     out = np.empty((n, k), dtype=np.int64)
-    with one_thread_if_busy():
-        index = _knn_index(x, method, seed)
-        _search_excluding_self(index, x, k, block, out)
+    # No load-dependent thread drop here (k-means has one): the thread count
+    # can reorder near-tied neighbours, and TAC's result would then depend on
+    # the machine's load at that moment, not only on its core count.
+    index = _knn_index(x, method, seed)
+    _search_excluding_self(index, x, k, block, out)
     return out
 
 
