@@ -44,12 +44,12 @@ def one_thread_if_busy():
 def one_torch_thread():
     """Run the block with 1 torch thread, whatever the machine and its load.
 
-    For CPU head training: torch's matrix products and reductions round
-    differently with different thread counts, so the trained heads (and the
-    labels) would depend on the core count and, through
-    :func:`one_thread_if_busy`, on the load at that moment (measured on
-    CIFAR-10 features: 0 of 10 seeds gave the same labels at 1 and 2 threads).
-    One thread makes a seed's result the same on every machine.
+    For the cheap torch steps whose output feeds everything after them (text
+    counterpart retrieval, head inference): torch's matrix products round
+    differently with different thread counts, and the counterparts s then
+    differed in the last bits between 1 and 2 threads (and TAC's labels with
+    them). One thread makes s, and the no-train result, the same on every
+    machine.
     """
     import torch
 

@@ -8,7 +8,6 @@ w = 5.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -102,10 +101,14 @@ def train_heads(
         The last epoch's heads are kept, as in the paper.
     """
     dev = resolve_device(device)
-    with one_torch_thread() if dev.type == "cpu" else contextlib.nullcontext():
-        return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
-                      n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
-                      seed, dev, progress)
+    # The configured torch threads, never dropped by the machine's load (that
+    # made a seed's result depend on the load at that moment). One thread would
+    # also make it independent of the core count, but measured 49.6 s instead of
+    # 35.8 s on the 50k core world (2 cores) and far more on many cores, while
+    # the neighbour lists still depend on the thread count (docs/stability.md).
+    return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
+                  n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
+                  seed, dev, progress)
 
 
 def _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
