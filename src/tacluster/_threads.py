@@ -22,22 +22,33 @@ def machine_is_busy() -> bool:
 
 
 @contextlib.contextmanager
+def _one_thread(*, torch: bool, faiss: bool):
+    """Run the block with 1 torch and/or 1 faiss thread, restoring the counts after."""
+    import faiss as faiss_lib
+    import torch as torch_lib
+
+    torch_before, faiss_before = torch_lib.get_num_threads(), faiss_lib.omp_get_max_threads()
+    if torch:
+        torch_lib.set_num_threads(1)
+    if faiss:
+        faiss_lib.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch:
+            torch_lib.set_num_threads(torch_before)
+        if faiss:
+            faiss_lib.omp_set_num_threads(faiss_before)
+
+
+@contextlib.contextmanager
 def one_thread_if_busy():
     """Run the block with 1 torch and 1 faiss thread when the machine is busy."""
     if not machine_is_busy():
         yield
         return
-    import faiss
-    import torch
-
-    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    try:
+    with _one_thread(torch=True, faiss=True):
         yield
-    finally:
-        torch.set_num_threads(torch_before)
-        faiss.omp_set_num_threads(faiss_before)
 
 
 @contextlib.contextmanager
@@ -51,14 +62,8 @@ def one_torch_thread():
     them). One thread makes s, and the no-train result, the same on every
     machine.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread(torch=True, faiss=False):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -71,11 +76,5 @@ def one_faiss_thread():
     depends on the thread count (measured: 7 of 10 seeds gave the same
     consensus labels at 1 and 2 threads before this).
     """
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with _one_thread(torch=False, faiss=True):
         yield
-    finally:
-        faiss.omp_set_num_threads(before)

@@ -51,11 +51,11 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.utils.extmath import randomized_svd
 
 from tacluster import _faiss
+from tacluster._validation import as_float_matrix, check_positive
 from tacluster.cluster import consensus_labels  # re-exported: it lived here first
+from tacluster.errors import InputError
 
 __all__ = ["AutoKResult", "consensus_labels", "estimate_n_clusters"]
-from tacluster._validation import as_float_matrix, check_positive
-from tacluster.errors import InputError
 
 
 @dataclass

@@ -375,12 +375,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             self.timings_ = timings
             return self
 
-        from tacluster.train import head_probabilities, train_heads  # torch-heavy; only for "tac"
+        from tacluster.train import head_probabilities, resolve_device, train_heads  # torch-heavy; "tac" only
 
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
-        from tacluster.train import resolve_device
-
         if resolve_device(self.device).type == "cuda" and self.knn_method in ("auto", "exact"):
             # exact on the GPU: at 50k x 512 on an H200 far faster than faiss-cpu
             nn_u = _faiss.knn_torch(u, n_nb, device="cuda")
