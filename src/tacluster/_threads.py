@@ -22,41 +22,22 @@ def machine_is_busy() -> bool:
 
 
 @contextlib.contextmanager
-def _one_thread(*, torch: bool, faiss: bool):
-    """Run the block with 1 torch and/or 1 faiss thread, restoring the counts after.
-
-    Only the library asked for is touched, not even queried: a version that
-    read both counts every time made the lite backbone's outputs drift by up
-    to 1e-4 (norm of ``joint``) later in the full test suite, twice on an
-    idle machine; why was not found (two OpenMP runtimes in one process is
-    the suspect). This version passes.
-    """
-    restore = []
-    if torch:
-        import torch as torch_lib
-
-        restore.append((torch_lib.set_num_threads, torch_lib.get_num_threads()))
-        torch_lib.set_num_threads(1)
-    if faiss:
-        import faiss as faiss_lib
-
-        restore.append((faiss_lib.omp_set_num_threads, faiss_lib.omp_get_max_threads()))
-        faiss_lib.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        for set_threads, before in restore:
-            set_threads(before)
-
-
-@contextlib.contextmanager
 def one_thread_if_busy():
     """Run the block with 1 torch and 1 faiss thread when the machine is busy."""
     if not machine_is_busy():
         yield
         return
-    with _one_thread(torch=True, faiss=True):
+    import faiss
+    import torch
+
+    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
         yield
+    finally:
+        torch.set_num_threads(torch_before)
+        faiss.omp_set_num_threads(faiss_before)
 
 
 @contextlib.contextmanager
@@ -70,8 +51,14 @@ def one_torch_thread():
     them). One thread makes s, and the no-train result, the same on every
     machine.
     """
-    with _one_thread(torch=True, faiss=False):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -84,5 +71,11 @@ def one_faiss_thread():
     depends on the thread count (measured: 7 of 10 seeds gave the same
     consensus labels at 1 and 2 threads before this).
     """
-    with _one_thread(torch=False, faiss=True):
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
         yield
+    finally:
+        faiss.omp_set_num_threads(before)
