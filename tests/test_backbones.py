@@ -128,26 +128,25 @@ def test_devices(monkeypatch):
     assert resolve_device("cuda:1") == "cuda:1"
 
 
-def test_file_digest_small_and_large(tmp_path, monkeypatch):
-    small = tmp_path / "a.bin"
-    small.write_bytes(b"abc")
+def test_file_digest_hashes_every_byte_and_remembers_it(tmp_path, monkeypatch):
     import hashlib
+    import os
 
-    assert file_digest(small) == hashlib.sha256(b"abc").hexdigest()
-    # Sampled mode: shrink the limits so the test file counts as large.
-    monkeypatch.setattr(backbones, "_FULL_HASH_LIMIT", 1000)
-    monkeypatch.setattr(backbones, "_SAMPLE", 100)
-    data = bytearray(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    monkeypatch.setenv("TACLUSTER_CACHE", str(tmp_path / "cache"))
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes())
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(data))
     d0 = file_digest(big)
+    assert d0 == hashlib.sha256(bytes(data)).hexdigest()  # the whole file, not samples
     copy = tmp_path / "copy.bin"
     copy.write_bytes(bytes(data))
     assert file_digest(copy) == d0  # content-based: a copy keeps its digest
-    for pos in (10, 2500, 4990):  # a change in any sample changes the digest
+    for pos in (10, 77_777, 150_000, 299_990):  # a change anywhere changes the digest
         changed = bytearray(data)
         changed[pos] ^= 0xFF
         big.write_bytes(bytes(changed))
-        assert file_digest(big) != d0, pos
-    big.write_bytes(bytes(data) + b"x")
-    assert file_digest(big) != d0  # size is part of it
+        os.utime(big, ns=(1, 10**9 + pos))  # a new mtime: the remembered digest is not reused
+        assert file_digest(big) == hashlib.sha256(bytes(changed)).hexdigest(), pos
+    # Remembered by path, size and mtime: a second call does not read the file.
+    monkeypatch.setattr("builtins.open", None)
+    assert file_digest(big) == hashlib.sha256(bytes(changed)).hexdigest()

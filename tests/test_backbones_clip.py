@@ -110,8 +110,8 @@ def test_hf_loads_offline_in_fresh_process(hf_dir):
 def test_hf_missing_dir_and_uncached_id(tmp_path):
     with pytest.raises(BackboneError, match="does not exist"):
         load_backbone(f"hf:{tmp_path / 'nope'}")
-    with pytest.raises(BackboneError, match="not available locally"):
-        load_backbone("hf:tacluster-test/not-a-cached-model")
+    with pytest.raises(BackboneError, match="not in the Hugging Face cache.*offline"):
+        load_backbone("hf:tacluster-test/not-a-cached-model", offline=True)
     with pytest.raises(BackboneError, match="config.json"):
         load_backbone(f"hf:{tmp_path}")  # exists, but holds no model
     with pytest.raises(BackboneError, match="needs a model"):
@@ -209,8 +209,8 @@ def test_openclip_uncached_tag_and_bad_names(tmp_path):
     _open_clip()
     from tacluster.backbones.openclip import OpenCLIPBackbone
 
-    with pytest.raises(BackboneError, match="not available locally.*openclip:ViT-B-32//path"):
-        OpenCLIPBackbone("ViT-B-32/openai", cache_dir=str(tmp_path))
+    with pytest.raises(BackboneError, match="not available locally.*offline.*openclip:ViT-B-32//path"):
+        OpenCLIPBackbone("ViT-B-32/openai", cache_dir=str(tmp_path), offline=True)
     with pytest.raises(BackboneError, match="neither a pretrained tag"):
         load_backbone("openclip:ViT-B-32/no-such-tag")
     with pytest.raises(BackboneError, match="unknown architecture"):
@@ -219,3 +219,58 @@ def test_openclip_uncached_tag_and_bad_names(tmp_path):
         load_backbone("openclip:ViT-B-32")
     with pytest.raises(BackboneError, match="open_clip_config.json"):
         load_backbone(f"openclip:local-dir:{tmp_path}")
+
+
+# ------------------------------------------------- OpenCLIP downloads ---
+@pytest.fixture()
+def oc_hub(oc_dir, tmp_path, monkeypatch):
+    """The tiny open_clip model on a stand-in Hub (tests/localhub.py), an empty cache."""
+    from localhub import LocalHub
+
+    with LocalHub() as server:
+        server.add_repo("tacluster-test/tiny-openclip", oc_dir)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setenv("TACLUSTER_CACHE", str(tmp_path / "tacluster-cache"))
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+            monkeypatch.delenv(var, raising=False)
+        yield server
+
+
+def test_openclip_hf_hub_model_downloads_once_then_loads_offline(oc_hub, oc_dir):
+    _open_clip()
+    name = "openclip:hf-hub:tacluster-test/tiny-openclip"
+    first = load_backbone(name)
+    assert any("/resolve/" in r for r in oc_hub.requests)
+    oc_hub.requests.clear()
+    again = load_backbone(name, offline=True)
+    assert oc_hub.requests == []
+    local = load_backbone(f"openclip:local-dir:{oc_dir}")
+    assert first.fingerprint == again.fingerprint == local.fingerprint
+    x = torch.stack([local.preprocess(im) for im in _images(2)])
+    np.testing.assert_array_equal(again.encode_images(x)["image"], local.encode_images(x)["image"])
+
+
+def test_openclip_pretrained_tag_is_fetched_by_open_clip_on_first_use(oc_hub, oc_dir, tmp_path, monkeypatch):
+    open_clip = _open_clip()
+    from open_clip import pretrained as oc_pretrained
+
+    cfg_file = tmp_path / "tacluster-tiny-tag.json"
+    cfg_file.write_text(json.dumps(TINY_OPENCLIP_CFG))
+    open_clip.add_model_config(cfg_file)
+    # A pretrained tag of the tiny architecture, hosted on the stand-in Hub the way
+    # open_clip's own tags are (hf_hub "org/repo/" + open_clip_pytorch_model.bin).
+    monkeypatch.setitem(oc_pretrained._PRETRAINED, "tacluster-tiny-tag",
+                        {"tiny": {"hf_hub": "tacluster-test/tiny-openclip/"}})
+    with pytest.raises(BackboneError) as err:
+        load_backbone("openclip:tacluster-tiny-tag/tiny", offline=True)
+    assert "\n" not in str(err.value) and "tacluster backbones fetch openclip:tacluster-tiny-tag/tiny" in str(err.value)
+    assert oc_hub.requests == []
+    b = load_backbone("openclip:tacluster-tiny-tag/tiny")
+    assert any("open_clip_pytorch_model.bin" in r for r in oc_hub.requests)
+    local = load_backbone(f"openclip:local-dir:{oc_dir}")
+    x = torch.stack([local.preprocess(im) for im in _images(2)])
+    np.testing.assert_allclose(b.encode_images(x)["image"], local.encode_images(x)["image"], atol=1e-6)
+    oc_hub.requests.clear()
+    load_backbone("openclip:tacluster-tiny-tag/tiny", offline=True)  # now cached
+    assert oc_hub.requests == []

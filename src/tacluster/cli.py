@@ -20,6 +20,7 @@ EPILOG = """examples:
   tacluster predict runs/example/model new_photos/ --out preds.csv
   tacluster evaluate runs/example --labels parent-dir
   tacluster report runs/example
+  tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
 
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--cache-dir", default=None,
                            help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
         p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+        p.add_argument("--offline", action="store_true",
+                       help="never download a model: read the caches only (as HF_HUB_OFFLINE=1)")
 
     c = sub.add_parser("cluster", help="cluster a folder (or list) of images",
                        description="Cluster every image of INPUT into K clusters and write DIR: "
@@ -53,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="number of clusters, or 'auto' to estimate it (2..30)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
-                   help="lite (offline default) | hf:<dir or id> | openclip:<arch>/<tag or //path.pt>")
+                   help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
+                        "openclip:<arch>/<tag or //path.pt>; named models are downloaded on first use "
+                        "(`tacluster backbones` lists them)")
     c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],
                    help="auto = the measured best for the backbone (see README)")
     c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -82,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the metrics here (default: next to the assignments)")
     e.add_argument("--confusion", default=None, help="confusion-matrix PNG (default: next to the assignments)")
 
+    b = sub.add_parser(
+        "backbones", help="list the backbones (short names, cached models) or pre-fetch one",
+        description="Without arguments: list the short names and every image-text model in the "
+                    "Hugging Face cache, with embedding width, size and whether the weights are present. "
+                    "`backbones fetch NAME` downloads NAME into the cache and prints where it is: fetch "
+                    "once, then copy the cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) to an "
+                    "offline machine.",
+    )
+    b.add_argument("action", nargs="?", choices=["list", "fetch"], default="list", help="list (default) or fetch")
+    b.add_argument("name", nargs="?", help="with fetch: clip, clip-l, siglip, siglip2, hf:<id>, openclip:<arch>/<tag>")
+    b.add_argument("--cache-dir", default=None, help="Hugging Face cache to use (default: the standard one)")
+
     r = sub.add_parser("report", help="(re)build report.html of a run directory")
     r.add_argument("dir", help="run directory")
     return ap
@@ -102,7 +119,7 @@ def _cmd_cluster(a) -> int:
     run = cluster_images(
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
-        progress=not a.quiet, report=not a.no_report, engine=a.engine,
+        progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
@@ -123,7 +140,7 @@ def _cmd_predict(a) -> int:
     from tacluster.pipeline import predict_images
 
     pred = predict_images(a.model, a.input, a.out, device=a.device, batch_size=a.batch_size,
-                          cache_dir=a.cache_dir, progress=not a.quiet)
+                          cache_dir=a.cache_dir, progress=not a.quiet, offline=a.offline or None)
     if not a.quiet:
         print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
     return 0
@@ -146,6 +163,31 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
+def _cmd_backbones(a) -> int:
+    from tacluster.backbones.listing import fetch_backbone, list_backbones
+    from tacluster.errors import InputError
+
+    cache = Path(a.cache_dir) if a.cache_dir else None
+    if a.action == "fetch":
+        if not a.name:
+            raise InputError("backbones fetch needs a NAME, e.g. `tacluster backbones fetch clip`")
+        where = fetch_backbone(a.name, cache_dir=cache)
+        print(f"{a.name}: fetched into {where}")
+        return 0
+    if a.name:
+        raise InputError(f"unexpected argument {a.name!r}: use `tacluster backbones` or `tacluster backbones fetch NAME`")
+    rows = list_backbones(cache)
+    wn = max(len(r.name) for r in rows)
+    wl = max(len("licence"), *(len(r.licence) for r in rows))
+    print(f"{'name':<{wn}} {'dim':>5} {'size':>9}  {'weights':<11} {'licence':<{wl}} model")
+    for r in rows:
+        size = f"{r.size_mb:,.0f} MB" if r.size_mb is not None else "?"
+        state = "present" if r.present else "not fetched"
+        print(f"{r.name:<{wn}} {r.dim or '?':>5} {size:>9}  {state:<11} {r.licence:<{wl}} {r.model}")
+    print("fetch one with `tacluster backbones fetch NAME`; `--backbone NAME` fetches on first use")
+    return 0
+
+
 def _cmd_report(a) -> int:
     from tacluster.report import build_report
 
@@ -162,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from tacluster.errors import TaclusterError
 
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
-               "evaluate": _cmd_evaluate, "report": _cmd_report}[args.command]
+               "evaluate": _cmd_evaluate, "report": _cmd_report, "backbones": _cmd_backbones}[args.command]
     try:
         return handler(args)
     except TaclusterError as exc:

@@ -195,6 +195,7 @@ def cluster_images(
     estimator_params: dict | None = None,
     command: str | None = None,
     engine: str = "local",
+    offline: bool | None = None,
 ) -> ClusterRun:
     """Cluster every image of ``source`` and write the run directory ``out_dir``.
 
@@ -208,6 +209,8 @@ def cluster_images(
         ``"no-train"`` or ``"kmeans"``
     cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
     vocabulary : a file with one noun per line (default: WordNet nouns)
+    offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
+        by default a model such as ``"clip"`` is fetched on first use
     """
     from tacluster.backbones import load_backbone
     from tacluster.embedding import embed_images
@@ -237,7 +240,7 @@ def cluster_images(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     tic = time.perf_counter()
-    bb = load_backbone(backbone, device=device)
+    bb = load_backbone(backbone, device=device, offline=offline)
     timings["load_backbone"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -263,7 +266,10 @@ def cluster_images(
     timings["noun_bank"] = time.perf_counter() - tic
 
     auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
-    params = {"random_state": seed, "device": device, "verbose": progress, **auto, **(estimator_params or {})}
+    # TAC's retrieval temperature in the backbone's own similarity scale
+    # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
+    tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
+    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **auto, **(estimator_params or {})}
     est = TextAidedClustering(n_clusters, resolved_method, **params)
     tic = time.perf_counter()
     est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
@@ -369,8 +375,12 @@ def predict_images(
     batch_size: int = 64,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    offline: bool | None = None,
 ) -> Prediction:
-    """Assign new images with a saved model (no refitting); optionally write a CSV."""
+    """Assign new images with a saved model (no refitting); optionally write a CSV.
+
+    ``offline``: never download the model's backbone (read the caches only).
+    """
     from tacluster.backbones import load_backbone
     from tacluster.embedding import embed_images
     from tacluster.estimator import TextAidedClustering
@@ -394,7 +404,7 @@ def predict_images(
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
     if not Path(source).exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
-    bb = load_backbone(name, device=device)
+    bb = load_backbone(name, device=device, offline=offline)
     if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
         raise ModelFileError(
             f"model {str(model_dir)!r} was made with a different version of backbone {name!r} "

@@ -107,3 +107,50 @@ class TinyBackbone(Backbone):
 
     def noun_bank(self, words):
         return NounBank(list(words), np.zeros((len(words), 5), np.float32))
+
+
+SIGLIP_WIDTH = 32  # embedding width of the tiny SigLIP (its vision hidden size)
+
+
+def save_tiny_hf_siglip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised Hugging Face SigLIP to ``folder``; returns it.
+
+    2 layers, width :data:`SIGLIP_WIDTH`, 32-px images, a 16-token text
+    context, a character-level fast tokenizer (``tokenizers``) and SigLIP's
+    image processor: a real ``SiglipModel`` directory, built without any
+    download. Random weights: for testing the loading and pipeline code only.
+    """
+    folder = Path(folder)
+    try:
+        import transformers
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    except ImportError as exc:
+        raise BackboneError("save_tiny_hf_siglip needs transformers: pip install tacluster[hf]") from exc
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    vocab.update({chr(i): 3 + k for k, i in enumerate(range(32, 127))})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one token per character
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+        model_input_names=["input_ids"],
+    )
+    torch.manual_seed(seed)
+    config = transformers.SiglipConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=SIGLIP_WIDTH, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=16, projection_size=SIGLIP_WIDTH,
+            pad_token_id=0, bos_token_id=1, eos_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=SIGLIP_WIDTH, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=2, image_size=32, patch_size=8,
+        ),
+    )
+    transformers.SiglipModel(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

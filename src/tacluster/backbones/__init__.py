@@ -4,23 +4,34 @@ Names have the form ``<scheme>`` or ``<scheme>:<argument>``:
 
 ``lite`` / ``lite:<spec>``
     The offline EfficientNet-Lite backbone (:class:`~tacluster.backbones.lite.LiteBackbone`).
+``clip``, ``clip-l``, ``siglip``, ``siglip2``
+    Short names of Hub models (:mod:`tacluster.backbones.catalog`): the paper's
+    CLIP ViT-B/32, CLIP ViT-L/14, SigLIP and SigLIP 2 base.
+``hf:<model id or local directory>[@revision]``
+    A Hugging Face image-text model (CLIP, SigLIP, ...); an existing directory
+    is loaded from disk, a model id is fetched into the Hugging Face cache on
+    first use.
 ``openclip:<arch>/<pretrained>``
     An OpenCLIP model. ``<arch>`` is an open_clip architecture name (no ``/``);
     everything after the *first* ``/`` is the weights: a checkpoint **path** when
     it contains a ``/`` or ends in ``.pt``, ``.pth``, ``.bin`` or
-    ``.safetensors``, otherwise a pretrained **tag** looked up in open_clip's
-    cache (never downloaded)::
+    ``.safetensors``, otherwise a pretrained **tag**, downloaded by open_clip
+    into its cache on first use::
 
-        openclip:ViT-B-32/openai                  # tag, must already be cached
+        openclip:ViT-B-32/openai                  # tag
+        openclip:ViT-B-16-SigLIP/webli            # open_clip's SigLIP
         openclip:ViT-B-32//data/ckpt/vitb32.pt    # absolute path (note the //)
         openclip:ViT-B-32/./vitb32.safetensors    # relative path
 
+``openclip:hf-hub:<org>/<repo>``
+    An open_clip model published on the Hub (``open_clip_config.json`` + weights).
 ``openclip:local-dir:<dir>``
     open_clip's own folder format: ``<dir>/open_clip_config.json`` plus the
     weights file beside it.
-``hf:<model id or local directory>``
-    A Hugging Face ``CLIPModel``; an existing directory is loaded from disk, a
-    model id only from the local Hugging Face cache (never downloaded).
+
+Downloads honour ``offline=True`` (``--offline``) and ``HF_HUB_OFFLINE=1``:
+then only the caches are read, and a missing model is a one-line
+:class:`~tacluster.errors.BackboneError` that says how to pre-fetch it.
 
 New backbones are added with :func:`register_backbone`; callers never change.
 """
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import os
 from typing import Callable, Union
 
@@ -47,7 +59,8 @@ __all__ = [
 ]
 
 #: A factory is called as ``factory(argument, device=device)`` where
-#: ``argument`` is the part of the name after ``<scheme>:`` ("" when absent).
+#: ``argument`` is the part of the name after ``<scheme>:`` ("" when absent);
+#: factories that accept an ``offline`` keyword also get it.
 Factory = Callable[..., Backbone]
 
 # Factories are data ("module:function" strings) so that registering a
@@ -57,6 +70,8 @@ _REGISTRY: dict[str, Union[str, Factory]] = {
     "openclip": "tacluster.backbones.openclip:load",
     "hf": "tacluster.backbones.hf:load",
 }
+for _short in ("clip", "clip-l", "siglip", "siglip2"):
+    _REGISTRY[_short] = "tacluster.backbones:_load_short"
 
 
 def register_backbone(scheme: str, factory: Union[str, Factory]) -> None:
@@ -86,7 +101,7 @@ def register_backbone(scheme: str, factory: Union[str, Factory]) -> None:
 
 
 def available_backbones() -> list[str]:
-    """Return the registered schemes, sorted (``["hf", "lite", "openclip"]``)."""
+    """Return the registered schemes and short names, sorted (``["clip", "clip-l", "hf", ...]``)."""
     return sorted(_REGISTRY)
 
 
@@ -134,7 +149,7 @@ def _resolve_factory(scheme: str) -> Factory:
         ) from exc
 
 
-def load_backbone(name: str = "lite", device: str = "cpu") -> Backbone:
+def load_backbone(name: str = "lite", device: str = "cpu", offline: bool | None = None) -> Backbone:
     """Build the backbone that ``name`` describes, on ``device``.
 
     Parameters
@@ -144,6 +159,9 @@ def load_backbone(name: str = "lite", device: str = "cpu") -> Backbone:
         ``"openclip:ViT-B-32//path/ckpt.pt"``, ``"hf:/path/to/clip"``).
     device : {"cpu", "cuda", "auto"}
         ``"auto"`` uses CUDA when available.
+    offline : bool or None
+        Never download weights; read the caches only (``HF_HUB_OFFLINE=1``
+        does the same). Named models are otherwise fetched on first use.
 
     Returns
     -------
@@ -159,17 +177,36 @@ def load_backbone(name: str = "lite", device: str = "cpu") -> Backbone:
     if not isinstance(name, str) or not name.strip():
         raise BackboneError(
             f"backbone name {name!r} is invalid: use one of {available_backbones()}, "
-            "e.g. 'lite' or 'hf:/path/to/clip'"
+            "e.g. 'lite', 'clip' or 'hf:/path/to/clip'"
         )
     scheme, _, argument = name.strip().partition(":")
     if scheme not in _REGISTRY:
         raise BackboneError(
             f"unknown backbone {name!r}: the scheme {scheme!r} is not registered; "
             f"known schemes: {', '.join(available_backbones())} "
-            "(e.g. 'lite', 'openclip:ViT-B-32//path/ckpt.pt', 'hf:/path/to/clip')"
+            "(e.g. 'lite', 'clip', 'siglip', 'openclip:ViT-B-32/openai', 'hf:openai/clip-vit-base-patch32'); "
+            "`tacluster backbones` lists them"
         )
     resolved = resolve_device(device)
-    return _resolve_factory(scheme)(argument, device=resolved)
+    factory = _resolve_factory(scheme)
+    if scheme in ("clip", "clip-l", "siglip", "siglip2"):
+        if argument:
+            raise BackboneError(f"backbone {name!r}: the short name {scheme!r} takes no ':' argument")
+        return factory(scheme, device=resolved, offline=offline)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "offline" in params:
+        return factory(argument, device=resolved, offline=offline)
+    return factory(argument, device=resolved)
+
+
+def _load_short(short: str, device: str = "cpu", offline: bool | None = None) -> Backbone:
+    from tacluster.backbones.catalog import CARDS
+    from tacluster.backbones.hf import HFTwoTowerBackbone
+
+    return HFTwoTowerBackbone(CARDS[short].repo_id, device=device, offline=offline, name=short)
 
 
 def _load_lite(spec: str, device: str = "cpu") -> Backbone:
@@ -180,30 +217,41 @@ def _load_lite(spec: str, device: str = "cpu") -> Backbone:
     return backbone.to(device)
 
 
-# Files up to this size are hashed whole (64 MiB hashes in about 0.1 s).
-_FULL_HASH_LIMIT = 64 << 20
-_SAMPLE = 4 << 20
-
-
 def file_digest(path: Union[str, os.PathLike]) -> str:
-    """sha256 hex digest identifying a weights file, cheap for large files.
+    """sha256 hex digest of a whole weights file, remembered by path, size and mtime.
 
-    Files up to 64 MiB are hashed whole. Larger ones hash their size plus
-    three 4 MiB samples (start, middle, end): a 600 MB ViT-B/32 checkpoint is
-    identified in milliseconds rather than a second per load, and, unlike an
-    mtime, the digest survives copying the file, so the noun-bank cache stays
-    valid. Two trained checkpoints of one architecture differ in every
-    sample, so the chance of a collision is negligible in practice.
+    Every byte counts (a checkpoint changed anywhere gets a new digest, so
+    embeddings cached under the old one are never reused). Hashing a 600 MB
+    ViT-B/32 takes about a second, so the digest is kept in
+    ``<tacluster cache>/digests/`` under the file's real path, size and
+    modification time, and a later load of the same file reads it back.
     """
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = hashlib.sha256(f"{real}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    memo = _digest_dir() / f"{key}.sha256"
+    try:
+        known = memo.read_text(encoding="ascii").strip()
+        if len(known) == 64:
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass
     h = hashlib.sha256()
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f"size={size}".encode())
-            for offset in (0, size // 2 - _SAMPLE // 2, size - _SAMPLE):
-                f.seek(offset)
-                h.update(f.read(_SAMPLE))
-    return h.hexdigest()
+    with open(real, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:  # a read-only cache only costs the hashing next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest, encoding="ascii")
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return digest
+
+
+def _digest_dir():
+    from tacluster.nounbank import default_cache_dir
+
+    return default_cache_dir() / "digests"

@@ -1,9 +1,13 @@
-"""OpenCLIP backbone (``openclip:<arch>/<tag or checkpoint>``, ``openclip:local-dir:<dir>``).
+"""OpenCLIP backbone (``openclip:<arch>/<tag or checkpoint>``, ``openclip:hf-hub:<repo>``,
+``openclip:local-dir:<dir>``).
 
 Name syntax (see :mod:`tacluster.backbones`): ``<arch>`` is everything before
 the first ``/``; the rest is a checkpoint path when it contains ``/`` or ends
-in a weights suffix, else an open_clip pretrained tag. Tags are resolved in
-open_clip's local caches only; tacluster never downloads weights.
+in a weights suffix, else an open_clip pretrained tag. A tag whose weights are
+not cached is downloaded by open_clip itself (``download_pretrained``, into
+its cache: the Hugging Face cache for Hub-hosted tags); ``hf-hub:`` models are
+fetched like every Hub model (:mod:`tacluster.backbones.hub`). With
+``offline=True`` or ``HF_HUB_OFFLINE=1`` only the caches are read.
 """
 
 from __future__ import annotations
@@ -19,20 +23,26 @@ import numpy as np
 
 from tacluster.backbones import file_digest
 from tacluster.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
+from tacluster.backbones.hub import first_line
 from tacluster.errors import BackboneError
 
 _INSTALL_HINT = "pip install 'tacluster[openclip]'"
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 _LOCAL_DIR = "local-dir:"
+_HF_HUB = "hf-hub:"
 
 
 def _import_open_clip():
     try:
         import open_clip
-    except ImportError as exc:  # open_clip imports torchvision at package import
+    except (ImportError, RuntimeError) as exc:  # open_clip imports torchvision at package import
+        import torch
+
         raise BackboneError(
-            f"the 'openclip' backbone needs open_clip_torch and torchvision ({exc}); "
-            f"install them with {_INSTALL_HINT}"
+            f"the 'openclip' backbone needs open_clip_torch and a torchvision built for torch "
+            f"{torch.__version__} ({first_line(exc)}); CPU-only: pip install torch=={torch.__version__.split('+')[0]} "
+            "torchvision --index-url https://download.pytorch.org/whl/cpu, then "
+            f"{_INSTALL_HINT}; with CUDA: {_INSTALL_HINT}"
         ) from exc
     return open_clip
 
@@ -56,6 +66,10 @@ def parse_openclip_name(argument: str) -> tuple[str, str | None, str | None]:
         if not argument[len(_LOCAL_DIR) :]:
             raise BackboneError("openclip:local-dir: needs a folder: 'openclip:local-dir:/path/to/dir'")
         return argument, None, None
+    if argument.startswith(_HF_HUB):
+        if argument[len(_HF_HUB) :].count("/") != 1:
+            raise BackboneError("openclip:hf-hub: needs a Hub model id: 'openclip:hf-hub:<org>/<repo>'")
+        return argument, None, None
     arch, sep, weights = argument.partition("/")
     if not arch or not sep or not weights:
         raise BackboneError(
@@ -69,8 +83,8 @@ def parse_openclip_name(argument: str) -> tuple[str, str | None, str | None]:
     return arch, weights, None
 
 
-def _cached_tag_file(open_clip, arch: str, tag: str, cache_dir: str | None) -> str:
-    """Local path of a pretrained tag's weights, from open_clip's caches only."""
+def _cached_tag_file(open_clip, arch: str, tag: str, cache_dir: str | None) -> str | None:
+    """Local path of a pretrained tag's weights in open_clip's caches, or None (no request)."""
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         known = open_clip.list_pretrained_tags_by_model(arch)
@@ -80,33 +94,83 @@ def _cached_tag_file(open_clip, arch: str, tag: str, cache_dir: str | None) -> s
         )
     if cfg.get("file"):
         return cfg["file"]
-    candidates = []
     if cfg.get("hf_hub"):
         from huggingface_hub import try_to_load_from_cache
 
-        # Same file choice as open_clip's download: safetensors twin first.
-        repo, filename = os.path.split(cfg["hf_hub"])
-        if not filename:
-            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        elif filename.endswith((".bin", ".pth")):
-            names = [filename[:-4] + ".safetensors", filename]
-        else:
-            names = [filename]
+        repo, names = _hub_files(cfg)
         for name in names:
-            found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=cache_dir)
+            found = try_to_load_from_cache(repo_id=repo, filename=name, cache_dir=_hub_cache(cache_dir))
             if isinstance(found, str):
                 return found
-            candidates.append(f"{repo}/{name}")
     if cfg.get("url"):
         target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
         if target.is_file():
             return str(target)
-        candidates.append(str(target))
-    raise BackboneError(
-        f"openclip: the weights of {arch}/{tag} are not available locally (looked for "
-        f"{', '.join(candidates) or 'nothing'}) and tacluster never downloads them. Download "
-        f"the checkpoint yourself and pass it as a file: 'openclip:{arch}//path/to/checkpoint.pt'"
-    )
+    return None
+
+
+def _hub_files(cfg: dict) -> tuple[str, list[str]]:
+    """A Hub-hosted tag's repository and candidate weight files (open_clip's choice: safetensors first)."""
+    repo, filename = os.path.split(cfg["hf_hub"])
+    if not filename:
+        return repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if filename.endswith((".bin", ".pth")):
+        return repo, [filename[:-4] + ".safetensors", filename]
+    return repo, [filename]
+
+
+def _hub_cache(cache_dir: str | None) -> str:
+    from tacluster.backbones.hub import hub_cache_dir
+
+    return cache_dir or str(hub_cache_dir())
+
+
+def _tag_file(open_clip, arch: str, tag: str, cache_dir: str | None, offline: bool | None, name: str) -> str:
+    """The weights of a pretrained tag: from open_clip's caches, else downloaded by open_clip."""
+    from tacluster.backbones.hub import _network_errors, first_line, offline_mode, prefetch_hint
+
+    found = _cached_tag_file(open_clip, arch, tag, cache_dir)
+    if found is not None:
+        return found
+    if offline_mode(offline):
+        raise BackboneError(
+            f"backbone {name!r}: the weights of {arch}/{tag} are not available locally (searched "
+            f"open_clip's caches: {cache_dir or 'the Hugging Face cache and ~/.cache/clip'}) and offline "
+            f"mode is on (--offline / HF_HUB_OFFLINE); {prefetch_hint(name)}, or pass a checkpoint file "
+            f"as 'openclip:{arch}//path/to/checkpoint.pt'"
+        )
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    try:
+        path = _download_tag(open_clip, cfg, cache_dir)
+    except BackboneError as exc:
+        raise BackboneError(f"backbone {name!r}: {exc}") from exc
+    except _network_errors() as exc:
+        reason = first_line(exc)
+        raise BackboneError(
+            f"backbone {name!r}: cannot download the weights of {arch}/{tag} ({reason}); retry, or "
+            f"{prefetch_hint(name)}, or pass a checkpoint file as 'openclip:{arch}//path/to/checkpoint.pt'"
+        ) from exc
+    return path
+
+
+def _download_tag(open_clip, cfg: dict, cache_dir: str | None) -> str:
+    """Fetch a tag's weights the way open_clip does, into the cache tacluster reads."""
+    if cfg.get("hf_hub"):
+        from huggingface_hub import errors, hf_hub_download
+
+        from tacluster.backbones.hub import hub_endpoint
+
+        repo, names = _hub_files(cfg)
+        for name in names:
+            try:
+                return hf_hub_download(repo_id=repo, filename=name, cache_dir=_hub_cache(cache_dir),
+                                       endpoint=hub_endpoint())
+            except errors.EntryNotFoundError:
+                continue
+        raise BackboneError(f"the Hub repository {repo!r} has none of {', '.join(names)}")
+    if cfg.get("url"):
+        return open_clip.download_pretrained_from_url(cfg["url"], cache_dir=cache_dir)
+    raise BackboneError("open_clip has no download source for this tag")
 
 
 def _stable_repr(obj) -> str:
@@ -143,14 +207,24 @@ class OpenCLIPBackbone(CLIPBackbone):
         device: str = "cpu",
         text_batch_size: int = 256,
         cache_dir: str | None = None,
+        offline: bool | None = None,
     ):
         open_clip = _import_open_clip()
         import torch
 
+        from tacluster.backbones.hub import fetch_snapshot, hub_offline
+
         self.name = f"openclip:{argument}"
         self.text_batch_size = int(text_batch_size)
         arch, tag, ckpt = parse_openclip_name(argument)
+        if arch.startswith(_HF_HUB):
+            snapshot = fetch_snapshot(
+                arch[len(_HF_HUB) :], name=self.name, offline=offline,
+                cache_dir=Path(cache_dir) if cache_dir else None, required=("open_clip_config.json",),
+            )
+            arch = f"{_LOCAL_DIR}{snapshot}"
         model_cfg: dict | None
+        oc_cache, build_offline = cache_dir, offline
         if arch.startswith(_LOCAL_DIR):
             folder = Path(arch[len(_LOCAL_DIR) :]).expanduser()
             config_file = folder / "open_clip_config.json"
@@ -181,23 +255,33 @@ class OpenCLIPBackbone(CLIPBackbone):
                     )
                 pretrained = str(path)
             else:
-                pretrained = _cached_tag_file(open_clip, arch, tag, cache_dir)
+                pretrained = _tag_file(open_clip, arch, tag, cache_dir, offline, self.name)
             weight_files = [Path(pretrained)]
             # A tag also carries preprocessing settings: let open_clip apply them,
-            # reading the file we just found in its cache.
+            # reading (with no request) the file now in the cache.
             model_name = arch
             if tag is not None:
                 pretrained = tag
+                if open_clip.get_pretrained_cfg(arch, tag).get("hf_hub"):
+                    oc_cache = _hub_cache(cache_dir)
+                build_offline = True
 
+        # open_clip may fetch a Hugging Face tokenizer (SigLIP's) by name: the
+        # Hub's offline switch covers that too when offline is asked for.
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, cache_dir=cache_dir, device="cpu"
-            )
+            with hub_offline(build_offline):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, cache_dir=oc_cache, device="cpu"
+                )
+            with hub_offline(offline):
+                self._tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
         except (RuntimeError, ValueError, OSError, KeyError) as exc:
-            raise BackboneError(f"openclip: cannot build {self.name!r}: {exc}") from exc
+            reason = " ".join(str(exc).split())[:300]
+            raise BackboneError(f"openclip: cannot build {self.name!r}: {reason}") from exc
         self._model = model.eval()
         self._transform = preprocess
-        self._tokenizer = open_clip.get_tokenizer(model_name)
+        #: Where the weights are on disk (a file, or the folder of a local-dir / hf-hub model).
+        self.weights_location = weight_files[0] if len(weight_files) == 1 else weight_files[0].parent
         preprocess_cfg = getattr(model.visual, "preprocess_cfg", None) or _stable_repr(preprocess)
         identity = {
             "kind": "openclip",
@@ -252,6 +336,6 @@ class OpenCLIPBackbone(CLIPBackbone):
         return feats.cpu().numpy().astype(np.float32, copy=False)
 
 
-def load(argument: str, device: str = "cpu") -> OpenCLIPBackbone:
+def load(argument: str, device: str = "cpu", offline: bool | None = None) -> OpenCLIPBackbone:
     """Registry factory for ``openclip:...`` names."""
-    return OpenCLIPBackbone(argument, device=device)
+    return OpenCLIPBackbone(argument, device=device, offline=offline)
