@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/embed_speed.py                       # 512 CIFAR-10 images
     python benchmarks/embed_speed.py --images DIR --batch-size 32 --out speed.json
+    python benchmarks/embed_speed.py --random-real-size clip --device cuda   # ViT-B/32, random weights
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=Path, help="folder of images (default: CIFAR-10 sample)")
     ap.add_argument("--n-images", type=int, default=512, help="CIFAR-10 images to extract")
     ap.add_argument("--backbone", default="lite")
+    ap.add_argument("--random-real-size", choices=["clip", "clip-l", "siglip", "siglip2"], default=None,
+                    help="time this short name's full-size architecture with random weights (no download)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=2)
@@ -124,7 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
         paths = list_inputs(images).paths
         if not paths:
             sys.exit(f"no images found in {images}")
-        backbone = load(args.backbone, args.device)
+        name = args.backbone
+        if args.random_real_size:
+            from tacluster.testing import save_random_real_size_model
+
+            name = f"hf:{save_random_real_size_model(args.random_real_size, tmp / 'model')}"
+        backbone = load(name, args.device)
         batches = prepare_batches(backbone, paths, args.batch_size)
         modes = ["threads", "processes"] if args.decode_in == "both" else [args.decode_in]
         # Rounds interleave the measurements, in alternating order, so that
@@ -163,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
         for mode in modes
     ]
     result = {
-        "backbone": backbone.name,
+        "backbone": f"{args.random_real_size} (random weights)" if args.random_real_size else backbone.name,
+        "load_avg": os.getloadavg(),
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "n_images": len(paths),

@@ -1,7 +1,13 @@
-"""The TAC paper's protocol on its data sets, from local copies (no downloads).
+"""The TAC paper's protocol on its data sets, from local copies or torchvision's downloads.
 
-    python benchmarks/paper.py --dataset cifar10 --root /data/cifar10 \\
-        --backbone openclip:ViT-B-32//weights/ViT-B-32-openai.pt --device cuda
+    python benchmarks/paper.py --dataset cifar10 --root /data/cifar10 --download \\
+        --backbone clip --device cuda
+
+``--download`` fetches CIFAR-10, CIFAR-100 (for CIFAR-20) and STL-10 into
+--root with torchvision (``download=True``; needs torchvision); the other data
+sets have no public direct download and are read from local copies. The
+default backbone ``clip`` (OpenAI CLIP ViT-B/32, the paper's) is fetched into
+the Hugging Face cache on first use.
 
 Fits on the train split (embeddings, semantic centres, noun selection,
 neighbours and heads: all on train), predicts the test split, and reports ACC /
@@ -120,6 +126,36 @@ def _stl10(root: Path, work: Path, split: str):
     return _write_pngs(x, y, work / "stl10" / split)
 
 
+#: torchvision classes that download each array data set into --root.
+DOWNLOADS = {"cifar10": "CIFAR10", "cifar20": "CIFAR100", "stl10": "STL10"}
+
+
+def download(dataset: str, root: Path) -> None:
+    """Fetch ``dataset`` into ``root`` with torchvision (both splits); one-line LayoutError on failure."""
+    if dataset not in DOWNLOADS:
+        raise LayoutError(
+            f"{dataset}: no public direct download; put train/<class>/ and test/<class>/ under {root}"
+        )
+    name = DOWNLOADS[dataset]
+    prefetch = (f"on a machine with network run `python -c \"import torchvision; "
+                f"torchvision.datasets.{name}('{root}', download=True)\"` and copy {root} here")
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise LayoutError(f"--download needs torchvision ({exc}); or {prefetch}") from exc
+    cls = getattr(tvd, name)
+    try:
+        if dataset == "stl10":
+            for split in ("train", "test"):
+                cls(str(root), split=split, download=True)
+        else:
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise LayoutError(f"{dataset}: cannot download {name} into {root} ({reason}); {prefetch}") from exc
+
+
 def load_split(dataset: str, root: Path, work: Path, split: str) -> tuple[list[str], list[str]]:
     """(paths, labels) of one split; raises LayoutError naming the expected layout."""
     got = None
@@ -152,12 +188,14 @@ def run(args) -> dict:
     root, work = Path(args.root), Path(args.work)
     timings = {}
     t = time.perf_counter()
+    if args.download:
+        download(args.dataset, root)
     train_paths, train_y = load_split(args.dataset, root, work, "train")
     test_paths, test_y = load_split(args.dataset, root, work, "test")
     k = args.k or setting.k or len(set(train_y))
     timings["list"] = time.perf_counter() - t
 
-    bb = load_backbone(args.backbone, device=args.device)
+    bb = load_backbone(args.backbone, device=args.device, offline=args.offline or None)
     t = time.perf_counter()
     tr = embed_images(train_paths, bb, cache_dir=args.cache_dir, batch_size=args.batch_size, progress=not args.quiet)
     te = embed_images(test_paths, bb, cache_dir=args.cache_dir, batch_size=args.batch_size, progress=not args.quiet)
@@ -202,8 +240,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, choices=sorted(SETTINGS))
     ap.add_argument("--root", required=True, help="local data root (see the layouts above)")
-    ap.add_argument("--backbone", default="openclip:ViT-B-32/openai",
-                    help="backbone name; the paper used CLIP ViT-B/32")
+    ap.add_argument("--backbone", default="clip",
+                    help="backbone name (default clip: OpenAI CLIP ViT-B/32, the paper's; fetched on first use)")
+    ap.add_argument("--download", action="store_true",
+                    help="fetch CIFAR-10/100 or STL-10 into --root with torchvision first")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "tacluster" / "paper"),
                     help="where array data sets are written as PNGs")
     ap.add_argument("--cache-dir", default=None, help="embedding / noun-bank cache")
@@ -216,6 +256,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--out", default=None, help="JSON results file")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--offline", action="store_true", help="never download the backbone (caches only)")
     args = ap.parse_args(argv)
     from tacluster.errors import TaclusterError
 

@@ -274,3 +274,19 @@ def test_openclip_pretrained_tag_is_fetched_by_open_clip_on_first_use(oc_hub, oc
     oc_hub.requests.clear()
     load_backbone("openclip:tacluster-tiny-tag/tiny", offline=True)  # now cached
     assert oc_hub.requests == []
+
+
+def test_hf_retrieval_tau_is_half_the_models_own_temperature(hf_backbone):
+    import math
+
+    scale = hf_backbone._model.logit_scale
+    before = scale.data.clone()
+    try:
+        scale.data.fill_(math.log(100.0))  # CLIP ViT-B/32's learned scale
+        assert hf_backbone.retrieval_tau == pytest.approx(0.005)
+        scale.data.fill_(math.log(117.0))  # a SigLIP-like scale
+        assert hf_backbone.retrieval_tau == pytest.approx(0.5 / 117.0)
+        scale.data.fill_(math.log(1 / 0.07))  # an untrained model's initial scale: the paper's value
+        assert hf_backbone.retrieval_tau == 0.005
+    finally:
+        scale.data.copy_(before)

@@ -154,3 +154,43 @@ def save_tiny_hf_siglip(folder: str | os.PathLike, seed: int = 0) -> Path:
     fast.save_pretrained(folder)
     transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def real_size_config(short: str):
+    """The architecture of a short-name model (:mod:`tacluster.backbones.catalog`) as a
+    ``transformers`` config, for speed measurements with random weights (no download)."""
+    import transformers
+
+    if short == "clip":  # transformers' CLIPConfig defaults are ViT-B/32
+        return transformers.CLIPConfig()
+    if short == "clip-l":
+        return transformers.CLIPConfig(
+            text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12),
+            vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                               num_attention_heads=16, patch_size=14),
+            projection_dim=768,
+        )
+    if short == "siglip":  # SiglipConfig defaults are base, patch 16, 224 px
+        return transformers.SiglipConfig()
+    if short == "siglip2":  # SigLIP 2 base: the same towers, a 256k Gemma vocabulary
+        return transformers.SiglipConfig(text_config=dict(vocab_size=256_000))
+    raise BackboneError(f"no real-size config for {short!r}")
+
+
+def save_random_real_size_model(short: str, folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A short-name model's full-size architecture with random weights, saved as an
+    ``hf:`` folder (the tiny tokenizer and processor of the test models, 224 px)."""
+    import transformers
+    import torch
+
+    folder = Path(folder)
+    tiny = save_tiny_hf_siglip(folder, seed) if short.startswith("siglip") else save_tiny_hf_clip(folder, seed)
+    torch.manual_seed(seed)
+    config = real_size_config(short)
+    model_cls = transformers.SiglipModel if short.startswith("siglip") else transformers.CLIPModel
+    model_cls(config).save_pretrained(tiny)
+    if short.startswith("siglip"):
+        transformers.SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(tiny)
+    else:
+        transformers.CLIPImageProcessor().save_pretrained(tiny)
+    return tiny

@@ -142,6 +142,8 @@ class HFTwoTowerBackbone(CLIPBackbone):
         config = self._model.config
         self.model_type = str(getattr(config, "model_type", ""))
         self._pad_to_max = self.model_type in _PAD_TO_MAX
+        # SigLIP 2 (Gemma tokenizer) was trained on lower-cased text.
+        self._lowercase = self.model_type == "siglip2" or "gemma" in type(self._tokenizer).__name__.lower()
         text_config = getattr(config, "text_config", config)
         self._context_length = int(getattr(text_config, "max_position_embeddings", 77))
         self._device = torch.device("cpu")
@@ -175,6 +177,8 @@ class HFTwoTowerBackbone(CLIPBackbone):
         }
         if self._pad_to_max:  # kept out of CLIP's identity so its caches stay valid
             identity["text_padding"] = "max_length"
+        if self._lowercase:
+            identity["lowercase"] = True
         blob = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -241,12 +245,14 @@ class HFTwoTowerBackbone(CLIPBackbone):
         """Embed raw strings with the text encoder; shape (len(texts), d), float32, unit rows.
 
         CLIP pads each batch to its longest prompt; SigLIP to its full context
-        length (``padding="max_length"``), as it was trained.
+        length (``padding="max_length"``), and SigLIP 2 lower-cases, as they
+        were trained.
         """
         import torch
 
+        texts = [t.lower() for t in texts] if self._lowercase else list(texts)
         tokens = self._tokenizer(
-            list(texts),
+            texts,
             padding="max_length" if self._pad_to_max else True,
             truncation=True,
             max_length=self._context_length,
