@@ -68,6 +68,15 @@ def recommended_params(backbone_name: str) -> dict:
     return {"method": "tac"}
 
 
+def _load_backbone_quietly(name: str, device: str, offline: bool | None, progress: bool):
+    """load_backbone, with the Hub's download bars only when progress is shown."""
+    from tacluster.backbones import load_backbone
+    from tacluster.backbones.hub import hub_progress
+
+    with hub_progress(progress):
+        return load_backbone(name, device=device, offline=offline)
+
+
 def recommended_method(backbone_name: str) -> str:
     """The method part of :func:`recommended_params`."""
     return recommended_params(backbone_name)["method"]
@@ -212,7 +221,6 @@ def cluster_images(
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
         by default a model such as ``"clip"`` is fetched on first use
     """
-    from tacluster.backbones import load_backbone
     from tacluster.embedding import embed_images
     from tacluster.estimator import METHODS, TextAidedClustering
     from tacluster.naming import name_clusters
@@ -240,7 +248,7 @@ def cluster_images(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     tic = time.perf_counter()
-    bb = load_backbone(backbone, device=device, offline=offline)
+    bb = _load_backbone_quietly(backbone, device, offline, progress)
     timings["load_backbone"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -381,7 +389,6 @@ def predict_images(
 
     ``offline``: never download the model's backbone (read the caches only).
     """
-    from tacluster.backbones import load_backbone
     from tacluster.embedding import embed_images
     from tacluster.estimator import TextAidedClustering
     from tacluster.nounbank import default_cache_dir
@@ -404,7 +411,7 @@ def predict_images(
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
     if not Path(source).exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
-    bb = load_backbone(name, device=device, offline=offline)
+    bb = _load_backbone_quietly(name, device, offline, progress)
     if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
         raise ModelFileError(
             f"model {str(model_dir)!r} was made with a different version of backbone {name!r} "

@@ -209,3 +209,23 @@ def hub_offline(offline: bool | None):
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
+
+
+@contextlib.contextmanager
+def hub_progress(enabled: bool):
+    """Within the block, the Hub's download bars are off unless ``enabled`` (``--quiet``)."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    except ImportError:  # no Hub client installed: nothing downloads, nothing to silence
+        enabled = True
+    if enabled:
+        yield
+        return
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
