@@ -1,16 +1,34 @@
-"""Thread counts for the CPU kernels (torch and faiss), chosen for the machine's load.
+"""Process-global CPU settings for the kernels (torch and faiss): thread counts
+chosen for the machine's load, and denormal flushing. Every context manager
+here restores exactly what it found, so no setting leaks out of its block.
 
 On a machine whose cores are already busy, OpenMP threads spend their time
 waiting at barriers: on 2 cores at a load average of 7, 20 head-training steps
 took 27.7 s with 2 torch threads and 0.8 s with 1, and a faiss k-means of 9
 points took 1.9 s with 2 threads and 0.4 ms with 1. On an idle machine the
 extra threads are worth up to 2x, so they are only dropped when busy.
+
+The OpenMP runtimes are shared state, and which one faiss uses depends on the
+import order (measured with ``LD_DEBUG=bindings``, faiss-cpu 1.15 / torch 2.13
+wheels): imported after torch, faiss binds to torch's ``libgomp.so.1`` (torch
+loads it ``RTLD_GLOBAL``), so ``faiss.omp_set_num_threads`` also changes
+``torch.get_num_threads()``; imported first, faiss keeps its own libgomp. The
+faiss side is therefore limited through threadpoolctl on *every* OpenMP
+runtime loaded (faiss's limit applies in both orders), and the torch side
+through ``torch.set_num_threads``, which also sets MKL's thread count, which
+torch does not report: :func:`_torch_threads` reads it back so that it is
+restored too (it used to be left at 1 when a torch scope ran inside a faiss
+one after torch-first imports).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
+
+import numpy as np
 
 
 def machine_is_busy() -> bool:
@@ -21,23 +39,92 @@ def machine_is_busy() -> bool:
         return False
 
 
+# -- OpenMP (faiss) ---------------------------------------------------------------
+
+_CONTROLLERS: dict[tuple[bool, ...], object] = {}
+
+
+def _openmp_controller():
+    """A threadpoolctl controller of the OpenMP runtimes loaded now.
+
+    Cached (building one costs ~1.7 ms, a limit through it 0.02 ms); rebuilt
+    when torch or faiss has been imported since, as they bring their own
+    runtimes.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    key = tuple(name in sys.modules for name in ("torch", "faiss"))
+    if key not in _CONTROLLERS:
+        _CONTROLLERS[key] = ThreadpoolController().select(user_api="openmp")
+    return _CONTROLLERS[key]
+
+
+@contextlib.contextmanager
+def _openmp_threads(n: int):
+    """Every loaded OpenMP runtime (faiss's, torch's) at ``n`` threads in the block;
+    each one's previous count (of the calling thread) is restored after."""
+    import faiss  # noqa: F401  (its OpenMP runtime must be loaded to be seen)
+
+    with _openmp_controller().limit(limits=n):
+        yield
+
+
+# -- torch ------------------------------------------------------------------------
+
+_MKL_THREADS = re.compile(r"mkl_get_max_threads\(\) : (\d+)")
+
+
+def _mkl_threads(torch) -> int | None:
+    """MKL's thread count inside torch (None when torch has no MKL)."""
+    found = _MKL_THREADS.search(torch.__config__.parallel_info())
+    return int(found.group(1)) if found else None
+
+
+def _torch_openmp_libs(torch) -> list:
+    """threadpoolctl's controllers of the OpenMP runtime(s) shipped inside torch."""
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__))
+    return [
+        lib for lib in _openmp_controller().lib_controllers
+        if os.path.realpath(lib.filepath).startswith(torch_dir + os.sep)
+    ]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch at ``n`` intra-op threads in the block, then exactly as before.
+
+    ``torch.set_num_threads`` sets torch's OpenMP count *and* MKL's, while
+    ``torch.get_num_threads`` reports only the OpenMP one, which an enclosing
+    faiss limit may have lowered (shared runtime). So both are read, torch is
+    restored to MKL's count, and its OpenMP count is then put back on its own.
+    """
+    import torch
+
+    before, mkl_before = torch.get_num_threads(), _mkl_threads(torch)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(mkl_before if mkl_before is not None else before)
+        if torch.get_num_threads() != before:
+            libs = _torch_openmp_libs(torch)
+            for lib in libs:
+                lib.set_num_threads(before)
+            if not libs:  # no runtime of torch's own found: the count torch reported wins
+                torch.set_num_threads(before)
+
+
+# -- the public context managers -----------------------------------------------------
+
+
 @contextlib.contextmanager
 def one_thread_if_busy():
     """Run the block with 1 torch and 1 faiss thread when the machine is busy."""
     if not machine_is_busy():
         yield
         return
-    import faiss
-    import torch
-
-    torch_before, faiss_before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    try:
+    with _torch_threads(1), _openmp_threads(1):
         yield
-    finally:
-        torch.set_num_threads(torch_before)
-        faiss.omp_set_num_threads(faiss_before)
 
 
 @contextlib.contextmanager
@@ -51,14 +138,8 @@ def one_torch_thread():
     them). One thread makes s, and the no-train result, the same on every
     machine.
     """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -70,12 +151,36 @@ def one_faiss_thread():
     centroids wins depends on the rounding of the distance sums, which
     depends on the thread count (measured: 7 of 10 seeds gave the same
     consensus labels at 1 and 2 threads before this).
-    """
-    import faiss
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
+    Every OpenMP runtime loaded is limited (torch's too, since faiss may be
+    using it); the block is meant for faiss calls only.
+    """
+    with _openmp_threads(1):
+        yield
+
+
+# -- denormals ----------------------------------------------------------------------
+
+
+def denormals_flushed() -> bool:
+    """Whether the calling thread flushes denormal floats to zero (FTZ), as
+    ``torch.set_flush_denormal(True)`` makes it; torch has no getter, so a
+    float32 division whose exact result is denormal is tried."""
+    with np.errstate(under="ignore"):
+        return bool(np.float32(np.finfo(np.float32).smallest_normal) / np.float32(4) == 0)
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Flush denormals to zero in the block (calling thread), then restore the
+    state found: left on if it was on, off if it was off."""
+    import torch
+
+    was_on = denormals_flushed()
+    if was_on or not torch.set_flush_denormal(True):  # already on, or not supported here
+        yield
+        return
     try:
         yield
     finally:
-        faiss.omp_set_num_threads(before)
+        torch.set_flush_denormal(False)

@@ -5,14 +5,13 @@ All functions take and return arrays; nothing here opens a file.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from tacluster import _faiss
-from tacluster._threads import one_torch_thread
+from tacluster._threads import flush_denormals, one_torch_thread
 
 
 def default_n_centres(n_samples: int, n_clusters: int) -> int:
@@ -124,15 +123,10 @@ def select_nouns(
     return NounSelection(indices=keep.astype(np.int64), centre=best[keep], confidence=conf[keep])
 
 
-@contextlib.contextmanager
-def _flush_denormals():
-    # With tau = 0.005 most softmax weights underflow to denormals, which made
-    # later neighbour searches 3x slower in the reference code; flush them to 0.
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
+#: With tau = 0.005 most softmax weights underflow to denormals, which made
+#: later neighbour searches 3x slower in the reference code; they are flushed
+#: to 0 during retrieval (and the state found is restored after).
+_flush_denormals = flush_denormals
 
 
 def retrieve_counterparts(

@@ -14,9 +14,16 @@ NOUNS = ["apple", "river", "engine", "violin", "cloud", "tiger", "lamp", "bridge
 @pytest.fixture(scope="session", autouse=True)
 def _register_test_backbones():
     relihelpers.register()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread():
     # faiss's OpenMP k-means on a handful of points takes ~2 s with 2 threads
     # on a busy 2-core machine and <1 ms with one (measured); these tests
-    # cluster tens of images, so one thread keeps the suite fast.
+    # cluster tens of images, so one thread keeps the suite fast. Module scope:
+    # a session-scoped fixture here kept faiss (and, with torch imported
+    # first, torch's shared OpenMP runtime) at 1 thread for every later test
+    # file of the session too.
     import faiss
 
     before = faiss.omp_get_max_threads()

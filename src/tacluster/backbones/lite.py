@@ -37,7 +37,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tacluster.backbones.base import Backbone, NounBank
 from tacluster.errors import BackboneError, InputError
@@ -108,7 +107,11 @@ def _weights_path(variant: str) -> str:
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1)
+    """Rows scaled to unit L2 norm: computed in float64 on the CPU, returned as
+    float32 (CPU), so every row's norm is 1 to float32 rounding (~1e-7)
+    whatever kernels, thread count or instruction set produced ``x``."""
+    x64 = x.detach().to("cpu", torch.float64)
+    return (x64 / x64.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
 
 
 class LiteBackbone(Backbone):
@@ -302,13 +305,17 @@ class LiteBackbone(Backbone):
             x = batch.to(self.device, dtype=torch.float32)
             pooled = self.model._avg_pooling(self.model.extract_features(x)).flatten(1)
             logits = self.model._fc(pooled)  # dropout is the identity in eval mode
-            probs = torch.softmax(logits.float() / self.temperature, dim=1)
+            # The probabilities and what is built from them in float64 (1000 classes,
+            # cheap): rows of `probs` sum to 1 and `joint` rows have norm 1 to
+            # float32 rounding, not to the float32 kernels' accumulated error.
+            probs = torch.softmax(logits.to("cpu", torch.float64) / self.temperature, dim=1)
             if self.text_side == "hierarchy":
-                joint = probs.sqrt()
+                joint = _l2_normalize(probs.sqrt())
             else:
                 top_p, top_c = probs.topk(self.top_k, dim=1)
-                joint = _l2_normalize(torch.einsum("nk,nkd->nd", top_p, self._class_embeddings()[top_c]))
-            out = {"image": _l2_normalize(pooled.float()), "probs": probs, "joint": joint}
+                classes = self._class_embeddings().to("cpu", torch.float64)
+                joint = _l2_normalize(torch.einsum("nk,nkd->nd", top_p, classes[top_c]))
+            out = {"image": _l2_normalize(pooled), "probs": probs, "joint": joint}
             return {k: v.cpu().numpy().astype(np.float32, copy=False) for k, v in out.items()}
 
     def noun_bank(self, words: Sequence[str]) -> NounBank:
