@@ -36,7 +36,7 @@ from tacluster.counterpart import retrieve_counterparts
 from tacluster.evaluate import cluster_accuracy
 from tacluster.synthetic import make_world
 
-TAUS = [0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03]
+TAUS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12]
 
 
 def gapped(u: np.ndarray, t: np.ndarray, a: float) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scales", type=float, nargs="+", default=[100.0, 117.0, 200.0],
                     help="logit scales to simulate (CLIP 100; SigLIP-like ~117)")
-    ap.add_argument("--noise", type=float, nargs="+", default=[2.0, 3.0])
+    ap.add_argument("--noise", type=float, nargs="+", default=[1.5, 2.5, 3.0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 u, t = w.image_embeddings.astype(np.float64), w.noun_embeddings.astype(np.float64)
                 base = float(np.mean(np.sum(u * t[w.labels], axis=1)))
                 a = (0.30 / base) * (100.0 / scale)
+                if a >= 1:
+                    raise SystemExit(f"noise {noise}: images are already below cos 0.30 to their noun; use less noise")
                 up, tp = gapped(u, t, a)
                 grid[seed] = [counterpart_acc(w, up, tp, tau, 10) for tau in TAUS]
                 at_rule.append(counterpart_acc(w, up, tp, rule, 10))
@@ -81,10 +83,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "acc_at_0.005": mean[TAUS.index(0.005)], "rule_tau": rule, "acc_at_rule": float(np.mean(at_rule)),
                 "acc_by_tau": dict(zip(map(str, TAUS), mean.round(2).tolist())),
             })
-    print(f"{'noise':>6}{'scale':>7}{'best tau':>10}{'ACC best':>10}{'@0.005':>8}{'rule tau':>10}{'@rule':>8}")
+    print(f"{'noise':>6}{'scale':>7}{'best tau':>10}{'x scale':>9}{'ACC best':>10}{'@0.005':>8}{'rule tau':>10}{'@rule':>8}")
     for r in rows:
-        print(f"{r['noise']:>6}{r['logit_scale']:>7.0f}{r['best_tau']:>10.4f}{r['acc_best']:>10.1f}"
-              f"{r['acc_at_0.005']:>8.1f}{r['rule_tau']:>10.5f}{r['acc_at_rule']:>8.1f}")
+        print(f"{r['noise']:>6}{r['logit_scale']:>7.0f}{r['best_tau']:>10.4f}{r['best_tau'] * r['logit_scale']:>9.2f}"
+              f"{r['acc_best']:>10.1f}{r['acc_at_0.005']:>8.1f}{r['rule_tau']:>10.5f}{r['acc_at_rule']:>8.1f}")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
