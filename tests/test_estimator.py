@@ -268,3 +268,19 @@ def test_same_seed_same_result_at_any_thread_count(method, monkeypatch):
         np.testing.assert_array_equal(a.probabilities_, b.probabilities_)
     else:
         assert cluster_accuracy(a.labels_, b.labels_) > 0.95
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans", "no-train", "tac"])
+@pytest.mark.parametrize("n", [2, 12])
+def test_k_equal_to_the_number_of_samples_works_for_every_method(method, n):
+    """K = N (every image its own cluster) is a valid request for every method
+    (spectral crashed in scipy's eigsh with 'k >= N')."""
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=n, n_classes=2, dim=16, n_nouns=40, seed=0)
+    est = TextAidedClustering(n, method, random_state=0, n_epochs=1, min_steps=1).fit(
+        w.image_embeddings, w.noun_embeddings, w.nouns)
+    assert est.labels_.shape == (n,) and est.n_clusters_ == n
+    assert ((est.labels_ >= 0) & (est.labels_ < n)).all()
+    if method == "spectral":
+        assert len(set(est.labels_.tolist())) == n

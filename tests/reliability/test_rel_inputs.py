@@ -220,3 +220,18 @@ def test_out_is_a_file(tmp_path, cli, cluster_args):
     (tmp_path / "f").write_text("x")
     code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(tmp_path / "f")])
     assert_one_line_error(code, err, "not a directory")
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_k_equal_to_the_number_of_usable_images_clusters(tmp_path, cli, cluster_args, method):
+    """--k N on N usable images (here N = 2 next to an unreadable file) is accepted, not an internal error."""
+    src = tmp_path / "in"
+    relihelpers.good_image(src / "a.png", 0)
+    relihelpers.good_image(src / "b.png", 1)
+    (src / "broken.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out, method=method)])
+    assert code == 0, err
+    assert sorted(int(r["cluster"]) for r in read_csv(out / "assignments.csv")) == [0, 1]
+    code, _, err = cli(["cluster", src, "--k", 3, *cluster_args(tmp_path / "o3", method=method)])
+    assert_one_line_error(code, err, r"larger than the 2 usable images.*--k 2 or fewer")
