@@ -284,3 +284,21 @@ def test_k_equal_to_the_number_of_samples_works_for_every_method(method, n):
     assert ((est.labels_ >= 0) & (est.labels_ < n)).all()
     if method == "spectral":
         assert len(set(est.labels_.tolist())) == n
+
+
+@pytest.mark.parametrize("method", ["kmeans", "tac"])
+def test_save_accepts_numpy_integer_parameters(tmp_path, easy_world, method):
+    """n_clusters=np.int64(5) is a valid K: it fits, saves and loads (json failed after the arrays were written)."""
+    est = TextAidedClustering(np.int64(5), method, random_state=np.int32(0), spectral_neighbors=np.int64(20),
+                              **FAST).fit(easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+    d = est.save(tmp_path / "model")
+    loaded = TextAidedClustering.load(d)
+    assert loaded.n_clusters_ == 5 and loaded.get_params()["n_clusters"] == 5
+    np.testing.assert_array_equal(loaded.predict(easy_world.image_embeddings), est.labels_)
+
+
+def test_save_validates_before_writing_anything(tmp_path, easy_world):
+    est = fit(easy_world, "kmeans")
+    with pytest.raises(InputError, match="metadata"):
+        est.save(tmp_path / "model", metadata={"when": object()})
+    assert not (tmp_path / "model").exists() or not list((tmp_path / "model").iterdir())

@@ -528,7 +528,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
         self._check_fitted()
         out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         if self.cluster_centers_ is not None:
             arrays["cluster_centers"] = self.cluster_centers_
@@ -540,7 +539,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 for key, val in head.state_dict().items():
                     arrays[prefix + key] = val.detach().cpu().numpy()
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        params = self.get_params()
+        params = {k: _plain(v) for k, v in self.get_params().items()}
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
         config = {
@@ -556,8 +555,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "text_weight_used": self.text_weight_,
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
+        # Everything is checked before the first byte is written: a model
+        # directory is either whole or untouched.
+        try:
+            config_text = json.dumps(config, indent=2, default=_plain_or_raise)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"cannot save the model: params or metadata are not JSON-serialisable ({exc})") from None
+        out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
-        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        atomic_write(out / "config.json", lambda p: p.write_text(config_text))
         return out
 
     @classmethod
@@ -652,6 +658,26 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         for a in (self.cluster_centers_, self.kept_noun_embeddings_):
             if a is not None and not np.isfinite(a).all():
                 raise ModelFileError("model arrays hold NaN or inf values")
+
+
+def _plain(value):
+    """numpy scalars (np.int64(10) is a valid K) and tuples as plain JSON values."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _plain_or_raise(value):
+    plain = _plain(value)
+    if plain is value:
+        raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
+    return plain
 
 
 def _version() -> str:

@@ -221,8 +221,11 @@ def cluster_images(
     out = Path(out_dir)
     if method != "auto" and method not in METHODS:
         raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
-    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2):
+    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
+                                 or n_clusters < 2):
         raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
+    if n_clusters != "auto":
+        n_clusters = int(n_clusters)  # np.int64(10) is a valid K; run.json needs a plain int
     src = Path(source)
     if not src.exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")

@@ -235,3 +235,11 @@ def test_k_equal_to_the_number_of_usable_images_clusters(tmp_path, cli, cluster_
     assert sorted(int(r["cluster"]) for r in read_csv(out / "assignments.csv")) == [0, 1]
     code, _, err = cli(["cluster", src, "--k", 3, *cluster_args(tmp_path / "o3", method=method)])
     assert_one_line_error(code, err, r"larger than the 2 usable images.*--k 2 or fewer")
+
+
+def test_numpy_integer_k_is_accepted_by_the_pipeline(tmp_path):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 4)
+    run = cluster_images(src, tmp_path / "out", np.int64(2), backbone="relitiny", method="kmeans",
+                         cache_dir=tmp_path / "c", vocabulary=_vocab(tmp_path), progress=False, report=False)
+    assert len(run.names) == 2 and read_run(tmp_path / "out")["settings"]["n_clusters"] == 2
