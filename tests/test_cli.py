@@ -195,3 +195,24 @@ def test_k_auto_writes_its_search_to_run_json(run, tmp_path):
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_clusters"] == auto["chosen"] == len(clusters["clusters"])
     assert (out / "auto_k.png").is_file()
+
+
+def _readme_block(heading: str, lang: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_python_api_example_runs_as_written(run, tmp_path, monkeypatch):
+    """The README's Python API block, executed as is from a copy of the repository root
+    (embeddings served from the module's cache: same images, same content keys)."""
+    code = _readme_block("## Python API", "python")
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TACLUSTER_CACHE", str(run["cache"]))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(namespace["labels"]) == 600
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert (tmp_path / "runs" / "example" / "report.html").is_file()
+    assert len(namespace["run"].paths) == 300

@@ -140,6 +140,20 @@ def test_joint_embeddings_differ_from_image_side(style_world):
     np.testing.assert_array_equal(p, est.labels_[:50])
 
 
+def test_predict_without_the_joint_embeddings_a_model_needs_says_so(style_world, tmp_path):
+    """A saved no-train model fitted with joint_embeddings of another width: predict(u) alone
+    names the missing argument (it said 'joint_embeddings must have shape ...' although none was passed)."""
+    w = style_world
+    visual = np.random.default_rng(0).standard_normal((w.image_embeddings.shape[0], 32)).astype(np.float32)
+    est = TextAidedClustering(5, "no-train", random_state=0, **FAST)
+    est.fit(visual, w.noun_embeddings, w.nouns, joint_embeddings=w.image_embeddings)
+    loaded = TextAidedClustering.load(est.save(tmp_path / "model"))
+    with pytest.raises(InputError, match=r"fitted with joint_embeddings.*predict\(image_embeddings, joint_embeddings="):
+        loaded.predict(visual[:10])
+    np.testing.assert_array_equal(loaded.predict(visual[:10], joint_embeddings=w.image_embeddings[:10]),
+                                  est.labels_[:10])
+
+
 def test_auto_k_is_estimated_and_saved(tmp_path):
     from tacluster.synthetic import make_world
 

@@ -475,6 +475,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             )
         joint = None
         if self.method == "no-train":
+            if joint_embeddings is None and u.shape[1] != self.n_joint_features_:
+                raise InputError(
+                    f"this method='no-train' model was fitted with joint_embeddings (the images in the noun "
+                    f"space, width {self.n_joint_features_}); pass them for the new images too: "
+                    "predict(image_embeddings, joint_embeddings=...)"
+                )
             joint = u if joint_embeddings is None else as_float_matrix(joint_embeddings, "joint_embeddings")
             if joint.shape[1] != self.n_joint_features_ or joint.shape[0] != u.shape[0]:
                 raise InputError(
