@@ -243,3 +243,21 @@ def test_numpy_integer_k_is_accepted_by_the_pipeline(tmp_path):
     run = cluster_images(src, tmp_path / "out", np.int64(2), backbone="relitiny", method="kmeans",
                          cache_dir=tmp_path / "c", vocabulary=_vocab(tmp_path), progress=False, report=False)
     assert len(run.names) == 2 and read_run(tmp_path / "out")["settings"]["n_clusters"] == 2
+
+
+def test_run_directory_inside_the_input_is_never_clustered(tmp_path, cli, cluster_args):
+    """--out inside INPUT: the next run must not read the first run's thumbnails and map as photos."""
+    nest = tmp_path / "nest"
+    goods = relihelpers.add_good(nest, 6)
+    code, _, err = cli(["cluster", nest, "--k", 2, *cluster_args(nest / "run", report=True)])
+    assert code == 0, err
+    assert list((nest / "run" / "thumbs").glob("*.jpg"))
+    for out, expected in ((nest / "run2", ["run"]), (nest / "run", ["run", "run2"])):
+        code, _, err = cli(["cluster", nest, "--k", 2, *cluster_args(out, report=True), "--overwrite"])
+        assert code == 0, err
+        assigned = [r["path"] for r in read_csv(out / "assignments.csv")]
+        assert len(assigned) == len(goods), assigned
+        skipped = read_csv(out / "skipped.csv")
+        # said once per run directory, not once per file in it
+        runs = [r for r in skipped if "tacluster run" in r["reason"]]
+        assert sorted(Path(r["path"]).name for r in runs) == expected

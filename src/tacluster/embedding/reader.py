@@ -8,6 +8,7 @@ source that does not exist at all (or is of an unknown kind) is an error.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import threading
 import warnings
@@ -167,6 +168,12 @@ def _walk_folder(root: Path) -> InputList:
             dirnames[:] = []
             continue
         seen[ident] = dirpath
+        if _is_run_dir(dirpath):
+            # A run's outputs (thumbnails, map.png) are never inputs, even
+            # when --out lies inside INPUT: one line for the whole folder.
+            skipped.append((dirpath, "tacluster run directory (its outputs are not inputs)"))
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for name in filenames:
             if not is_image_name(name):
@@ -180,6 +187,27 @@ def _walk_folder(root: Path) -> InputList:
                 skipped.append((full, "not a file"))
     found.sort()
     return InputList(found, skipped)
+
+
+#: What marks a tacluster run directory (tacluster.pipeline.RUN_FILE, STAGING).
+RUN_MARKER_FILE = "run.json"
+STAGING_FOLDER = ".tacluster-staging"
+
+
+def _is_run_dir(dirpath: str) -> bool:
+    """True for a tacluster run directory (its run.json has a ``run_key``,
+    finished or being written) or a run's staging folder."""
+    if os.path.basename(dirpath.rstrip(os.sep)) == STAGING_FOLDER:
+        return True
+    marker = os.path.join(dirpath, RUN_MARKER_FILE)
+    if not os.path.isfile(marker):
+        return False
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "run_key" in info
 
 
 def _is_ancestor(real_target: str, link_path: str) -> bool:
