@@ -104,8 +104,40 @@ def _commit_outputs(out: Path, stage: Path, run_key: str) -> None:
     resume there after a kill (:func:`check_out_dir`). The staged ``run.json``
     (``"status": "complete"``) moves in last.
     """
+    held_a_run = _holds_run(out)
     atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
+    _clear_previous_outputs(out, held_a_run)
     commit_staged(stage, out, STAGED_FILES, RUN_FILE)
+
+
+#: Files other commands write into a run directory (``tacluster evaluate``).
+_DERIVED_FILES = ("evaluation.json", "confusion.png")
+
+
+def _holds_run(out: Path) -> bool:
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "run_key" in info
+
+
+def _clear_previous_outputs(out: Path, held_a_run: bool) -> None:
+    """Remove what a previous run (and commands run on it) left in ``out``,
+    once the new outputs are staged: evaluations, figures and thumbnails of
+    the old labels must not survive next to the new ones. A run directory is
+    replaced whole (hidden files aside); in a folder that held no run (written
+    with ``--overwrite``) only tacluster's own names are removed."""
+    for entry in out.iterdir():
+        name = entry.name
+        if name in (STAGING, RUN_FILE) or (name.startswith(".") and not name.endswith(".tmp")):
+            continue
+        if not held_a_run and name not in OUR_FILES + _DERIVED_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _displayable(path: str) -> str:

@@ -261,3 +261,36 @@ def test_run_directory_inside_the_input_is_never_clustered(tmp_path, cli, cluste
         # said once per run directory, not once per file in it
         runs = [r for r in skipped if "tacluster run" in r["reason"]]
         assert sorted(Path(r["path"]).name for r in runs) == expected
+
+
+def test_overwrite_replaces_the_whole_run_directory(tmp_path, cli, cluster_args):
+    """Nothing of the old run survives --overwrite: no old evaluation, confusion matrix or thumbnails."""
+    src = tmp_path / "in"
+    relihelpers.add_good(src / "a", 4)
+    relihelpers.add_good(src / "b", 4)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out, report=True)])
+    assert code == 0, err
+    code, _, err = cli(["evaluate", out, "--labels", "parent-dir"])
+    assert code == 0, err
+    assert (out / "evaluation.json").is_file() and (out / "confusion.png").is_file()
+    (out / "thumbs" / "0123456789abcdef01234567_128.jpg").write_bytes(b"stale thumbnail")
+    (out / "auto_k.png").write_bytes(b"old auto-k figure")
+    code, _, err = cli(["cluster", src, "--k", 3, *cluster_args(out, report=True), "--overwrite"])
+    assert code == 0, err
+    left = sorted(p.name for p in out.iterdir())
+    assert "evaluation.json" not in left and "confusion.png" not in left and "auto_k.png" not in left, left
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert all(f"thumbs/{t.name}" in page for t in (out / "thumbs").iterdir()), "a thumbnail of the old run survived"
+    assert read_run(out)["settings"]["n_clusters"] == 3
+
+
+def test_overwrite_of_a_folder_that_is_no_run_keeps_the_users_files(tmp_path, cli, cluster_args):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out), "--overwrite"])
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
