@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tacluster._atomic import dir_mode
 from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
 from tacluster.errors import CacheError, InputError
 
@@ -166,6 +167,7 @@ def _write_entry(entry: Path, bank: NounBank, meta: dict) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
+        tmp.chmod(dir_mode())  # mkdtemp's 0700 would survive the rename
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(bank.embeddings, dtype=np.float32))
         (tmp / "words.json").write_text(json.dumps(bank.words, ensure_ascii=False), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

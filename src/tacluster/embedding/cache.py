@@ -34,7 +34,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes
+from tacluster._atomic import atomic_write_bytes, file_mode
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -303,6 +303,7 @@ class EmbeddingCache:
         shard = self.shard_dir / f"{shard_id}.safetensors"
         tmp = shard.with_name(f".{shard.name}.tmp")
         save_file(tensors, str(tmp), metadata={"format": str(_FORMAT_VERSION)})
+        os.chmod(tmp, file_mode())  # safetensors writes 0600 whatever the umask
         os.replace(tmp, shard)
         # The manifest goes last: until it exists the shard is invisible.
         lines = "".join(json.dumps({"key": k, "row": i}) + "\n" for i, k in enumerate(keys))
