@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes, commit_staged
+from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError, ModelFileError
 
 RUN_FILE = "run.json"
@@ -140,16 +141,9 @@ def _clear_previous_outputs(out: Path, held_a_run: bool) -> None:
             entry.unlink()
 
 
-def _displayable(path: str) -> str:
-    """``path`` as valid Unicode text: a file name that is not UTF-8 (its bytes
-    decoded with surrogateescape) shows its odd bytes as ``\\xNN``.
-
-    Parquet and JSON must hold valid UTF-8; the CSVs keep the exact bytes."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
+def _text_rows(pairs) -> list[tuple[str, str]]:
+    """``(path, reason)`` pairs with the path written by the outputs' rule (tacluster._paths)."""
+    return [(path_to_text(p), r) for p, r in pairs]
 
 
 def _csv_bytes(header: Sequence[str], rows) -> bytes:
@@ -157,7 +151,9 @@ def _csv_bytes(header: Sequence[str], rows) -> bytes:
     w = csv.writer(buf)
     w.writerow(header)
     w.writerows(rows)
-    return buf.getvalue().encode("utf-8", "surrogateescape")
+    # Paths come through path_to_text (valid UTF-8); a reason quoting an odd file
+    # name shows its bytes as \xNN: the file itself is named by the path column.
+    return buf.getvalue().encode("utf-8", "backslashreplace")
 
 
 def _parquet_bytes(columns: dict) -> bytes:
@@ -263,7 +259,7 @@ def cluster_images(
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
     resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = {
-        "input": str(src.resolve()), "n_clusters": n_clusters, "backbone": backbone,
+        "input": path_to_text(str(src.resolve())), "n_clusters": n_clusters, "backbone": backbone,
         "method": method, "resolved_method": resolved_method, "seed": seed,
         "vocabulary": vocabulary or "wordnet", "estimator_params": estimator_params or {},
     }
@@ -322,14 +318,14 @@ def cluster_images(
         })
         name_col = [names[c] for c in labels]
         atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
-            "path": [_displayable(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
+            "path": [path_to_text(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
             "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
         }))
         atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
             ["path", "cluster", "confidence", "cluster_name"],
-            ((p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
+            ((path_to_text(p), int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
         ))
-        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], emb.skipped))
+        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(emb.skipped)))
         clusters = []
         for c in range(n_clusters):
             idx = np.flatnonzero(labels == c)
@@ -338,8 +334,8 @@ def cluster_images(
                 "id": c, "size": int(idx.size), "name": names[c],
                 "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
                 "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-                "representatives": [_displayable(emb.paths[i]) for i in order[:8]],
-                "outliers": [_displayable(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
+                "representatives": [path_to_text(emb.paths[i]) for i in order[:8]],
+                "outliers": [path_to_text(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
             })
         atomic_write_bytes(stage / "clusters.json", json.dumps(
             {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
@@ -351,7 +347,7 @@ def cluster_images(
             "tacluster_version": versions()["tacluster"],
             "command": command or "tacluster.cluster_images(...)",
             "run_key": run_key,
-            "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": str(cache),
+            "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
                          "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
                          "kept_nouns": len(est.kept_nouns_)},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -445,8 +441,8 @@ def predict_images(
         labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     names = [names_all[c] for c in labels]
     if out_csv is not None:
-        rows = [(p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
-        rows += [(p, "", "", f"skipped: {r}") for p, r in emb.skipped]
+        rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
+        rows += [(p, "", "", f"skipped: {r}") for p, r in _text_rows(emb.skipped)]
         atomic_write_bytes(Path(out_csv), _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
     return Prediction(emb.paths, labels, conf, names, emb.skipped)
 
@@ -470,7 +466,7 @@ def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, li
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(f"{str(p)!r} is not an assignments file with path and cluster columns ({exc})") from None
     rows = [r for r in rows if str(r[1]).strip() != ""]  # predictions list skipped files without a cluster
-    paths = [str(r[0]) for r in rows]
+    paths = [text_to_path(str(r[0])) for r in rows]
     try:
         clusters = np.array([int(r[1]) for r in rows], dtype=np.int64)
     except ValueError as exc:

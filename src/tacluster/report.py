@@ -42,6 +42,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
+from tacluster._paths import text_to_path
 from tacluster.errors import InputError
 
 __all__ = ["build_report", "save_confusion_png"]
@@ -111,7 +112,7 @@ def _read_assignments(path: Path) -> _Assignments:
         if table.column(name).null_count:
             raise InputError(f"{path}: column {name!r} has missing values")
     try:
-        paths = [str(p) for p in table.column("path").to_pylist()]
+        paths = [text_to_path(str(p)) for p in table.column("path").to_pylist()]
         cluster = np.asarray(table.column("cluster").to_numpy(), dtype=np.int64)
         confidence = np.asarray(table.column("confidence").to_numpy(), dtype=np.float64)
         x = np.asarray(table.column("x").to_numpy(), dtype=np.float64)
@@ -148,8 +149,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             ]
             mean_conf = entry.get("mean_confidence")
             mean_conf = None if mean_conf is None else float(mean_conf)
-            reps = [str(p) for p in entry.get("representatives") or []]
-            outliers = [str(p) for p in entry.get("outliers") or []]
+            reps = [text_to_path(str(p)) for p in entry.get("representatives") or []]
+            outliers = [text_to_path(str(p)) for p in entry.get("outliers") or []]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(
                 f"{path}: clusters[{i}] is malformed ({type(exc).__name__}: {exc}); "
@@ -189,7 +190,7 @@ def _read_skipped(path: Path) -> list[dict[str, str]]:
                 raise InputError(
                     f"{path} has columns {reader.fieldnames}; expected 'path' and 'reason'"
                 )
-            return [{"path": r.get("path") or "", "reason": r.get("reason") or ""} for r in reader]
+            return [{"path": text_to_path(r.get("path") or ""), "reason": r.get("reason") or ""} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path} is not a readable CSV file ({exc})") from exc
 

@@ -540,8 +540,16 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(csv.DictReader(fh))
+    """Rows of an output CSV (strict UTF-8), each ``path`` turned back into the file's
+    path by the README's rule (a ``file://`` URI holds percent-encoded bytes)."""
+    import urllib.parse
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r.get("path", "").startswith("file://"):
+            r["path"] = os.fsdecode(urllib.parse.unquote_to_bytes(r["path"][len("file://"):]))
+    return rows
 
 
 def read_run(out: Path) -> dict:

@@ -294,3 +294,49 @@ def test_overwrite_of_a_folder_that_is_no_run_keeps_the_users_files(tmp_path, cl
     code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out), "--overwrite"])
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def _path_by_readme_rule(text: str) -> str:
+    """The README's rule, with the standard library only: a file:// URI holds percent-encoded bytes."""
+    import urllib.parse
+
+    if text.startswith("file://"):
+        return os.fsdecode(urllib.parse.unquote_to_bytes(text[len("file://"):]))
+    return text
+
+
+def test_outputs_are_utf8_and_every_path_leads_back_to_its_file(tmp_path, cli, cluster_args):
+    """A file name with the byte 0xff: assignments.csv/.parquet, clusters.json, skipped.csv and the
+    predictions are valid UTF-8, and each path in them names the real file."""
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 8)
+    bad = os.fsdecode(os.fsencode(str(src)) + b"/bad\xffname.png")
+    relihelpers.good_image(Path(bad), 3)
+    broken = os.fsdecode(os.fsencode(str(src)) + b"/broken\xfe.jpg")
+    Path(broken).write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out, report=True)])
+    assert code == 0, err
+    code, _, err = cli(["predict", out / "model", src, "--out", tmp_path / "preds.csv",
+                        "--cache-dir", tmp_path / "c2", "--quiet", "--device", "cpu"])
+    assert code == 0, err
+    import csv
+    import json
+
+    for f in (out / "assignments.csv", out / "skipped.csv", tmp_path / "preds.csv"):
+        text = f.read_bytes().decode("utf-8")  # strict
+        paths = [_path_by_readme_rule(r["path"]) for r in csv.DictReader(text.splitlines())]
+        assert paths and all(os.path.isfile(p) for p in paths), (f.name, paths)
+    csv_paths = {_path_by_readme_rule(r["path"]) for r in csv.DictReader(
+        (out / "assignments.csv").read_bytes().decode("utf-8").splitlines())}
+    assert bad in csv_paths
+    assert _path_by_readme_rule(read_csv(out / "skipped.csv")[0]["path"]) == broken
+    parquet_paths = [_path_by_readme_rule(p) for p in pq.read_table(out / "assignments.parquet").column("path").to_pylist()]
+    assert set(parquet_paths) == csv_paths
+    clusters = json.loads((out / "clusters.json").read_bytes().decode("utf-8"))
+    for c in clusters["clusters"]:
+        assert all(os.path.isfile(_path_by_readme_rule(p)) for p in c["representatives"] + c["outliers"])
+    (out / "run.json").read_bytes().decode("utf-8")
+    (out / "report.html").read_bytes().decode("utf-8")
+    code, _, err = cli(["evaluate", out, "--labels", "parent-dir"])
+    assert code == 0, err
