@@ -360,15 +360,16 @@ def test_csv_and_txt_lists(tmp_path, folder):
     rel = os.path.relpath(folder / "c1" / "01.png", lists)
     (lists / "l.csv").write_text(f"label,path\nx,{good}\ny,{rel}\nz,gone.png\n")
     listed = list_inputs(lists / "l.csv")
-    assert listed.paths == [str(good), str(lists / rel)]
+    # absolute and normalised: the outputs do not depend on how a path was written
+    assert listed.paths == [str(good), os.path.abspath(lists / rel)]
     assert listed.skipped == [(str(lists / "gone.png"), "missing")]
 
     (lists / "noheader.csv").write_text(f"{good},cat\n{rel},dog\n")
-    assert list_inputs(lists / "noheader.csv").paths == [str(good), str(lists / rel)]
+    assert list_inputs(lists / "noheader.csv").paths == [str(good), os.path.abspath(lists / rel)]
 
     (lists / "l.txt").write_text(f"# my images\n{rel}\n\nmissing.jpg\n{good}\n")
     res = embed_images(lists / "l.txt", TinyBackbone(), progress=False)
-    assert res.paths == [str(lists / rel), str(good)]
+    assert res.paths == [os.path.abspath(lists / rel), str(good)]
     assert res.skipped == [(str(lists / "missing.jpg"), "missing")]
     assert res.arrays["image"].shape == (2, 8)
 

@@ -111,6 +111,9 @@ def _cmd_cluster(a) -> int:
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}
         print(f"clustered {len(run.paths)} images into {k} clusters{' (K chosen automatically)' if a.k == 'auto' else ''} "
               f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
+        if run.duplicates:
+            print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
+                  "(a file listed again) clustered once")
         for i in sorted(sizes, key=lambda i: -sizes[i]):
             print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
         if run.report:

@@ -51,6 +51,8 @@ class ClusterRun:
     skipped: list[tuple[str, str]]
     report: Path | None
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Entries of an input list that named a file already listed (clustered once).
+    duplicates: int = 0
 
 
 def recommended_params(backbone_name: str) -> dict:
@@ -352,7 +354,8 @@ def cluster_images(
                          "kept_nouns": len(est.kept_nouns_)},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
-                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
+                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached,
+                       "duplicates": emb.stats.n_duplicates},
             "versions": versions(),
         }
         if est.auto_k_ is not None:
@@ -369,7 +372,8 @@ def cluster_images(
         from tacluster.report import build_report
 
         report_path = build_report(out, progress=progress)
-    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings)
+    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
+                      duplicates=emb.stats.n_duplicates)
 
 
 def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:

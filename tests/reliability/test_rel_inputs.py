@@ -340,3 +340,30 @@ def test_outputs_are_utf8_and_every_path_leads_back_to_its_file(tmp_path, cli, c
     (out / "report.html").read_bytes().decode("utf-8")
     code, _, err = cli(["evaluate", out, "--labels", "parent-dir"])
     assert code == 0, err
+
+
+def test_paths_in_outputs_are_absolute_whatever_the_input_was_typed_as(tmp_path, monkeypatch, cli, cluster_args):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 4)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["cluster", "in", "--k", 2, *cluster_args(tmp_path / "rel")])
+    assert code == 0, err
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(tmp_path / "abs")])
+    assert code == 0, err
+    rel = [r["path"] for r in read_csv(tmp_path / "rel" / "assignments.csv")]
+    assert rel == [r["path"] for r in read_csv(tmp_path / "abs" / "assignments.csv")]
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in rel)
+    assert read_run(tmp_path / "rel")["settings"]["input"] == str(src)
+
+
+def test_a_path_listed_twice_is_clustered_once_and_counted(tmp_path, monkeypatch, cli, cluster_args):
+    src = tmp_path / "in"
+    goods = relihelpers.add_good(src, 4)
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join([str(g) for g in goods] + [f"in/{goods[0].name}", str(goods[1])]) + "\n")
+    code, out_text, err = cli(["cluster", lst, "--k", 2, *[a for a in cluster_args(tmp_path / "out") if a != "--quiet"]])
+    assert code == 0, err
+    paths = [r["path"] for r in read_csv(tmp_path / "out" / "assignments.csv")]
+    assert sorted(paths) == sorted(str(g) for g in goods)
+    assert read_run(tmp_path / "out")["counts"]["duplicates"] == 2
+    assert "2 duplicate" in out_text + err

@@ -50,6 +50,8 @@ class InputList:
 
     paths: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Entries of a list that named a file already listed (kept once).
+    duplicates: int = 0
 
 
 class ImageDecodeError(InputError):
@@ -90,7 +92,9 @@ def list_inputs(source: str | os.PathLike) -> InputList:
     InputError
         When ``source`` does not exist or is a file that is not a list.
     """
-    src = Path(source)
+    # Absolute (not resolved: symlinked names stay as the user sees them), so
+    # the paths in the outputs do not depend on how INPUT was typed.
+    src = Path(os.path.abspath(source))
     if not src.exists():
         raise InputError(
             f"image source {str(source)!r} does not exist; pass a folder of images "
@@ -120,15 +124,22 @@ def check_paths(paths: Iterable[str | os.PathLike], base: Path | None = None) ->
     Returns
     -------
     InputList
-        Existing files in input order; others skipped as ``"missing"`` or
-        ``"not a file"``.
+        Existing files in input order, as absolute paths, each once (a file
+        named again, in any spelling of the same path, is counted in
+        ``duplicates``); others skipped as ``"missing"`` or ``"not a file"``.
     """
     out = InputList()
+    seen: set[str] = set()
     for raw in paths:
         p = Path(raw)
         if base is not None and not p.is_absolute():
             p = base / p
-        name = str(p)
+        name = os.path.abspath(p)
+        p = Path(name)
+        if name in seen:
+            out.duplicates += 1
+            continue
+        seen.add(name)
         if p.is_file():
             out.paths.append(name)
         elif p.exists():

@@ -67,6 +67,8 @@ class EmbeddingStats:
         Distinct images (by content) embedded by the backbone in this call.
     n_skipped : int
         Entries left out (see :attr:`EmbeddingResult.skipped`).
+    n_duplicates : int
+        Entries of a list naming a file listed before (used once).
     seconds : float
         Wall-clock time of the whole call.
     """
@@ -75,6 +77,7 @@ class EmbeddingStats:
     n_computed: int = 0
     n_skipped: int = 0
     seconds: float = 0.0
+    n_duplicates: int = 0
 
 
 @dataclass
@@ -290,6 +293,7 @@ def embed_images(
         n_computed=n_computed,
         n_skipped=len(skipped),
         seconds=time.perf_counter() - t0,
+        n_duplicates=inputs.duplicates,
     )
     return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats)
 
