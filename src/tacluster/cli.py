@@ -111,6 +111,10 @@ def _cmd_cluster(a) -> int:
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}
         print(f"clustered {len(run.paths)} images into {k} clusters{' (K chosen automatically)' if a.k == 'auto' else ''} "
               f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
+        if run.skipped:
+            from tacluster.pipeline import top_reasons
+
+            print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
         if run.duplicates:
             print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
                   "(a file listed again) clustered once")

@@ -167,6 +167,37 @@ def _parquet_bytes(columns: dict) -> bytes:
     return sink.getvalue()
 
 
+def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
+    """The commonest skip reasons with their counts, e.g. ``"2 missing, 1 not an image"``."""
+    from collections import Counter
+
+    counts = Counter(reason.split(" (")[0] for _, reason in skipped)
+    top = [f"{c} {r}" for r, c in counts.most_common(n)]
+    rest = len(counts) - len(top)
+    return ", ".join(top) + (f" and {rest} other reason(s)" if rest > 0 else "")
+
+
+def _record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None:
+    """Write ``skipped.csv`` and a ``run.json`` saying ``"status": "failed"`` into
+    ``out`` when a run cannot start (no usable image), so the reasons are kept.
+    A directory that holds a finished run is left alone. Returns the CSV's path."""
+    if _holds_run(out) and not _failed_run(out):
+        return None
+    if out.exists() and any(not p.name.startswith(".") and p.name not in (RUN_FILE, "skipped.csv")
+                            for p in out.iterdir()):
+        return None  # someone's files (written into with --overwrite): add nothing
+    atomic_write_bytes(out / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(skipped)))
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "failed", "reason": why}).encode())
+    return out / "skipped.csv"
+
+
+def _failed_run(out: Path) -> bool:
+    try:
+        return json.loads((out / RUN_FILE).read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     """Refuse to write into a directory that holds something else, unless ``overwrite``."""
     if not out_dir.exists():
@@ -174,8 +205,8 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     if not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
     entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
-    if not entries or overwrite:
-        return
+    if not entries or overwrite or _failed_run(out_dir):
+        return  # a failed run holds only its skipped.csv: any run may replace it
     run_file = out_dir / RUN_FILE
     if run_file.is_file():
         try:
@@ -278,9 +309,16 @@ def cluster_images(
     timings["embed"] = time.perf_counter() - tic
     n_usable = len(emb.paths)
     if n_usable == 0:
+        listed = _record_failed_run(out, run_key, emb.skipped, "no usable images")
+        where = f"; every skipped file is listed in {str(listed)!r}" if listed else ""
+        if emb.skipped:
+            raise InputError(
+                f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped): "
+                f"{top_reasons(emb.skipped)}{where}"
+            )
         raise InputError(
-            f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped); "
-            "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
+            f"no usable images in {str(source)!r} (no image files found); "
+            f"supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff{where}"
         )
     if n_clusters != "auto" and n_clusters > n_usable:
         raise InputError(

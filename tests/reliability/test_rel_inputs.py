@@ -36,8 +36,12 @@ def test_fuzz_kind_through_cli(kind_name, tmp_path, cli, cluster_args):
                         *case.extra_args])
     if case.expect == "error":
         assert_one_line_error(code, err, case.reason)
-        # nothing half-made is left behind for the user to clean up
-        assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+        # nothing half-made is left behind for the user to clean up; a run with no usable image
+        # keeps only its reasons (skipped.csv, and run.json saying it failed)
+        left = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
+        assert left in ([], ["run.json", "skipped.csv"]), left
+        if left:
+            assert read_run(out)["status"] == "failed" and "no usable images" in err
         return
     assert code == 0, err
     assert err == ""
@@ -367,3 +371,30 @@ def test_a_path_listed_twice_is_clustered_once_and_counted(tmp_path, monkeypatch
     assert sorted(paths) == sorted(str(g) for g in goods)
     assert read_run(tmp_path / "out")["counts"]["duplicates"] == 2
     assert "2 duplicate" in out_text + err
+
+
+def test_when_every_input_is_skipped_the_reasons_are_kept_and_shown(tmp_path, cli, cluster_args):
+    """Every listed .jpg is missing: the one-line error gives the top reasons (not a hint about file
+    types), skipped.csv lists each file, and the --out can be used again once the inputs are fixed."""
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.jpg\nb.jpg\nc.jpg\n")
+    (tmp_path / "c.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", lst, "--k", 2, *cluster_args(out)])
+    assert_one_line_error(code, err, r"no usable images.*2 missing.*1 not an image.*skipped\.csv")
+    assert "supported:" not in err
+    rows = read_csv(out / "skipped.csv")
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.jpg", "b.jpg", "c.jpg"]
+    for i, name in enumerate(["a.jpg", "b.jpg"]):
+        relihelpers.good_image(tmp_path / name, i)
+    code, _, err = cli(["cluster", lst, "--k", 2, *cluster_args(out, method="spectral")])
+    assert code == 0, err
+    assert [Path(r["path"]).name for r in read_csv(out / "skipped.csv")] == ["c.jpg"]
+
+
+def test_an_empty_folder_still_names_the_supported_types(tmp_path, cli, cluster_args):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    code, _, err = cli(["cluster", tmp_path / "in", "--k", 2, *cluster_args(tmp_path / "out")])
+    assert_one_line_error(code, err, r"no usable images.*supported: jpg")
+    assert read_csv(tmp_path / "out" / "skipped.csv") == []
