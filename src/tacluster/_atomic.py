@@ -78,7 +78,8 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         fsync_dir(path.parent)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        if exc.filename is None:
+        if exc.filename is None or exc.filename in (tmp, str(tmp_path)):
+            # the temp file's name means nothing to the user: name the output
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     except BaseException:

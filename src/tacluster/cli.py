@@ -70,9 +70,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="assign new images with a saved model",
                        description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
-    p.add_argument("model", help="the model/ directory of a run")
+    p.add_argument("model", help="the model/ directory of a run (or the run directory)")
     p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
-    p.add_argument("--out", required=True, help="CSV to write: path, cluster, confidence, cluster_name")
+    p.add_argument("--out", required=True,
+                   help="file to write (.csv or .parquet): path, cluster, confidence, cluster_name")
     common(p)
 
     e = sub.add_parser("evaluate", help="ACC / NMI / ARI of assignments against labels",
@@ -133,6 +134,13 @@ def _cmd_predict(a) -> int:
                           cache_dir=a.cache_dir, progress=not a.quiet)
     if not a.quiet:
         print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
+        sizes: dict[int, int] = {}
+        name_of: dict[int, str] = {}
+        for c, n in zip(pred.labels.tolist(), pred.names):
+            sizes[c] = sizes.get(c, 0) + 1
+            name_of[c] = n
+        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+            print(f"  {i:>3}  {sizes[i]:>6}  {name_of[i]}")
     return 0
 
 

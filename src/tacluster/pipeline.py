@@ -449,7 +449,11 @@ def predict_images(
     from tacluster.estimator import TextAidedClustering
     from tacluster.nounbank import default_cache_dir
 
-    est = TextAidedClustering.load(model_dir)
+    out_path = None if out_csv is None else _check_prediction_out(Path(out_csv))
+    model_path = Path(model_dir)
+    if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
+        model_path = model_path / "model"  # a run directory: its model
+    est = TextAidedClustering.load(model_path)
     meta = est.metadata_
     if not isinstance(meta, dict):
         raise ModelFileError(f"model {str(model_dir)!r}: metadata in config.json is not an object; the model is corrupted")
@@ -482,11 +486,28 @@ def predict_images(
     else:
         labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     names = [names_all[c] for c in labels]
-    if out_csv is not None:
+    if out_path is not None and out_path.suffix.lower() == ".parquet":
+        skipped = _text_rows(emb.skipped)
+        atomic_write_bytes(out_path, _parquet_bytes({
+            "path": [path_to_text(p) for p in emb.paths] + [p for p, _ in skipped],
+            "cluster": [int(c) for c in labels] + [None] * len(skipped),
+            "confidence": [float(c) for c in conf] + [None] * len(skipped),
+            "cluster_name": names + [f"skipped: {r}" for _, r in skipped],
+        }))
+    elif out_path is not None:
         rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
         rows += [(p, "", "", f"skipped: {r}") for p, r in _text_rows(emb.skipped)]
-        atomic_write_bytes(Path(out_csv), _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
+        atomic_write_bytes(out_path, _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
     return Prediction(emb.paths, labels, conf, names, emb.skipped)
+
+
+def _check_prediction_out(out: Path) -> Path:
+    """The predictions file: a .csv or .parquet path that is not a folder."""
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder; give the file to write, e.g. {str(out / 'preds.csv')!r}")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--out {str(out)!r}: predictions are written as .csv or .parquet; end the name with either")
+    return out
 
 
 def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
@@ -507,7 +528,7 @@ def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, li
                 rows = [(r["path"], r["cluster"], r.get("cluster_name", "")) for r in csv.DictReader(fh)]
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(f"{str(p)!r} is not an assignments file with path and cluster columns ({exc})") from None
-    rows = [r for r in rows if str(r[1]).strip() != ""]  # predictions list skipped files without a cluster
+    rows = [r for r in rows if r[1] is not None and str(r[1]).strip() != ""]  # skipped files have no cluster
     paths = [text_to_path(str(r[0])) for r in rows]
     try:
         clusters = np.array([int(r[1]) for r in rows], dtype=np.int64)
