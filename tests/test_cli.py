@@ -216,3 +216,15 @@ def test_readme_python_api_example_runs_as_written(run, tmp_path, monkeypatch):
     assert (tmp_path / "model" / "config.json").is_file()
     assert (tmp_path / "runs" / "example" / "report.html").is_file()
     assert len(namespace["run"].paths) == 300
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_or_after_the_subcommand(tmp_path, where):
+    """Errors say 'rerun with --debug': the flag works wherever it is typed, and shows the traceback."""
+    from tacluster.errors import InputError
+
+    args = ["report", str(tmp_path / "nope")]
+    argv = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    with pytest.raises(InputError):
+        main(argv)
+    assert main(args) == 2

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="(re)build report.html of a run directory")
     r.add_argument("dir", help="run directory")
+    for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return ap
 
 
