@@ -119,6 +119,11 @@ def _cmd_cluster(a) -> int:
             from tacluster.pipeline import top_reasons
 
             print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
+        if run.vocabulary_use is not None and run.vocabulary_use[2]:
+            usable, total, unknown = run.vocabulary_use
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            print(f"{usable} of {total} vocabulary words usable with backbone {a.backbone!r}; "
+                  f"not known to it: {shown} (all listed in run.json)")
         if run.duplicates:
             print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
                   "(a file listed again) clustered once")

@@ -53,6 +53,8 @@ class ClusterRun:
     timings_s: dict[str, float] = field(default_factory=dict)
     #: Entries of an input list that named a file already listed (clustered once).
     duplicates: int = 0
+    #: ``(usable, total, unknown words)`` of a ``vocabulary`` file; None for WordNet.
+    vocabulary_use: tuple[int, int, list[str]] | None = None
 
 
 def recommended_params(backbone_name: str) -> dict:
@@ -332,6 +334,14 @@ def cluster_images(
     words = load_vocabulary(vocabulary)
     bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
     timings["noun_bank"] = time.perf_counter() - tic
+    known = set(bank.words)
+    unknown = [w for w in words if w not in known] if vocabulary is not None else []
+    if len(bank.words) == 0:
+        raise InputError(
+            f"none of the {len(words)} words of the vocabulary {str(vocabulary)!r} is known to backbone "
+            f"{backbone!r} (e.g. {', '.join(repr(w) for w in words[:3])}); use nouns it knows "
+            "(WordNet nouns for lite), or no --vocabulary"
+        )
 
     auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
     params = {"random_state": seed, "device": device, "verbose": progress, **auto, **(estimator_params or {})}
@@ -389,7 +399,9 @@ def cluster_images(
             "run_key": run_key,
             "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
                          "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                         "kept_nouns": len(est.kept_nouns_)},
+                         "kept_nouns": len(est.kept_nouns_),
+                         **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
+                             "vocabulary_unknown": unknown} if vocabulary is not None else {})},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
                        "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached,
@@ -411,7 +423,8 @@ def cluster_images(
 
         report_path = build_report(out, progress=progress)
     return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
-                      duplicates=emb.stats.n_duplicates)
+                      duplicates=emb.stats.n_duplicates,
+                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
 
 
 def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:

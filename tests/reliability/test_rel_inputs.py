@@ -398,3 +398,40 @@ def test_an_empty_folder_still_names_the_supported_types(tmp_path, cli, cluster_
     code, _, err = cli(["cluster", tmp_path / "in", "--k", 2, *cluster_args(tmp_path / "out")])
     assert_one_line_error(code, err, r"no usable images.*supported: jpg")
     assert read_csv(tmp_path / "out" / "skipped.csv") == []
+
+
+SCENE_NOUNS = ["bedroom", "coast", "forest", "highway", "kitchen", "mountain", "office", "street",
+               "bed", "car", "suburb", "store", "field"]
+
+
+def test_vocabulary_words_the_backbone_cannot_use_are_reported(tmp_path, cli, cluster_args):
+    """13 words, 3 known to the backbone: the run says which were not usable, and names stay distinct."""
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 10)
+    vocab = tmp_path / "scenes.txt"
+    vocab.write_text("\n".join(SCENE_NOUNS) + "\n")
+    out = tmp_path / "out"
+    args = [a for a in cluster_args(out, backbone="relipicky") if a != "--quiet"]
+    args[args.index("--vocabulary") + 1] = str(vocab)
+    code, text, err = cli(["cluster", src, "--k", 5, *args])
+    assert code == 0, err
+    assert re.search(r"3 of 13 vocabulary words usable.*not known.*bedroom, forest, highway", text + err), text + err
+    info = read_run(out)
+    assert info["settings"]["vocabulary_usable"] == 3
+    assert sorted(info["settings"]["vocabulary_unknown"]) == sorted(set(SCENE_NOUNS) - {"bed", "coast", "car"})
+    names = [r["cluster_name"] for r in read_csv(out / "assignments.csv")]
+    import json
+
+    cluster_names = [c["name"] for c in json.loads((out / "clusters.json").read_text())["clusters"]]
+    assert len(set(cluster_names)) == 5 and set(names) <= set(cluster_names)
+
+
+def test_vocabulary_with_no_usable_word_is_refused(tmp_path, cli, cluster_args):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 4)
+    vocab = tmp_path / "none.txt"
+    vocab.write_text("bedroom\nforest\n")
+    args = cluster_args(tmp_path / "out", backbone="relipicky")
+    args[args.index("--vocabulary") + 1] = str(vocab)
+    code, _, err = cli(["cluster", src, "--k", 2, *args])
+    assert_one_line_error(code, err, r"none of the 2 words of the vocabulary .* is known to backbone 'relipicky'")
