@@ -368,3 +368,19 @@ def test_real_browser_renders_report(run_dir, tmp_path):
         assert len(np.unique(np.asarray(im.convert("L")))) > 20
     if os.environ.get("TACLUSTER_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["TACLUSTER_KEEP_SCREENSHOT"])
+
+
+def test_run_time_is_the_runs_own_total_with_each_top_level_stage_once(run_dir):
+    """timings_s holds 'total' and 'fit.*' sub-stages: the card shows the run's total (not the sum of
+    every entry), and the table lists each top-level stage once and one total row."""
+    out, _ = run_dir
+    info = json.loads((out / "run.json").read_text())
+    info["timings_s"] = {"load_backbone": 1.0, "embed": 6.0, "noun_bank": 0.5, "fit": 3.0,
+                         "fit.spectral": 2.9, "naming": 0.2, "write": 0.4, "total": 11.5}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    assert "11.5 s" in page and "25.5 s" not in page
+    assert page.count(">total<") == 1
+    assert "fit.spectral" not in page
+    for stage in ("load_backbone", "embed", "noun_bank", "fit", "naming", "write"):
+        assert page.count(f">{stage}<") == 1, stage

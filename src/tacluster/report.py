@@ -568,9 +568,12 @@ def build_report(
         ("Skipped", n_skipped),
         ("Clusters", len(rd.clusters)),
     ]
-    timings = run.get("timings_s") or {}
+    recorded = run.get("timings_s") or {}
+    # Top-level stages once: "fit.*" entries are parts of "fit", and "total"
+    # is the run's own wall time (stages do not add up to it exactly).
+    timings = {k: v for k, v in recorded.items() if "." not in k and k != "total"}
     try:
-        total_time = sum(float(v) for v in timings.values())
+        total_time = float(recorded["total"]) if "total" in recorded else sum(float(v) for v in timings.values())
     except (TypeError, ValueError):
         total_time = None
     extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS}
