@@ -228,3 +228,24 @@ def test_debug_is_accepted_before_or_after_the_subcommand(tmp_path, where):
     with pytest.raises(InputError):
         main(argv)
     assert main(args) == 2
+
+
+def test_interrupt_before_anything_was_cached_does_not_claim_cached_work(monkeypatch, tmp_path, capsys):
+    import tacluster.pipeline
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tacluster.pipeline, "cluster_images", interrupted)
+    assert main(["cluster", str(tmp_path), "--k", "2", "--out", str(tmp_path / "o"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "cached" not in err.replace("nothing was cached", ""), err
+    assert "nothing was cached" in err
+
+
+def test_every_subcommand_help_has_a_description():
+    from tacluster.cli import _parser
+
+    sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, parser in sub.choices.items():
+        assert parser.description, name

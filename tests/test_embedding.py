@@ -405,3 +405,13 @@ def test_real_lite_backbone_on_cifar_images(tmp_path):
     assert again.stats.n_computed == 0
     for name in res.arrays:
         np.testing.assert_array_equal(again.arrays[name], res.arrays[name])
+
+
+def test_embedding_progress_is_shown_when_stderr_is_not_a_terminal(folder, tmp_path, capsys):
+    """Logs and CI (stderr a file or pipe) still see the embedding's progress, as plain lines."""
+    embed_images(folder, TinyBackbone(), cache_dir=tmp_path / "c", progress=True, batch_size=4)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "embedding 10 images" in err and "10/10" in err, err
+    embed_images(folder, TinyBackbone(), cache_dir=tmp_path / "c", progress=False)
+    assert capsys.readouterr().err == ""

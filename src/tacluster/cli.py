@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
     c.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
-                   help="number of clusters, or 'auto' to estimate it (2..30)")
+                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to 30, "
+                        "and up to sqrt(n/2) for n images: 2..8 for 150)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | hf:<dir or id> | openclip:<arch>/<tag or //path.pt>")
@@ -83,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the metrics here (default: next to the assignments)")
     e.add_argument("--confusion", default=None, help="confusion-matrix PNG (default: next to the assignments)")
 
-    r = sub.add_parser("report", help="(re)build report.html of a run directory")
+    r = sub.add_parser("report", help="(re)build report.html of a run directory",
+                       description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
+                                   "of a finished run, e.g. after editing clusters.json.")
     r.add_argument("dir", help="run directory")
     for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -113,8 +116,17 @@ def _cmd_cluster(a) -> int:
     if not a.quiet:
         k = len(run.names)
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}
-        print(f"clustered {len(run.paths)} images into {k} clusters{' (K chosen automatically)' if a.k == 'auto' else ''} "
-              f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
+        notes = []
+        if a.k == "auto":
+            try:
+                cand = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]["candidates"]
+                notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
+            except (OSError, ValueError, KeyError, TypeError):
+                notes.append("K chosen automatically")
+        if run.skipped:
+            notes.append(f"{len(run.skipped)} skipped")
+        print(f"clustered {len(run.paths)} images into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
+              + (f" ({'; '.join(notes)})" if notes else ""))
         if run.skipped:
             from tacluster.pipeline import top_reasons
 
@@ -176,6 +188,12 @@ def _cmd_report(a) -> int:
     return 0
 
 
+def _rows_cached() -> int:
+    """Embeddings this process has cached so far (0 before the cache was ever used)."""
+    cache_mod = sys.modules.get("tacluster.embedding.cache")
+    return cache_mod.rows_written_this_process() if cache_mod is not None else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -186,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
                "evaluate": _cmd_evaluate, "report": _cmd_report}[args.command]
+    cached_before = _rows_cached()
     try:
         return handler(args)
     except TaclusterError as exc:
@@ -194,7 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tacluster: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tacluster: interrupted; finished work is cached and a rerun resumes", file=sys.stderr)
+        n = _rows_cached() - cached_before
+        if n:
+            print(f"tacluster: interrupted; the {n} images embedded so far are cached and a rerun resumes "
+                  "from there", file=sys.stderr)
+        else:
+            print("tacluster: interrupted; nothing was cached by this run", file=sys.stderr)
         return 130
     except OSError as exc:
         if args.debug:

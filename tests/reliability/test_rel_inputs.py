@@ -435,3 +435,16 @@ def test_vocabulary_with_no_usable_word_is_refused(tmp_path, cli, cluster_args):
     args[args.index("--vocabulary") + 1] = str(vocab)
     code, _, err = cli(["cluster", src, "--k", 2, *args])
     assert_one_line_error(code, err, r"none of the 2 words of the vocabulary .* is known to backbone 'relipicky'")
+
+
+def test_cluster_summary_reads_well_and_names_the_k_searched(tmp_path, cli, cluster_args):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 30)
+    args = [a for a in cluster_args(tmp_path / "out") if a != "--quiet"]
+    code, text, err = cli(["cluster", src, "--k", "auto", *args])
+    assert code == 0, err
+    first = text.splitlines()[0]
+    assert ") (" not in first and "0 skipped" not in first, first
+    auto = read_run(tmp_path / "out")["auto_k"]
+    lo, hi = min(auto["candidates"]), max(auto["candidates"])
+    assert f"K chosen automatically from {lo}..{hi}" in first, first

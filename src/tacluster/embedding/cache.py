@@ -43,6 +43,15 @@ from tacluster.errors import CacheError
 _FORMAT_VERSION = 1
 
 
+#: Rows this process has written to any cache (what an interrupted run keeps).
+_ROWS_WRITTEN = 0
+
+
+def rows_written_this_process() -> int:
+    """Embeddings this process has cached so far (a rerun will not recompute them)."""
+    return _ROWS_WRITTEN
+
+
 class CorruptShardWarning(UserWarning):
     """A cache shard could not be read or has the wrong shape; its rows are
     recomputed and the shard is set aside (renamed ``*.corrupt``)."""
@@ -308,6 +317,8 @@ class EmbeddingCache:
         # The manifest goes last: until it exists the shard is invisible.
         lines = "".join(json.dumps({"key": k, "row": i}) + "\n" for i, k in enumerate(keys))
         atomic_write_bytes(self.manifest_dir / f"{shard_id}.jsonl", lines.encode("utf-8"))
+        global _ROWS_WRITTEN
+        _ROWS_WRITTEN += n
         index = self.index()
         for i, k in enumerate(keys):
             index[k] = (shard_id, i)
