@@ -316,3 +316,23 @@ def test_save_validates_before_writing_anything(tmp_path, easy_world):
     with pytest.raises(InputError, match="metadata"):
         est.save(tmp_path / "model", metadata={"when": object()})
     assert not (tmp_path / "model").exists() or not list((tmp_path / "model").iterdir())
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_transform_without_a_text_side_names_the_models_method(easy_world, method):
+    est = fit(easy_world, method)
+    with pytest.raises(NotFittedError, match=f"method='{method}' has no text side"):
+        est.transform(easy_world.image_embeddings[:5])
+
+
+def test_torch_pin_makes_torch_load_weights_only_by_default():
+    """The lite backbone's weights package calls torch.load without weights_only: safe (no pickle
+    code runs) only where weights_only=True is the default, i.e. from torch 2.6."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    torch_req = next(Requirement(d) for d in project["dependencies"] if Requirement(d).name == "torch")
+    assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")

@@ -515,7 +515,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """Text counterparts of new images, shape (n_samples, d_joint)."""
         self._check_fitted()
         if self.kept_noun_embeddings_ is None:
-            raise NotFittedError("method='kmeans' has no text side; transform needs 'tac' or 'no-train'")
+            raise NotFittedError(f"method={self.method!r} has no text side; transform needs 'tac' or 'no-train'")
         joint = as_float_matrix(image_embeddings if joint_embeddings is None else joint_embeddings, "joint_embeddings")
         if joint.shape[1] != self.kept_noun_embeddings_.shape[1]:
             raise InputError(
