@@ -145,6 +145,36 @@ def _clear_previous_outputs(out: Path, held_a_run: bool) -> None:
             entry.unlink()
 
 
+#: An outlier's confidence lies this many robust standard deviations (1.4826 MAD) below its
+#: cluster's median, and at least :data:`OUTLIER_MIN_GAP` below it.
+OUTLIER_ROBUST_Z = 3.0
+OUTLIER_MIN_GAP = 0.1
+#: Outliers listed per cluster in clusters.json (the lowest first); assignments flag every one.
+OUTLIERS_LISTED = 20
+
+
+def outlier_mask(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Which images are outliers of their cluster: confidence far below the cluster's typical one.
+
+    Typical is the median confidence of the cluster; "far below" is more than
+    :data:`OUTLIER_ROBUST_Z` robust standard deviations (1.4826 x the median
+    absolute deviation) and at least :data:`OUTLIER_MIN_GAP` (probability)
+    below it. A cluster whose members are all confident has none; the rule
+    never just takes the lowest few.
+    """
+    labels = np.asarray(labels)
+    conf = np.asarray(confidence, dtype=np.float64)
+    mask = np.zeros(conf.shape[0], dtype=bool)
+    for c in range(n_clusters):
+        idx = np.flatnonzero(labels == c)
+        if idx.size < 3:
+            continue
+        med = float(np.median(conf[idx]))
+        spread = 1.4826 * float(np.median(np.abs(conf[idx] - med)))
+        mask[idx] = conf[idx] < med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP)
+    return mask
+
+
 def _text_rows(pairs) -> list[tuple[str, str]]:
     """``(path, reason)`` pairs with the path written by the outputs' rule (tacluster._paths)."""
     return [(path_to_text(p), r) for p, r in pairs]
@@ -367,13 +397,16 @@ def cluster_images(
             "vocabulary": settings["vocabulary"],
         })
         name_col = [names[c] for c in labels]
+        outlier = outlier_mask(labels, conf, n_clusters)
         atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
             "path": [path_to_text(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
-            "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+            "cluster_name": name_col, "outlier": outlier,
+            "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
         }))
         atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
-            ["path", "cluster", "confidence", "cluster_name"],
-            ((path_to_text(p), int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
+            ["path", "cluster", "confidence", "cluster_name", "outlier"],
+            ((path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
+             for p, c, s, n, o in zip(emb.paths, labels, conf, name_col, outlier)),
         ))
         atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(emb.skipped)))
         clusters = []
@@ -385,7 +418,8 @@ def cluster_images(
                 "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
                 "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
                 "representatives": [path_to_text(emb.paths[i]) for i in order[:8]],
-                "outliers": [path_to_text(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
+                "n_outliers": int(outlier[idx].sum()),
+                "outliers": [path_to_text(emb.paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
             })
         atomic_write_bytes(stage / "clusters.json", json.dumps(
             {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False

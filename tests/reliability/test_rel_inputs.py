@@ -448,3 +448,32 @@ def test_cluster_summary_reads_well_and_names_the_k_searched(tmp_path, cli, clus
     auto = read_run(tmp_path / "out")["auto_k"]
     lo, hi = min(auto["candidates"]), max(auto["candidates"])
     assert f"K chosen automatically from {lo}..{hi}" in first, first
+
+
+def test_outliers_are_far_below_their_clusters_typical_confidence():
+    from tacluster.pipeline import outlier_mask
+
+    rng = np.random.default_rng(0)
+    confident = rng.uniform(0.96, 0.996, 40)  # a confident, correct cluster: no outlier
+    typical = np.r_[rng.uniform(0.9, 0.97, 39), 0.41]  # one image far below its cluster
+    labels = np.r_[np.zeros(40, int), np.ones(40, int)]
+    mask = outlier_mask(labels, np.r_[confident, typical], 2)
+    assert not mask[:40].any()
+    assert mask[40:].tolist() == [False] * 39 + [True]
+
+
+def test_assignments_have_an_outlier_column_that_agrees_with_clusters_json(tmp_path, cli, cluster_args):
+    import json
+
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 20)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", src, "--k", 2, *cluster_args(out)])
+    assert code == 0, err
+    rows = read_csv(out / "assignments.csv")
+    assert all(r["outlier"] in ("true", "false") for r in rows)
+    flagged = {r["path"] for r in rows if r["outlier"] == "true"}
+    listed = {p for c in json.loads((out / "clusters.json").read_text())["clusters"] for p in c["outliers"]}
+    assert listed == flagged
+    table = pq.read_table(out / "assignments.parquet")
+    assert {p for p, o in zip(table.column("path").to_pylist(), table.column("outlier").to_pylist()) if o} == flagged
