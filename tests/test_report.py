@@ -384,3 +384,26 @@ def test_run_time_is_the_runs_own_total_with_each_top_level_stage_once(run_dir):
     assert "fit.spectral" not in page
     for stage in ("load_backbone", "embed", "noun_bank", "fit", "naming", "write"):
         assert page.count(f">{stage}<") == 1, stage
+
+
+def test_run_details_show_what_was_used_in_words(run_dir):
+    """No developer dump: zero counts that do not apply, empty parameter dicts and raw JSON are
+    not shown; the device is the one used, versions read as words."""
+    out, _ = run_dir
+    info = json.loads((out / "run.json").read_text())
+    info["settings"] = {
+        "input": "/data/scenes", "n_clusters": 5, "backbone": "lite", "method": "auto",
+        "resolved_method": "spectral", "seed": 0, "vocabulary": "wordnet", "estimator_params": {},
+        "device": "auto", "device_used": "cpu", "batch_size": 64, "cache_dir": "/cache",
+        "backbone_fingerprint": "abc123", "n_centres": 0, "kept_nouns": 0,
+    }
+    info["versions"] = {"tacluster": "0.1.0", "python": "3.11.9", "numpy": "2.1.0", "torch": "2.13.0",
+                        "faiss": "1.14.2"}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    for dump in ("n_centres", "kept_nouns", "estimator_params", "{}", "resolved_method", '"torch"'):
+        assert dump not in text, dump
+    assert "device cpu" in text and "device auto" not in text
+    assert "spectral clustering" in text and "WordNet" in text
+    assert "tacluster 0.1.0, Python 3.11.9, numpy 2.1.0, torch 2.13.0, faiss 1.14.2" in text

@@ -431,7 +431,7 @@ def cluster_images(
             "tacluster_version": versions()["tacluster"],
             "command": command or "tacluster.cluster_images(...)",
             "run_key": run_key,
-            "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
+            "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
                          "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
                          "kept_nouns": len(est.kept_nouns_),
                          **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
@@ -459,6 +459,13 @@ def cluster_images(
     return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
                       duplicates=emb.stats.n_duplicates,
                       vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+
+
+def _device_used(device: str) -> str:
+    """``"auto"`` resolved to the device the models ran on (``"cpu"`` or ``"cuda"``)."""
+    from tacluster.train import resolve_device
+
+    return resolve_device(device).type
 
 
 def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:

@@ -420,6 +420,78 @@ def _fmt_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+_METHOD_WORDS = {
+    "tac": "TAC: text counterparts + trained cluster heads",
+    "no-train": "TAC without training: k-means on images and their text counterparts",
+    "kmeans": "k-means on the image features",
+    "spectral": "spectral clustering of the image neighbour graph",
+}
+
+
+def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, str]]:
+    """``run.json``'s settings as (label, value in words) rows: what was used.
+
+    Values that do not apply (zero counts of a stage that did not run, empty
+    parameter sets) are left out; unknown keys are shown as they are."""
+    s = dict(settings)
+    rows: list[tuple[str, str]] = []
+
+    def take(key: str) -> Any:
+        return s.pop(key, None)
+
+    if (v := take("input")) is not None:
+        rows.append(("input", str(v)))
+    k = take("n_clusters")
+    if k is not None:
+        rows.append(("clusters", "chosen automatically" if k == "auto" else str(k)))
+    if (v := take("backbone")) is not None:
+        rows.append(("backbone", str(v)))
+    method, resolved = take("method"), take("resolved_method")
+    used = resolved or method
+    if used is not None:
+        words = _METHOD_WORDS.get(str(used), str(used))
+        rows.append(("method", words + (" (chosen for the backbone)" if method == "auto" else "")))
+    params = take("estimator_params")
+    if params:
+        rows.append(("method options", ", ".join(f"{a} = {_fmt_value(b)}" for a, b in dict(params).items())
+                     if isinstance(params, dict) else _fmt_value(params)))
+    if (v := take("seed")) is not None:
+        rows.append(("seed", str(v)))
+    vocab = take("vocabulary")
+    if vocab is not None:
+        text = "WordNet nouns" if vocab == "wordnet" else str(vocab)
+        usable, total = take("vocabulary_usable"), take("vocabulary_words")
+        if usable is not None and total is not None:
+            text += f" ({usable} of {total} words usable)"
+        rows.append(("vocabulary", text))
+    unknown = take("vocabulary_unknown")
+    if unknown:
+        rows.append(("words not usable", ", ".join(map(str, unknown))))
+    kept = take("kept_nouns")
+    if kept:
+        rows.append(("nouns kept", f"{kept:,}" if isinstance(kept, int) else str(kept)))
+    centres = take("n_centres")
+    if centres:
+        rows.append(("semantic centres", str(centres)))
+    device, device_used = take("device"), take("device_used")
+    if device_used or device:
+        rows.append(("device", str(device_used or device)))
+    if (v := take("batch_size")) is not None:
+        rows.append(("batch size", str(v)))
+    if (v := take("cache_dir")) is not None:
+        rows.append(("embedding cache", str(v)))
+    if (v := take("backbone_fingerprint")) is not None:
+        rows.append(("backbone fingerprint", str(v)))
+    for key, value in sorted(s.items()):
+        if value in (None, {}, [], ""):
+            continue
+        rows.append((key, _fmt_value(value)))
+    if isinstance(versions, dict) and versions:
+        names = {"python": "Python"}
+        rows.append(("software", ", ".join(f"{names.get(a, a)} {b}" for a, b in versions.items())))
+    return rows
+
+
 def _iter_progress(items: list[Any], progress: bool, desc: str) -> Iterator[Any]:
     if not progress:
         return iter(items)
@@ -576,7 +648,7 @@ def build_report(
         total_time = float(recorded["total"]) if "total" in recorded else sum(float(v) for v in timings.values())
     except (TypeError, ValueError):
         total_time = None
-    extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS}
+    extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS + ("versions", "run_key", "status")}
     extra_counts = {k: v for k, v in counts.items() if k not in ("inputs", "assigned", "skipped")}
 
     html = _template_env().get_template("report.html.j2").render(
@@ -587,7 +659,7 @@ def build_report(
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(),
         summary=summary,
         mean_confidence=float(a.confidence.mean()) if len(a.path) else None,
-        settings=run.get("settings") or {},
+        settings=_settings_view(run.get("settings") or {}, run.get("versions")),
         timings=timings,
         total_time=total_time,
         extra={**extra, **{f"counts.{k}": v for k, v in extra_counts.items()}},

@@ -477,3 +477,15 @@ def test_assignments_have_an_outlier_column_that_agrees_with_clusters_json(tmp_p
     assert listed == flagged
     table = pq.read_table(out / "assignments.parquet")
     assert {p for p, o in zip(table.column("path").to_pylist(), table.column("outlier").to_pylist()) if o} == flagged
+
+
+def test_run_json_records_the_device_used(tmp_path, cli, cluster_args):
+    src = tmp_path / "in"
+    relihelpers.add_good(src, 4)
+    args = cluster_args(tmp_path / "out")
+    args[args.index("--device") + 1] = "auto"
+    code, _, err = cli(["cluster", src, "--k", 2, *args])
+    assert code == 0, err
+    import torch
+
+    assert read_run(tmp_path / "out")["settings"]["device_used"] == ("cuda" if torch.cuda.is_available() else "cpu")
