@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -407,3 +408,41 @@ def test_run_details_show_what_was_used_in_words(run_dir):
     assert "device cpu" in text and "device auto" not in text
     assert "spectral clustering" in text and "WordNet" in text
     assert "tacluster 0.1.0, Python 3.11.9, numpy 2.1.0, torch 2.13.0, faiss 1.14.2" in text
+
+
+def test_gallery_says_how_many_images_it_shows_and_links_every_image(run_dir):
+    """12 of 32 shown must say so, and every member of a cluster must be one click away."""
+    out, info = run_dir
+    page = build_report(out, thumbs_per_cluster=5).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    for cid, size in info["sizes"].items():
+        assert f"{min(5, size)} of {size} shown" in text
+        sub = out / "clusters" / f"cluster-{cid}.html"
+        assert f'href="clusters/cluster-{cid}.html"' in page and sub.is_file()
+        parsed = _parse(sub.read_text(encoding="utf-8"))
+        links = {unquote(urlparse(v).path) for tag, attr, v in parsed.refs if v.startswith("file:")}
+        members = {p for p, c in zip(info["paths"], info["cluster"]) if c == cid}
+        assert links == members, cid
+        # nothing outside DIR is loaded by the sub-page either
+        assert all(attr != "src" or not urlparse(v).scheme for tag, attr, v in parsed.refs)
+
+
+def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):
+    """A long file name is shortened in the middle, so its number at the end stays visible."""
+    out, _ = run_dir
+    long = tmp_path / "holiday" / "a_very_long_file_name_from_the_camera_0123.jpg"
+    long.parent.mkdir()
+    Image.new("RGB", (40, 40), COLOURS[0]).save(long)
+    table = pq.read_table(out / "assignments.parquet").to_pydict()
+    for col, value in (("path", str(long)), ("cluster", 0), ("confidence", 1.0),
+                       ("cluster_name", CLUSTER_NAMES[0]), ("x", 0.0), ("y", 0.0)):
+        table[col].append(value)
+    pq.write_table(pa.table(table), out / "assignments.parquet")
+    page = build_report(out, thumbs_per_cluster=3).read_text(encoding="utf-8")
+    figs = re.findall(r"<figcaption[^>]*>(.*?)</figcaption>", page, re.S)
+    mine = [f for f in figs if "0123.jpg" in f]
+    assert mine, figs
+    for f in mine:
+        shown = re.sub(r"<[^>]+>", " ", f).split()
+        assert shown[0] == "holiday" and shown[-1].endswith("camera_0123.jpg"[-8:]) and len(shown[-1]) <= 24, shown
+        assert "…" in shown[-1]

@@ -35,7 +35,7 @@ STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.pa
                 "assignments.csv", "skipped.csv", "clusters.json"]
 OUR_FILES = (
     "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
-    "report.html", "map.png", "auto_k.png", "model", "thumbs",
+    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
 )
 
 

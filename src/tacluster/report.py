@@ -55,6 +55,7 @@ REPORT_FILE = "report.html"
 MAP_FILE = "map.png"
 AUTO_K_FILE = "auto_k.png"
 THUMBS_DIR = "thumbs"
+CLUSTER_PAGES_DIR = "clusters"
 
 _ASSIGNMENT_COLUMNS = ("path", "cluster", "confidence", "cluster_name", "x", "y")
 #: Above this many images the map shows a random subsample: a scatter of more
@@ -79,6 +80,7 @@ class _Assignments:
     confidence: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    outlier: np.ndarray | None = None  # optional column (runs before it have none)
 
 
 @dataclass
@@ -119,7 +121,10 @@ def _read_assignments(path: Path) -> _Assignments:
         y = np.asarray(table.column("y").to_numpy(), dtype=np.float64)
     except (TypeError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path}: a column has the wrong type ({exc})") from exc
-    return _Assignments(paths, cluster, confidence, x, y)
+    outlier = None
+    if "outlier" in table.column_names and not table.column("outlier").null_count:
+        outlier = np.asarray(table.column("outlier").to_numpy(zero_copy_only=False), dtype=bool)
+    return _Assignments(paths, cluster, confidence, x, y, outlier)
 
 
 def _load_json(path: Path) -> Any:
@@ -299,6 +304,15 @@ def _placeholder(thumbs_dir: Path, size: int) -> str:
         im.save(buf, format="PNG")
         atomic_write_bytes(dst, buf.getvalue())
     return f"{THUMBS_DIR}/{name}"
+
+
+def _short_file(path: str, limit: int = 22) -> str:
+    """The file name, shortened in the middle when long, so its end (the number) stays readable."""
+    name = os.path.basename(path) or path
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2 - 2
+    return name[:head] + "…" + name[-(limit - 1 - head):]
 
 
 def _short_name(path: str) -> str:
@@ -569,6 +583,7 @@ def build_report(
     a = rd.assignments
     run = rd.run
 
+    env = _template_env()
     colors = _cluster_colors([c["id"] for c in rd.clusters])
     map_info = _draw_map(a, rd.clusters, colors, out_dir / MAP_FILE)
     auto_k = None
@@ -608,12 +623,35 @@ def build_report(
             "path": p,
             # Folder + file name: a/001.jpg and b/001.jpg must read differently.
             "name": _short_name(p),
+            "folder": os.path.basename(os.path.dirname(p)),
+            "file": _short_file(p),
             "src": thumb_of[p] or placeholder,
             "readable": thumb_of[p] is not None,
             "uri": _file_uri(p),
             "confidence": conf,
             "outlier": outlier,
         }
+
+    # One page per cluster listing every member, so none is hidden behind the strip.
+    pages_dir = out_dir / CLUSTER_PAGES_DIR
+    pages_dir.mkdir(exist_ok=True)
+    outlier_paths = {p for cl in rd.clusters for p in cl["outliers"]}
+    page_template = env.get_template("cluster.html.j2")
+    written = set()
+    for cl in rd.clusters:
+        lo, hi = np.searchsorted(sorted_ids, [cl["id"], cl["id"] + 1])
+        rows = []
+        for i in order[lo:hi]:
+            p = a.path[i]
+            flagged = bool(a.outlier[i]) if a.outlier is not None else p in outlier_paths
+            rows.append({"path": p, "uri": _file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged})
+        name = f"cluster-{cl['id']}.html"
+        html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, report=REPORT_FILE)
+        atomic_write_bytes(pages_dir / name, html_page.encode("utf-8", "backslashreplace"))
+        written.add(name)
+    for old_page in pages_dir.glob("cluster-*.html"):
+        if old_page.name not in written:  # clusters that no longer exist (merged, renumbered)
+            old_page.unlink(missing_ok=True)
 
     clusters_view = []
     for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
@@ -628,6 +666,8 @@ def build_report(
             "color": _hex(colors[cl["id"]]),
             "share": cl["size"] / max(len(a.path), 1),
             "tiles": [tile(p, False) for p in top],
+            "n_shown": len(top),
+            "page": f"{CLUSTER_PAGES_DIR}/cluster-{cl['id']}.html",
             "outlier_tiles": [tile(p, True) for p in outliers],
         })
 
@@ -651,7 +691,7 @@ def build_report(
     extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS + ("versions", "run_key", "status")}
     extra_counts = {k: v for k, v in counts.items() if k not in ("inputs", "assigned", "skipped")}
 
-    html = _template_env().get_template("report.html.j2").render(
+    html = env.get_template("report.html.j2").render(
         title=f"tacluster report: {out_dir.resolve().name}",
         run_found=rd.run_found,
         version=run.get("tacluster_version"),

@@ -210,7 +210,13 @@ def test_report_escapes_every_string_from_the_data(xss_run):
     assert "<script" not in page.lower() and "<img src=x" not in page and "<img src=y" not in page
     text = "".join(scan.text)
     assert "<script>alert(2)</script>" in text  # a noun, shown literally as a cluster name
-    assert "<img src=x onerror=alert(1)>.png" in text  # a file name, shown literally
+    # a file name, shown literally (whole on its cluster's page; the thumbnail caption may shorten it)
+    for sub in sorted((out / "clusters").glob("cluster-*.html")):
+        sub_scan = _DomScan()
+        sub_scan.feed(sub.read_text(encoding="utf-8"))
+        assert "script" not in sub_scan.tags and sub_scan.handlers == [] and "<img src=x" not in sub.read_text()
+        text += "".join(sub_scan.text)
+    assert "<img src=x onerror=alert(1)>.png" in text
     assert "<b onclick=alert(5)>bad.jpg" in text  # a skipped file
     names = {r["cluster_name"] for r in read_csv(out / "assignments.csv")}
     assert names <= set(XSS_NOUNS) and names
