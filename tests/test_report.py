@@ -446,3 +446,33 @@ def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):
         shown = re.sub(r"<[^>]+>", " ", f).split()
         assert shown[0] == "holiday" and shown[-1].endswith("camera_0123.jpg"[-8:]) and len(shown[-1]) <= 24, shown
         assert "…" in shown[-1]
+
+
+def test_map_labels_do_not_overlap(tmp_path):
+    """Eight clusters whose centres almost coincide: their names are moved apart."""
+    from tacluster.report import _Assignments, _cluster_colors, _draw_map
+
+    rng = np.random.default_rng(0)
+    cluster = np.repeat(np.arange(8), 20)
+    x = rng.normal(0, 0.01, cluster.size) + cluster * 0.001
+    y = rng.normal(0, 0.01, cluster.size)
+    a = _Assignments([f"/i/{i}.jpg" for i in range(cluster.size)], cluster, np.ones(cluster.size), x, y)
+    clusters = [{"id": c, "name": f"cluster name {c}"} for c in range(8)]
+    info = _draw_map(a, clusters, _cluster_colors(list(range(8))), tmp_path / "map.png")
+    boxes = info["label_boxes"]
+    assert len(boxes) == 8
+    for i in range(8):
+        for j in range(i + 1, 8):
+            (a0, a1, a2, a3), (b0, b1, b2, b3) = boxes[i], boxes[j]
+            assert min(a2, b2) <= max(a0, b0) or min(a3, b3) <= max(a1, b1), (i, j)
+
+
+def test_map_keeps_neighbourhoods():
+    """The map is a projection that keeps neighbourhoods (t-SNE; PCA scored 0.85 here)."""
+    from sklearn.manifold import trustworthiness
+
+    from tacluster.pipeline import _map_2d
+    from tacluster.synthetic import make_world
+
+    x = make_world(n_samples=600, n_classes=10, dim=64, n_nouns=100, noise=1.0, seed=0).image_embeddings
+    assert trustworthiness(x, _map_2d(x, 0), n_neighbors=10) > 0.95

@@ -349,16 +349,18 @@ def _draw_map(a: _Assignments, clusters: list[dict[str, Any]],
     ax.scatter(x, y, c=rgb, s=s, alpha=alpha, linewidths=0, rasterized=True)
     names = {cl["id"]: cl["name"] for cl in clusters}
     label_size = 9 if len(clusters) <= 20 else 7  # many labels overlap less when smaller
+    labels = []
     for cid in np.unique(a.cluster[finite]):
         m = finite & (a.cluster == cid)
         # The median resists the pull of a few far-away members.
         cx, cy = float(np.median(a.x[m])), float(np.median(a.y[m]))
-        ax.annotate(
-            names.get(int(cid), str(cid)), (cx, cy), ha="center", va="center", fontsize=label_size,
-            fontweight="bold", color="#1f2430",
+        labels.append(ax.annotate(
+            names.get(int(cid), str(cid)), (cx, cy), xytext=(0, 0), textcoords="offset points",
+            ha="center", va="center", fontsize=label_size, fontweight="bold", color="#1f2430",
             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _hex(colors[int(cid)]),
                   "alpha": 0.85, "lw": 1.2},
-        )
+            arrowprops={"arrowstyle": "-", "color": _hex(colors[int(cid)]), "lw": 1.0, "shrinkA": 0, "shrinkB": 0},
+        ))
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ("top", "right"):
@@ -368,8 +370,62 @@ def _draw_map(a: _Assignments, clusters: list[dict[str, Any]],
     shown = len(idx)
     title = f"{n_total:,} images" if shown == n_total else f"{shown:,} of {n_total:,} images (random sample)"
     ax.set_title(title, fontsize=10, color="#4a5160")
+    boxes = _spread_labels(fig, labels)
     _save_figure(fig, dst)
-    return {"shown": shown, "total": n_total}
+    return {"shown": shown, "total": n_total, "label_boxes": boxes}
+
+
+def _spread_labels(fig: Any, labels: list[Any], max_rounds: int = 300) -> list[tuple[float, float, float, float]]:
+    """Move overlapping map labels apart (a thin line joins each moved label to
+    its cluster's centre); returns the final label boxes in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not labels:
+        return []
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # settles the axes limits (autoscale) the label positions depend on
+    renderer = canvas.get_renderer()
+    to_points = 72.0 / fig.dpi
+    offsets = np.zeros((len(labels), 2))  # points
+
+    def boxes() -> np.ndarray:
+        from matplotlib.text import Text
+
+        out = []
+        for ann in labels:
+            b = Text.get_window_extent(ann, renderer)  # the text itself, not the leader line
+            pad = 0.35 * ann.get_fontsize() * fig.dpi / 72  # the rounded box around it
+            out.append((b.x0 - pad, b.y0 - pad, b.x1 + pad, b.y1 + pad))
+        return np.asarray(out)
+
+    rng = np.random.default_rng(0)
+    for _ in range(max_rounds):
+        b = boxes()
+        moved = False
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                ox = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
+                oy = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
+                if ox <= 0 or oy <= 0:
+                    continue
+                moved = True
+                ci, cj = (b[i, :2] + b[i, 2:]) / 2, (b[j, :2] + b[j, 2:]) / 2
+                d = ci - cj
+                if not d.any():
+                    d = rng.normal(size=2)
+                # push along the axis that needs the shorter move, half each, plus 2 px
+                if oy <= ox:
+                    step = np.array([0.0, np.sign(d[1]) or 1.0]) * (oy / 2 + 2)
+                else:
+                    step = np.array([np.sign(d[0]) or 1.0, 0.0]) * (ox / 2 + 2)
+                offsets[i] += step * to_points
+                offsets[j] -= step * to_points
+                labels[i].xyann = tuple(offsets[i])
+                labels[j].xyann = tuple(offsets[j])
+                b = boxes()
+        if not moved:
+            break
+    return [tuple(map(float, row)) for row in boxes()]
 
 
 def _draw_auto_k(auto_k: Any, dst: Path, source: Path) -> dict[str, Any]:
