@@ -114,3 +114,10 @@ def commit_staged(staging: Path, target: Path, names: list[str], last: str) -> N
         os.replace(staging / name, dst)
         fsync_dir(dst.parent)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into(src: Path, dst: Path) -> None:
+    """Rename ``src`` over ``dst`` (atomic) and flush the folder."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    fsync_dir(dst.parent)

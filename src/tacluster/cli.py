@@ -88,6 +88,34 @@ def _parser() -> argparse.ArgumentParser:
                        description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
                                    "of a finished run, e.g. after editing clusters.json.")
     r.add_argument("dir", help="run directory")
+
+    x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers",
+                       description="Make one folder per cluster under DIR (named by the cluster's name, made "
+                                   "safe for file systems) holding a link to, or a copy of, each of its images.")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--to", required=True, metavar="DIR", help="new or empty folder to fill")
+    how = x.add_mutually_exclusive_group()
+    how.add_argument("--link", dest="mode", action="store_const", const="link",
+                     help="symbolic links to the original files (default)")
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the files")
+    x.set_defaults(mode="link")
+
+    n = sub.add_parser("rename", help="rename a cluster everywhere (assignments, model, report)",
+                       description="Rename cluster CLUSTER (an id or its current name) to NAME in the assignments, "
+                                   "clusters.json, the model (so predict uses it), run.json's history and the "
+                                   "report, all at once.")
+    n.add_argument("run", help="run directory")
+    n.add_argument("cluster", help="cluster id or current name")
+    n.add_argument("name", help="the new name")
+
+    m = sub.add_parser("merge", help="merge clusters into the first one given",
+                       description="Merge clusters B... into A (ids or names): assignments, clusters.json, the "
+                                   "model (so predict assigns the merged cluster), run.json's history and the "
+                                   "report are updated at once; later clusters are renumbered to keep ids 0..K-1.")
+    m.add_argument("run", help="run directory")
+    m.add_argument("clusters", nargs="+", metavar="CLUSTER", help="A B [...]: ids or names; merged into A")
+    m.add_argument("--name", default=None, help="name of the merged cluster (default: A's name)")
+
     for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
@@ -182,9 +210,40 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_report(a) -> int:
+    from tacluster.pipeline import _recover_pending
     from tacluster.report import build_report
 
+    if Path(a.dir).is_dir():
+        _recover_pending(Path(a.dir))  # an interrupted rename/merge is finished first
     print(f"report: {build_report(a.dir)}")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from tacluster.edit import export_run
+
+    counts = export_run(a.run, a.to, mode=a.mode)
+    print(f"exported {sum(counts.values())} images into {len(counts)} folders under {a.to} "
+          f"({'links' if a.mode == 'link' else 'copies'})")
+    for folder, n in counts.items():
+        print(f"  {n:>6}  {folder}")
+    return 0
+
+
+def _cmd_rename(a) -> int:
+    from tacluster.edit import rename_cluster
+
+    cid, old, new = rename_cluster(a.run, a.cluster, a.name)
+    print(f"cluster {cid}: {old!r} -> {new!r} (assignments, clusters.json, model, report updated)")
+    return 0
+
+
+def _cmd_merge(a) -> int:
+    from tacluster.edit import merge_clusters
+
+    new_id, ids = merge_clusters(a.run, a.clusters, name=a.name)
+    print(f"merged clusters {', '.join(map(str, ids))} into cluster {new_id} "
+          "(assignments, clusters.json, model, report updated; later ids renumbered)")
     return 0
 
 
@@ -203,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     from tacluster.errors import TaclusterError
 
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
-               "evaluate": _cmd_evaluate, "report": _cmd_report}[args.command]
+               "evaluate": _cmd_evaluate, "report": _cmd_report,
+               "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge}[args.command]
     cached_before = _rows_cached()
     try:
         return handler(args)

@@ -164,15 +164,27 @@ def outlier_mask(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) ->
     """
     labels = np.asarray(labels)
     conf = np.asarray(confidence, dtype=np.float64)
-    mask = np.zeros(conf.shape[0], dtype=bool)
+    below = outlier_thresholds(labels, conf, n_clusters)
+    limit = np.array([-np.inf if b is None else b for b in below])
+    return conf < limit[labels] if labels.size else np.zeros(0, dtype=bool)
+
+
+def outlier_thresholds(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> list[float | None]:
+    """Per cluster, the confidence below which a member is an outlier (see
+    :func:`outlier_mask`); None for a cluster of fewer than 3 images. Saved
+    with the model so ``predict`` flags new images by the same rule."""
+    labels = np.asarray(labels)
+    conf = np.asarray(confidence, dtype=np.float64)
+    out: list[float | None] = []
     for c in range(n_clusters):
-        idx = np.flatnonzero(labels == c)
-        if idx.size < 3:
+        member = conf[labels == c]
+        if member.size < 3:
+            out.append(None)
             continue
-        med = float(np.median(conf[idx]))
-        spread = 1.4826 * float(np.median(np.abs(conf[idx] - med)))
-        mask[idx] = conf[idx] < med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP)
-    return mask
+        med = float(np.median(member))
+        spread = 1.4826 * float(np.median(np.abs(member - med)))
+        out.append(med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP))
+    return out
 
 
 def _text_rows(pairs) -> list[tuple[str, str]]:
@@ -223,6 +235,16 @@ def _record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | Non
     return out / "skipped.csv"
 
 
+def _recover_pending(run_dir: Path) -> None:
+    """Finish (or drop) an interrupted rename/merge before the run is read or replaced."""
+    from tacluster.edit import EDIT_STAGING, JOURNAL
+
+    if (run_dir / JOURNAL).exists() or (run_dir / EDIT_STAGING).exists():
+        from tacluster.edit import recover
+
+        recover(run_dir)
+
+
 def _failed_run(out: Path) -> bool:
     try:
         return json.loads((out / RUN_FILE).read_text()).get("status") == "failed"
@@ -236,6 +258,7 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
         return
     if not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
+    _recover_pending(out_dir)
     entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
     if not entries or overwrite or _failed_run(out_dir):
         return  # a failed run holds only its skipped.csv: any run may replace it
@@ -392,12 +415,13 @@ def cluster_images(
     names = named.names
     stage = _begin_writing(out)
     try:
+        outlier = outlier_mask(labels, conf, n_clusters)
         est.save(stage / "model", metadata={
             "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
             "vocabulary": settings["vocabulary"],
+            "outlier_below": outlier_thresholds(labels, conf, n_clusters),
         })
         name_col = [names[c] for c in labels]
-        outlier = outlier_mask(labels, conf, n_clusters)
         atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
             "path": [path_to_text(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
             "cluster_name": name_col, "outlier": outlier,
@@ -510,6 +534,7 @@ class Prediction:
     confidence: np.ndarray
     names: list[str]
     skipped: list[tuple[str, str]]
+    outlier: np.ndarray | None = None
 
 
 def predict_images(
@@ -532,19 +557,31 @@ def predict_images(
     model_path = Path(model_dir)
     if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
         model_path = model_path / "model"  # a run directory: its model
+    if model_path.parent.is_dir():
+        _recover_pending(model_path.parent)
     est = TextAidedClustering.load(model_path)
     meta = est.metadata_
     if not isinstance(meta, dict):
         raise ModelFileError(f"model {str(model_dir)!r}: metadata in config.json is not an object; the model is corrupted")
+    label_map = meta.get("label_map")  # after `tacluster merge`: model cluster -> run cluster
+    if label_map is not None and (not isinstance(label_map, list) or len(label_map) != est.n_clusters_
+                                  or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                             for c in label_map)):
+        raise ModelFileError(f"model {str(model_dir)!r}: metadata.label_map is malformed; the model is corrupted")
+    k_out = max(label_map) + 1 if label_map else est.n_clusters_
     names_all = meta.get("cluster_names")
     if names_all is None:
-        names_all = [str(i) for i in range(est.n_clusters_)]
-    if (not isinstance(names_all, list) or len(names_all) != est.n_clusters_
+        names_all = [str(i) for i in range(k_out)]
+    if (not isinstance(names_all, list) or len(names_all) != k_out
             or not all(isinstance(n, str) for n in names_all)):
         raise ModelFileError(
-            f"model {str(model_dir)!r}: metadata.cluster_names must list {est.n_clusters_} names; "
+            f"model {str(model_dir)!r}: metadata.cluster_names must list {k_out} names; "
             "the model is corrupted, re-run `tacluster cluster`"
         )
+    below = meta.get("outlier_below")
+    if not (isinstance(below, list) and len(below) == k_out
+            and all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in below)):
+        below = [None] * k_out
     name = meta.get("backbone")
     if not name:
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
@@ -562,9 +599,13 @@ def predict_images(
         u = emb.arrays["image"]
         proba = est.predict_proba(u, joint_embeddings=emb.arrays.get("joint"))
         labels, conf = proba.argmax(1), proba.max(1)
+        if label_map:  # after `tacluster merge`: the run's id of each model cluster, as in assignments
+            labels = np.asarray(label_map, dtype=np.int64)[labels]
     else:
         labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     names = [names_all[c] for c in labels]
+    limit = np.array([-np.inf if b is None else float(b) for b in below])
+    outlier = conf < limit[labels] if len(labels) else np.zeros(0, dtype=bool)
     if out_path is not None and out_path.suffix.lower() == ".parquet":
         skipped = _text_rows(emb.skipped)
         atomic_write_bytes(out_path, _parquet_bytes({
@@ -572,12 +613,14 @@ def predict_images(
             "cluster": [int(c) for c in labels] + [None] * len(skipped),
             "confidence": [float(c) for c in conf] + [None] * len(skipped),
             "cluster_name": names + [f"skipped: {r}" for _, r in skipped],
+            "outlier": [bool(o) for o in outlier] + [None] * len(skipped),
         }))
     elif out_path is not None:
-        rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
-        rows += [(p, "", "", f"skipped: {r}") for p, r in _text_rows(emb.skipped)]
-        atomic_write_bytes(out_path, _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
-    return Prediction(emb.paths, labels, conf, names, emb.skipped)
+        rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
+                for p, c, s, n, o in zip(emb.paths, labels, conf, names, outlier)]
+        rows += [(p, "", "", f"skipped: {r}", "") for p, r in _text_rows(emb.skipped)]
+        atomic_write_bytes(out_path, _csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], rows))
+    return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
 
 
 def _check_prediction_out(out: Path) -> Path:
@@ -643,6 +686,8 @@ def evaluate_assignments(
     """ACC / NMI / ARI (percent) of an assignments file against labels; optional confusion PNG."""
     from tacluster.evaluate import confusion, evaluate_clustering
 
+    src = Path(assignments)
+    _recover_pending(src if src.is_dir() else src.parent)
     paths, clusters, cnames = read_assignments(assignments)
     if not paths:
         raise InputError(f"{str(assignments)!r} has no assigned images to evaluate")

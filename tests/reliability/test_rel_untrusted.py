@@ -278,3 +278,15 @@ def test_predict_prints_per_cluster_counts(fitted, tmp_path, cli):
         n = sum(r["cluster"] == c for r in rows)
         name = next(r["cluster_name"] for r in rows if r["cluster"] == c)
         assert re.search(rf"^\s+{c}\s+{n}\s+{re.escape(name)}$", out, re.M), out
+
+
+def test_predict_writes_the_same_columns_as_assignments(fitted, tmp_path, cli):
+    """name, confidence and outlier, flagged by the run's own per-cluster rule (saved in the model)."""
+    code, _, err = _predict(cli, fitted, fitted["model"], tmp_path / "p.csv", "--quiet")
+    assert code == 0, err
+    preds = {r["path"]: r for r in read_csv(tmp_path / "p.csv") if r["cluster"] != ""}
+    rows = read_csv(fitted["model"].parent / "assignments.csv")
+    assert set(rows[0]) <= set(next(iter(preds.values())))
+    for r in rows:
+        p = preds[r["path"]]
+        assert (p["cluster"], p["cluster_name"], p["outlier"]) == (r["cluster"], r["cluster_name"], r["outlier"])
