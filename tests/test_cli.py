@@ -249,3 +249,23 @@ def test_every_subcommand_help_has_a_description():
     sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, parser in sub.choices.items():
         assert parser.description, name
+
+
+def test_readme_cli_examples_run_as_written(run, tmp_path, monkeypatch, capsys):
+    """The README's first command and its 'After clustering' commands, in order, from a copy of the
+    repository root (embeddings served from the module's cache)."""
+    import shlex
+
+    first = _readme_block("## The two commands", "bash").splitlines()[0]
+    after = [ln for ln in _readme_block("## After clustering", "bash").splitlines() if ln.strip()]
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TACLUSTER_CACHE", str(run["cache"]))
+    for line in [first, *after]:
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "tacluster", line
+        assert main(argv[1:]) == 0, (line, capsys.readouterr().err)
+    clusters = json.loads((tmp_path / "runs" / "example" / "clusters.json").read_text())["clusters"]
+    assert len(clusters) == 9 and "keepers" in {c["name"] for c in clusters}
+    assert len(list((tmp_path / "sorted").iterdir())) == 10
+    assert len(_read_csv(tmp_path / "new.csv")) == 300
