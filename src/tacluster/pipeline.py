@@ -373,7 +373,7 @@ def cluster_images(
             )
         raise InputError(
             f"no usable images in {str(source)!r} (no image files found); "
-            f"supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff{where}"
+            "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
         )
     if n_clusters != "auto" and n_clusters > n_usable:
         raise InputError(
