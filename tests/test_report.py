@@ -383,7 +383,8 @@ def test_run_time_is_the_runs_own_total_with_each_top_level_stage_once(run_dir):
     assert "11.5 s" in page and "25.5 s" not in page
     assert page.count(">total<") == 1
     assert "fit.spectral" not in page
-    for stage in ("load_backbone", "embed", "noun_bank", "fit", "naming", "write"):
+    for stage in ("load the backbone", "embed the images", "embed the nouns", "cluster", "name the clusters",
+                  "write the outputs"):
         assert page.count(f">{stage}<") == 1, stage
 
 
@@ -403,6 +404,11 @@ def test_run_details_show_what_was_used_in_words(run_dir):
     (out / "run.json").write_text(json.dumps(info))
     page = build_report(out).read_text(encoding="utf-8")
     text = " ".join(" ".join(_parse(page).text).split())
+    info["counts"] = {**info["counts"], "embedded_now": 3, "from_cache": 39, "duplicates": 0}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    assert "images from the cache 39" in text and "counts.from_cache" not in text
     for dump in ("n_centres", "kept_nouns", "estimator_params", "{}", "resolved_method", '"torch"'):
         assert dump not in text, dump
     assert "device cpu" in text and "device auto" not in text

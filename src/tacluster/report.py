@@ -490,6 +490,15 @@ def _fmt_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+_STAGE_WORDS = {
+    "load_backbone": "load the backbone", "embed": "embed the images", "noun_bank": "embed the nouns",
+    "fit": "cluster", "naming": "name the clusters", "write": "write the outputs",
+}
+_COUNT_WORDS = {
+    "embedded_now": "images embedded now", "from_cache": "images from the cache",
+    "duplicates": "paths listed twice (used once)",
+}
+
 _METHOD_WORDS = {
     "tac": "TAC: text counterparts + trained cluster heads",
     "no-train": "TAC without training: k-means on images and their text counterparts",
@@ -756,9 +765,9 @@ def build_report(
         summary=summary,
         mean_confidence=float(a.confidence.mean()) if len(a.path) else None,
         settings=_settings_view(run.get("settings") or {}, run.get("versions")),
-        timings=timings,
+        timings={_STAGE_WORDS.get(k, k): v for k, v in timings.items()},
         total_time=total_time,
-        extra={**extra, **{f"counts.{k}": v for k, v in extra_counts.items()}},
+        extra={**extra, **{_COUNT_WORDS.get(k, f"counts.{k}"): v for k, v in extra_counts.items()}},
         clusters=clusters_view,
         map_image=MAP_FILE,
         map_info=map_info,
