@@ -109,9 +109,8 @@ def _commit_outputs(out: Path, stage: Path, run_key: str) -> None:
     resume there after a kill (:func:`check_out_dir`). The staged ``run.json``
     (``"status": "complete"``) moves in last.
     """
-    held_a_run = _holds_run(out)
     atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
-    _clear_previous_outputs(out, held_a_run)
+    _clear_previous_outputs(out)
     commit_staged(stage, out, STAGED_FILES, RUN_FILE)
 
 
@@ -127,22 +126,23 @@ def _holds_run(out: Path) -> bool:
     return isinstance(info, dict) and "run_key" in info
 
 
-def _clear_previous_outputs(out: Path, held_a_run: bool) -> None:
+def _clear_previous_outputs(out: Path) -> None:
     """Remove what a previous run (and commands run on it) left in ``out``,
-    once the new outputs are staged: evaluations, figures and thumbnails of
-    the old labels must not survive next to the new ones. A run directory is
-    replaced whole (hidden files aside); in a folder that held no run (written
-    with ``--overwrite``) only tacluster's own names are removed."""
-    for entry in out.iterdir():
-        name = entry.name
-        if name in (STAGING, RUN_FILE) or (name.startswith(".") and not name.endswith(".tmp")):
-            continue
-        if not held_a_run and name not in OUR_FILES + _DERIVED_FILES:
+    once the new outputs are staged: evaluations, figures, thumbnails and
+    cluster pages of the old labels must not survive next to the new ones.
+    Only names tacluster writes are removed (whole folders: ``thumbs``,
+    ``model``, ``clusters``), so a user's own files in ``out`` (even INPUT
+    itself) are never touched."""
+    for name in OUR_FILES + _DERIVED_FILES:
+        entry = out / name
+        if name == RUN_FILE or not (entry.exists() or entry.is_symlink()):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 #: An outlier's confidence lies this many robust standard deviations (1.4826 MAD) below its

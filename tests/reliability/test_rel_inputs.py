@@ -491,3 +491,16 @@ def test_run_json_records_the_device_used(tmp_path, cli, cluster_args):
     import torch
 
     assert read_run(tmp_path / "out")["settings"]["device_used"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_overwrite_never_removes_files_tacluster_did_not_write(tmp_path, cli, cluster_args):
+    """A run directory that also holds the user's photos (INPUT inside --out): --overwrite replaces
+    the run's files only."""
+    work = tmp_path / "work"
+    photos = relihelpers.add_good(work / "photos", 4)
+    (work / "notes.txt").write_text("mine")
+    for k in (2, 3):
+        code, _, err = cli(["cluster", work / "photos", "--k", k, *cluster_args(work, report=True), "--overwrite"])
+        assert code == 0, err
+    assert all(p.is_file() for p in photos) and (work / "notes.txt").read_text() == "mine"
+    assert read_run(work)["settings"]["n_clusters"] == 3
