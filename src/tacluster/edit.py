@@ -46,16 +46,18 @@ def recover(run_dir: str | os.PathLike) -> bool:
             shutil.rmtree(stage, ignore_errors=True)  # never committed: the old state stands
         return False
     try:
-        files = json.loads(journal.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        files = list(EDITED_FILES)
+        entry = json.loads(journal.read_text())
+        files, report = entry["files"], bool(entry.get("report", True))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        files, report = list(EDITED_FILES), True
     for name in files:
         src = stage / name
         if src.is_file():
             move_into(src, run / name)
-    from tacluster.report import build_report
+    if report:  # a run made with --no-report gets none
+        from tacluster.report import build_report
 
-    build_report(run)
+        build_report(run)
     journal.unlink(missing_ok=True)
     fsync_dir(run)
     shutil.rmtree(stage, ignore_errors=True)
@@ -67,7 +69,8 @@ def _commit(run: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(stage, ignore_errors=True)
     for name, data in files.items():
         atomic_write_bytes(stage / name, data)
-    atomic_write_bytes(run / JOURNAL, json.dumps({"files": list(files)}).encode())  # the commit point
+    report = (run / "report.html").is_file()
+    atomic_write_bytes(run / JOURNAL, json.dumps({"files": list(files), "report": report}).encode())  # the commit point
     recover(run)
 
 

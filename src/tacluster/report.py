@@ -4,9 +4,9 @@ The CLI writes a run directory ``DIR``; :func:`build_report` reads it back and
 never needs the model. Files read (the contract with the CLI):
 
 ``assignments.parquet``
-    One row per image: ``path`` (str), ``cluster`` (int64), ``confidence``
-    (float64 in [0, 1]), ``cluster_name`` (str), ``x``, ``y`` (float64, 2-D map
-    coordinates).
+    One row per image: ``path`` (str, see tacluster._paths), ``cluster``
+    (int64), ``confidence`` (float64 in [0, 1]), ``cluster_name`` (str), ``x``,
+    ``y`` (float64, 2-D map coordinates), optionally ``outlier`` (bool).
 ``clusters.json``
     ``{"n_clusters": K, "clusters": [{"id", "size", "name", "top_nouns":
     [{"noun", "score"}], "mean_confidence", "representatives", "outliers"}]}``.
@@ -18,8 +18,9 @@ never needs the model. Files read (the contract with the CLI):
     Columns ``path``, ``reason``.
 
 Files written into ``DIR``: ``thumbs/`` (JPEG thumbnails named by a hash of the
-path string), ``map.png``, ``auto_k.png`` (when ``run.json`` has ``auto_k``)
-and ``report.html``. The page loads nothing from outside ``DIR``; only the links
+path string), ``map.png``, ``auto_k.png`` (when ``run.json`` has ``auto_k``),
+``clusters/cluster-<id>.html`` (every image of a cluster, linked) and
+``report.html``. The page loads nothing from outside ``DIR``; only the links
 to the original images leave it (``file:`` URIs).
 
 :func:`save_confusion_png` draws the cluster x class confusion matrix for

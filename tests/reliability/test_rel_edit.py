@@ -194,3 +194,12 @@ def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, 
     print(f"kills after the commit point: {committed_kills} of 5; outcomes: {sorted(outcomes)}")
     assert committed_kills >= 1, "no kill landed after the commit point; adjust the delays"
     assert outcomes == {"old", "new"}, "no kill landed before the commit point; adjust the delays"
+
+
+def test_rename_of_a_run_without_report_makes_none(base_run, tmp_path, cli, cluster_args):
+    out = tmp_path / "plain"
+    code, _, err = cli(["cluster", base_run["data"], "--k", 2, *cluster_args(out)])  # --no-report
+    assert code == 0, err
+    assert cli(["rename", out, "1", "second"])[0] == 0
+    assert not (out / "report.html").exists()
+    assert json.loads((out / "clusters.json").read_text())["clusters"][1]["name"] == "second"
