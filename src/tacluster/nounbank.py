@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -231,7 +232,14 @@ def cached_noun_bank(
         except CacheError as exc:
             warnings.warn(f"noun-bank cache entry is corrupted, rebuilding it: {exc}", UserWarning, stacklevel=2)
 
+    log = progress and not sys.stderr.isatty()  # a log file or pipe: plain lines (a terminal gets the bar)
+    if log:
+        print(f"embedding {len(words):,} nouns ({backbone.name or 'backbone'}); once per backbone, "
+              "then cached", file=sys.stderr, flush=True)
+    tic = time.perf_counter()
     bank = _call_noun_bank(backbone, words, progress)
+    if log:
+        print(f"{len(bank.words):,} nouns embedded in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     stored_words = list(bank.words)  # fewer than ``words`` if the backbone dropped some
     meta = {
         "format_version": _FORMAT_VERSION,
