@@ -195,3 +195,77 @@ def test_k_auto_writes_its_search_to_run_json(run, tmp_path):
     clusters = json.loads((out / "clusters.json").read_text())
     assert clusters["n_clusters"] == auto["chosen"] == len(clusters["clusters"])
     assert (out / "auto_k.png").is_file()
+
+
+def _readme_block(heading: str, lang: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    return section.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_python_api_example_runs_as_written(run, tmp_path, monkeypatch):
+    """The README's Python API block, executed as is from a copy of the repository root
+    (embeddings served from the module's cache: same images, same content keys)."""
+    code = _readme_block("## Python API", "python")
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TACLUSTER_CACHE", str(run["cache"]))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert len(namespace["labels"]) == 600
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert (tmp_path / "runs" / "example" / "report.html").is_file()
+    assert len(namespace["run"].paths) == 300
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_is_accepted_before_or_after_the_subcommand(tmp_path, where):
+    """Errors say 'rerun with --debug': the flag works wherever it is typed, and shows the traceback."""
+    from tacluster.errors import InputError
+
+    args = ["report", str(tmp_path / "nope")]
+    argv = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    with pytest.raises(InputError):
+        main(argv)
+    assert main(args) == 2
+
+
+def test_interrupt_before_anything_was_cached_does_not_claim_cached_work(monkeypatch, tmp_path, capsys):
+    import tacluster.pipeline
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tacluster.pipeline, "cluster_images", interrupted)
+    assert main(["cluster", str(tmp_path), "--k", "2", "--out", str(tmp_path / "o"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "cached" not in err.replace("nothing was cached", ""), err
+    assert "nothing was cached" in err
+
+
+def test_every_subcommand_help_has_a_description():
+    from tacluster.cli import _parser
+
+    sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, parser in sub.choices.items():
+        assert parser.description, name
+
+
+def test_readme_cli_examples_run_as_written(run, tmp_path, monkeypatch, capsys):
+    """The README's first command and its 'After clustering' commands, in order, from a copy of the
+    repository root (embeddings served from the module's cache)."""
+    import shlex
+
+    first = _readme_block("## The two commands", "bash").splitlines()[0]
+    after = [ln for ln in _readme_block("## After clustering", "bash").splitlines() if ln.strip()]
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TACLUSTER_CACHE", str(run["cache"]))
+    for line in [first, *after]:
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "tacluster", line
+        assert main(argv[1:]) == 0, (line, capsys.readouterr().err)
+    clusters = json.loads((tmp_path / "runs" / "example" / "clusters.json").read_text())["clusters"]
+    assert len(clusters) == 9 and "keepers" in {c["name"] for c in clusters}
+    assert len(list((tmp_path / "sorted").iterdir())) == 10
+    assert len(_read_csv(tmp_path / "new.csv")) == 300

@@ -140,6 +140,20 @@ def test_joint_embeddings_differ_from_image_side(style_world):
     np.testing.assert_array_equal(p, est.labels_[:50])
 
 
+def test_predict_without_the_joint_embeddings_a_model_needs_says_so(style_world, tmp_path):
+    """A saved no-train model fitted with joint_embeddings of another width: predict(u) alone
+    names the missing argument (it said 'joint_embeddings must have shape ...' although none was passed)."""
+    w = style_world
+    visual = np.random.default_rng(0).standard_normal((w.image_embeddings.shape[0], 32)).astype(np.float32)
+    est = TextAidedClustering(5, "no-train", random_state=0, **FAST)
+    est.fit(visual, w.noun_embeddings, w.nouns, joint_embeddings=w.image_embeddings)
+    loaded = TextAidedClustering.load(est.save(tmp_path / "model"))
+    with pytest.raises(InputError, match=r"fitted with joint_embeddings.*predict\(image_embeddings, joint_embeddings="):
+        loaded.predict(visual[:10])
+    np.testing.assert_array_equal(loaded.predict(visual[:10], joint_embeddings=w.image_embeddings[:10]),
+                                  est.labels_[:10])
+
+
 def test_auto_k_is_estimated_and_saved(tmp_path):
     from tacluster.synthetic import make_world
 
@@ -268,3 +282,57 @@ def test_same_seed_same_result_at_any_thread_count(method, monkeypatch):
         np.testing.assert_array_equal(a.probabilities_, b.probabilities_)
     else:
         assert cluster_accuracy(a.labels_, b.labels_) > 0.95
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans", "no-train", "tac"])
+@pytest.mark.parametrize("n", [2, 12])
+def test_k_equal_to_the_number_of_samples_works_for_every_method(method, n):
+    """K = N (every image its own cluster) is a valid request for every method
+    (spectral crashed in scipy's eigsh with 'k >= N')."""
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=n, n_classes=2, dim=16, n_nouns=40, seed=0)
+    est = TextAidedClustering(n, method, random_state=0, n_epochs=1, min_steps=1).fit(
+        w.image_embeddings, w.noun_embeddings, w.nouns)
+    assert est.labels_.shape == (n,) and est.n_clusters_ == n
+    assert ((est.labels_ >= 0) & (est.labels_ < n)).all()
+    if method == "spectral":
+        assert len(set(est.labels_.tolist())) == n
+
+
+@pytest.mark.parametrize("method", ["kmeans", "tac"])
+def test_save_accepts_numpy_integer_parameters(tmp_path, easy_world, method):
+    """n_clusters=np.int64(5) is a valid K: it fits, saves and loads (json failed after the arrays were written)."""
+    est = TextAidedClustering(np.int64(5), method, random_state=np.int32(0), spectral_neighbors=np.int64(20),
+                              **FAST).fit(easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+    d = est.save(tmp_path / "model")
+    loaded = TextAidedClustering.load(d)
+    assert loaded.n_clusters_ == 5 and loaded.get_params()["n_clusters"] == 5
+    np.testing.assert_array_equal(loaded.predict(easy_world.image_embeddings), est.labels_)
+
+
+def test_save_validates_before_writing_anything(tmp_path, easy_world):
+    est = fit(easy_world, "kmeans")
+    with pytest.raises(InputError, match="metadata"):
+        est.save(tmp_path / "model", metadata={"when": object()})
+    assert not (tmp_path / "model").exists() or not list((tmp_path / "model").iterdir())
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_transform_without_a_text_side_names_the_models_method(easy_world, method):
+    est = fit(easy_world, method)
+    with pytest.raises(NotFittedError, match=f"method='{method}' has no text side"):
+        est.transform(easy_world.image_embeddings[:5])
+
+
+def test_torch_pin_makes_torch_load_weights_only_by_default():
+    """The lite backbone's weights package calls torch.load without weights_only: safe (no pickle
+    code runs) only where weights_only=True is the default, i.e. from torch 2.6."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    torch_req = next(Requirement(d) for d in project["dependencies"] if Requirement(d).name == "torch")
+    assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")

@@ -45,3 +45,10 @@ def test_synonyms_with_one_vector_prefer_the_everyday_word(style_world):
     names = name_clusters(w.image_embeddings, w.labels, 5, bank, nouns)
     assert names.names[0] == "limpkin"
     assert [n for n, _ in names.top_nouns[0][:2]] == ["limpkin", "Aramus pictus"]
+
+
+def test_no_two_clusters_get_the_same_name_even_with_fewer_nouns_than_clusters(easy_world):
+    w = easy_world
+    names = name_clusters(w.image_embeddings, w.labels, 5, w.noun_embeddings[:3], w.nouns[:3]).names
+    assert len(set(names)) == 5, names
+    assert all(any(n.startswith(word) for word in w.nouns[:3]) for n in names), names

@@ -182,3 +182,13 @@ def test_unwritable_cache_raises_cache_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(CacheError, match="TACLUSTER_CACHE"):
         cached_noun_bank(CountingBackbone(), ["cat"], cache_dir=blocker, progress=False)
+
+
+def test_noun_bank_build_is_announced_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """Building the bank can take minutes with CLIP: logs see it start and end (plain lines)."""
+    words = [f"noun {i}" for i in range(1200)]
+    cached_noun_bank(CountingBackbone(), words, cache_dir=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "embedding 1,200 nouns" in err and "nouns embedded in" in err, err
+    cached_noun_bank(CountingBackbone(), words, cache_dir=tmp_path, progress=True)  # a cache hit: silent
+    assert "nouns" not in capsys.readouterr().err

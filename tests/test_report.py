@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -368,3 +369,116 @@ def test_real_browser_renders_report(run_dir, tmp_path):
         assert len(np.unique(np.asarray(im.convert("L")))) > 20
     if os.environ.get("TACLUSTER_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["TACLUSTER_KEEP_SCREENSHOT"])
+
+
+def test_run_time_is_the_runs_own_total_with_each_top_level_stage_once(run_dir):
+    """timings_s holds 'total' and 'fit.*' sub-stages: the card shows the run's total (not the sum of
+    every entry), and the table lists each top-level stage once and one total row."""
+    out, _ = run_dir
+    info = json.loads((out / "run.json").read_text())
+    info["timings_s"] = {"load_backbone": 1.0, "embed": 6.0, "noun_bank": 0.5, "fit": 3.0,
+                         "fit.spectral": 2.9, "naming": 0.2, "write": 0.4, "total": 11.5}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    assert "11.5 s" in page and "25.5 s" not in page
+    assert page.count(">total<") == 1
+    assert "fit.spectral" not in page
+    for stage in ("load the backbone", "embed the images", "embed the nouns", "cluster", "name the clusters",
+                  "write the outputs"):
+        assert page.count(f">{stage}<") == 1, stage
+
+
+def test_run_details_show_what_was_used_in_words(run_dir):
+    """No developer dump: zero counts that do not apply, empty parameter dicts and raw JSON are
+    not shown; the device is the one used, versions read as words."""
+    out, _ = run_dir
+    info = json.loads((out / "run.json").read_text())
+    info["settings"] = {
+        "input": "/data/scenes", "n_clusters": 5, "backbone": "lite", "method": "auto",
+        "resolved_method": "spectral", "seed": 0, "vocabulary": "wordnet", "estimator_params": {},
+        "device": "auto", "device_used": "cpu", "batch_size": 64, "cache_dir": "/cache",
+        "backbone_fingerprint": "abc123", "n_centres": 0, "kept_nouns": 0,
+    }
+    info["versions"] = {"tacluster": "0.1.0", "python": "3.11.9", "numpy": "2.1.0", "torch": "2.13.0",
+                        "faiss": "1.14.2"}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    info["counts"] = {**info["counts"], "embedded_now": 3, "from_cache": 39, "duplicates": 0}
+    (out / "run.json").write_text(json.dumps(info))
+    page = build_report(out).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    assert "images from the cache 39" in text and "counts.from_cache" not in text
+    for dump in ("n_centres", "kept_nouns", "estimator_params", "{}", "resolved_method", '"torch"'):
+        assert dump not in text, dump
+    assert "device cpu" in text and "device auto" not in text
+    assert "spectral clustering" in text and "WordNet" in text
+    assert "tacluster 0.1.0, Python 3.11.9, numpy 2.1.0, torch 2.13.0, faiss 1.14.2" in text
+
+
+def test_gallery_says_how_many_images_it_shows_and_links_every_image(run_dir):
+    """12 of 32 shown must say so, and every member of a cluster must be one click away."""
+    out, info = run_dir
+    page = build_report(out, thumbs_per_cluster=5).read_text(encoding="utf-8")
+    text = " ".join(" ".join(_parse(page).text).split())
+    for cid, size in info["sizes"].items():
+        assert f"{min(5, size)} of {size} shown" in text
+        sub = out / "clusters" / f"cluster-{cid}.html"
+        assert f'href="clusters/cluster-{cid}.html"' in page and sub.is_file()
+        parsed = _parse(sub.read_text(encoding="utf-8"))
+        links = {unquote(urlparse(v).path) for tag, attr, v in parsed.refs if v.startswith("file:")}
+        members = {p for p, c in zip(info["paths"], info["cluster"]) if c == cid}
+        assert links == members, cid
+        # nothing outside DIR is loaded by the sub-page either
+        assert all(attr != "src" or not urlparse(v).scheme for tag, attr, v in parsed.refs)
+
+
+def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):
+    """A long file name is shortened in the middle, so its number at the end stays visible."""
+    out, _ = run_dir
+    long = tmp_path / "holiday" / "a_very_long_file_name_from_the_camera_0123.jpg"
+    long.parent.mkdir()
+    Image.new("RGB", (40, 40), COLOURS[0]).save(long)
+    table = pq.read_table(out / "assignments.parquet").to_pydict()
+    for col, value in (("path", str(long)), ("cluster", 0), ("confidence", 1.0),
+                       ("cluster_name", CLUSTER_NAMES[0]), ("x", 0.0), ("y", 0.0)):
+        table[col].append(value)
+    pq.write_table(pa.table(table), out / "assignments.parquet")
+    page = build_report(out, thumbs_per_cluster=3).read_text(encoding="utf-8")
+    figs = re.findall(r"<figcaption[^>]*>(.*?)</figcaption>", page, re.S)
+    mine = [f for f in figs if "0123.jpg" in f]
+    assert mine, figs
+    for f in mine:
+        shown = re.sub(r"<[^>]+>", " ", f).split()
+        assert shown[0] == "holiday" and shown[-1].endswith("camera_0123.jpg"[-8:]) and len(shown[-1]) <= 24, shown
+        assert "…" in shown[-1]
+
+
+def test_map_labels_do_not_overlap(tmp_path):
+    """Eight clusters whose centres almost coincide: their names are moved apart."""
+    from tacluster.report import _Assignments, _cluster_colors, _draw_map
+
+    rng = np.random.default_rng(0)
+    cluster = np.repeat(np.arange(8), 20)
+    x = rng.normal(0, 0.01, cluster.size) + cluster * 0.001
+    y = rng.normal(0, 0.01, cluster.size)
+    a = _Assignments([f"/i/{i}.jpg" for i in range(cluster.size)], cluster, np.ones(cluster.size), x, y)
+    clusters = [{"id": c, "name": f"cluster name {c}"} for c in range(8)]
+    info = _draw_map(a, clusters, _cluster_colors(list(range(8))), tmp_path / "map.png")
+    boxes = info["label_boxes"]
+    assert len(boxes) == 8
+    for i in range(8):
+        for j in range(i + 1, 8):
+            (a0, a1, a2, a3), (b0, b1, b2, b3) = boxes[i], boxes[j]
+            assert min(a2, b2) <= max(a0, b0) or min(a3, b3) <= max(a1, b1), (i, j)
+
+
+def test_map_keeps_neighbourhoods():
+    """The map is a projection that keeps neighbourhoods (t-SNE; PCA scored 0.85 here)."""
+    from sklearn.manifold import trustworthiness
+
+    from tacluster.pipeline import _map_2d
+    from tacluster.synthetic import make_world
+
+    x = make_world(n_samples=600, n_classes=10, dim=64, n_nouns=100, noise=1.0, seed=0).image_embeddings
+    assert trustworthiness(x, _map_2d(x, 0), n_neighbors=10) > 0.95

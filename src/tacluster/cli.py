@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
     c.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
-                   help="number of clusters, or 'auto' to estimate it (2..30)")
+                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to 30, "
+                        "and up to sqrt(n/2) for n images: 2..8 for 150)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
@@ -75,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="assign new images with a saved model",
                        description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
-    p.add_argument("model", help="the model/ directory of a run")
+    p.add_argument("model", help="the model/ directory of a run (or the run directory)")
     p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
-    p.add_argument("--out", required=True, help="CSV to write: path, cluster, confidence, cluster_name")
+    p.add_argument("--out", required=True,
+                   help="file to write (.csv or .parquet): path, cluster, confidence, cluster_name")
     common(p)
 
     e = sub.add_parser("evaluate", help="ACC / NMI / ARI of assignments against labels",
@@ -99,8 +101,41 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("name", nargs="?", help="with fetch: clip, clip-l, siglip, siglip2, hf:<id>, openclip:<arch>/<tag>")
     b.add_argument("--cache-dir", default=None, help="Hugging Face cache to use (default: the standard one)")
 
-    r = sub.add_parser("report", help="(re)build report.html of a run directory")
+    r = sub.add_parser("report", help="(re)build report.html of a run directory",
+                       description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
+                                   "of a finished run, e.g. after editing clusters.json.")
     r.add_argument("dir", help="run directory")
+
+    x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers",
+                       description="Make one folder per cluster under DIR (named by the cluster's name, made "
+                                   "safe for file systems) holding a link to, or a copy of, each of its images.")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--to", required=True, metavar="DIR", help="new or empty folder to fill")
+    how = x.add_mutually_exclusive_group()
+    how.add_argument("--link", dest="mode", action="store_const", const="link",
+                     help="symbolic links to the original files (default)")
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the files")
+    x.set_defaults(mode="link")
+
+    n = sub.add_parser("rename", help="rename a cluster everywhere (assignments, model, report)",
+                       description="Rename cluster CLUSTER (an id or its current name) to NAME in the assignments, "
+                                   "clusters.json, the model (so predict uses it), run.json's history and the "
+                                   "report, all at once.")
+    n.add_argument("run", help="run directory")
+    n.add_argument("cluster", help="cluster id or current name")
+    n.add_argument("name", help="the new name")
+
+    m = sub.add_parser("merge", help="merge clusters into the first one given",
+                       description="Merge clusters B... into A (ids or names): assignments, clusters.json, the "
+                                   "model (so predict assigns the merged cluster), run.json's history and the "
+                                   "report are updated at once; later clusters are renumbered to keep ids 0..K-1.")
+    m.add_argument("run", help="run directory")
+    m.add_argument("clusters", nargs="+", metavar="CLUSTER", help="A B [...]: ids or names; merged into A")
+    m.add_argument("--name", default=None, help="name of the merged cluster (default: A's name)")
+
+    for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
     return ap
 
 
@@ -126,8 +161,29 @@ def _cmd_cluster(a) -> int:
     if not a.quiet:
         k = len(run.names)
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}
-        print(f"clustered {len(run.paths)} images into {k} clusters{' (K chosen automatically)' if a.k == 'auto' else ''} "
-              f"({len(run.skipped)} skipped) in {run.timings_s.get('total', 0):.1f} s")
+        notes = []
+        if a.k == "auto":
+            try:
+                cand = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]["candidates"]
+                notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
+            except (OSError, ValueError, KeyError, TypeError):
+                notes.append("K chosen automatically")
+        if run.skipped:
+            notes.append(f"{len(run.skipped)} skipped")
+        print(f"clustered {len(run.paths)} images into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
+              + (f" ({'; '.join(notes)})" if notes else ""))
+        if run.skipped:
+            from tacluster.pipeline import top_reasons
+
+            print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
+        if run.vocabulary_use is not None and run.vocabulary_use[2]:
+            usable, total, unknown = run.vocabulary_use
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            print(f"{usable} of {total} vocabulary words usable with backbone {a.backbone!r}; "
+                  f"not known to it: {shown} (all listed in run.json)")
+        if run.duplicates:
+            print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
+                  "(a file listed again) clustered once")
         for i in sorted(sizes, key=lambda i: -sizes[i]):
             print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
         if run.report:
@@ -143,6 +199,13 @@ def _cmd_predict(a) -> int:
                           cache_dir=a.cache_dir, progress=not a.quiet, offline=a.offline or None)
     if not a.quiet:
         print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
+        sizes: dict[int, int] = {}
+        name_of: dict[int, str] = {}
+        for c, n in zip(pred.labels.tolist(), pred.names):
+            sizes[c] = sizes.get(c, 0) + 1
+            name_of[c] = n
+        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+            print(f"  {i:>3}  {sizes[i]:>6}  {name_of[i]}")
     return 0
 
 
@@ -189,10 +252,47 @@ def _cmd_backbones(a) -> int:
 
 
 def _cmd_report(a) -> int:
+    from tacluster.pipeline import _recover_pending
     from tacluster.report import build_report
 
+    if Path(a.dir).is_dir():
+        _recover_pending(Path(a.dir))  # an interrupted rename/merge is finished first
     print(f"report: {build_report(a.dir)}")
     return 0
+
+
+def _cmd_export(a) -> int:
+    from tacluster.edit import export_run
+
+    counts = export_run(a.run, a.to, mode=a.mode)
+    print(f"exported {sum(counts.values())} images into {len(counts)} folders under {a.to} "
+          f"({'links' if a.mode == 'link' else 'copies'})")
+    for folder, n in counts.items():
+        print(f"  {n:>6}  {folder}")
+    return 0
+
+
+def _cmd_rename(a) -> int:
+    from tacluster.edit import rename_cluster
+
+    cid, old, new = rename_cluster(a.run, a.cluster, a.name)
+    print(f"cluster {cid}: {old!r} -> {new!r} (assignments, clusters.json, model, report updated)")
+    return 0
+
+
+def _cmd_merge(a) -> int:
+    from tacluster.edit import merge_clusters
+
+    new_id, ids = merge_clusters(a.run, a.clusters, name=a.name)
+    print(f"merged clusters {', '.join(map(str, ids))} into cluster {new_id} "
+          "(assignments, clusters.json, model, report updated; later ids renumbered)")
+    return 0
+
+
+def _rows_cached() -> int:
+    """Embeddings this process has cached so far (0 before the cache was ever used)."""
+    cache_mod = sys.modules.get("tacluster.embedding.cache")
+    return cache_mod.rows_written_this_process() if cache_mod is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     from tacluster.errors import TaclusterError
 
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
-               "evaluate": _cmd_evaluate, "report": _cmd_report, "backbones": _cmd_backbones}[args.command]
+               "evaluate": _cmd_evaluate, "report": _cmd_report,
+               "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge}[args.command]
+    cached_before = _rows_cached()
     try:
         return handler(args)
     except TaclusterError as exc:
@@ -213,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tacluster: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tacluster: interrupted; finished work is cached and a rerun resumes", file=sys.stderr)
+        n = _rows_cached() - cached_before
+        if n:
+            print(f"tacluster: interrupted; the {n} images embedded so far are cached and a rerun resumes "
+                  "from there", file=sys.stderr)
+        else:
+            print("tacluster: interrupted; nothing was cached by this run", file=sys.stderr)
         return 130
     except OSError as exc:
         if args.debug:

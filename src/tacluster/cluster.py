@@ -85,6 +85,10 @@ def spectral_cluster(
     from sklearn.cluster import SpectralClustering
 
     n = features.shape[0]
+    if n_clusters >= n:
+        # K = N: the only partition is one image per cluster (the spectral
+        # embedding itself cannot be computed: it needs K < N eigenvectors).
+        return np.arange(n, dtype=np.int64)
     k = max(1, min(n_neighbors - 1, n - 1))
     nn = _faiss.knn(features, k, seed=seed)
     rows = np.repeat(np.arange(n), k + 1)

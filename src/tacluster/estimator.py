@@ -475,6 +475,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             )
         joint = None
         if self.method == "no-train":
+            if joint_embeddings is None and u.shape[1] != self.n_joint_features_:
+                raise InputError(
+                    f"this method='no-train' model was fitted with joint_embeddings (the images in the noun "
+                    f"space, width {self.n_joint_features_}); pass them for the new images too: "
+                    "predict(image_embeddings, joint_embeddings=...)"
+                )
             joint = u if joint_embeddings is None else as_float_matrix(joint_embeddings, "joint_embeddings")
             if joint.shape[1] != self.n_joint_features_ or joint.shape[0] != u.shape[0]:
                 raise InputError(
@@ -509,7 +515,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """Text counterparts of new images, shape (n_samples, d_joint)."""
         self._check_fitted()
         if self.kept_noun_embeddings_ is None:
-            raise NotFittedError("method='kmeans' has no text side; transform needs 'tac' or 'no-train'")
+            raise NotFittedError(f"method={self.method!r} has no text side; transform needs 'tac' or 'no-train'")
         joint = as_float_matrix(image_embeddings if joint_embeddings is None else joint_embeddings, "joint_embeddings")
         if joint.shape[1] != self.kept_noun_embeddings_.shape[1]:
             raise InputError(
@@ -528,7 +534,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
         self._check_fitted()
         out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         if self.cluster_centers_ is not None:
             arrays["cluster_centers"] = self.cluster_centers_
@@ -540,7 +545,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 for key, val in head.state_dict().items():
                     arrays[prefix + key] = val.detach().cpu().numpy()
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        params = self.get_params()
+        params = {k: _plain(v) for k, v in self.get_params().items()}
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
         config = {
@@ -556,8 +561,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "text_weight_used": self.text_weight_,
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
+        # Everything is checked before the first byte is written: a model
+        # directory is either whole or untouched.
+        try:
+            config_text = json.dumps(config, indent=2, default=_plain_or_raise)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"cannot save the model: params or metadata are not JSON-serialisable ({exc})") from None
+        out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
-        atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(config, indent=2)))
+        atomic_write(out / "config.json", lambda p: p.write_text(config_text))
         return out
 
     @classmethod
@@ -652,6 +664,26 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         for a in (self.cluster_centers_, self.kept_noun_embeddings_):
             if a is not None and not np.isfinite(a).all():
                 raise ModelFileError("model arrays hold NaN or inf values")
+
+
+def _plain(value):
+    """numpy scalars (np.int64(10) is a valid K) and tuples as plain JSON values."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _plain_or_raise(value):
+    plain = _plain(value)
+    if plain is value:
+        raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
+    return plain
 
 
 def _version() -> str:

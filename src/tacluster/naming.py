@@ -68,7 +68,8 @@ def name_clusters(
     """Name each cluster by its highest-z-score noun; also return the top nouns.
 
     Where two clusters would get the same name, the smaller one is named by
-    its best noun not already taken, so names tell clusters apart.
+    its best noun not already taken, so names tell clusters apart; with fewer
+    nouns than clusters the repeats are numbered ("car (2)").
     """
     z = noun_zscores(joint_embeddings, labels, n_clusters, noun_embeddings)
     # Synonyms share one vector and so one score; among tied nouns prefer the
@@ -86,7 +87,12 @@ def name_clusters(
         if sizes[c] == 0:
             names[c] = f"cluster {c} (empty)"
             continue
-        pick = next((nouns[j] for j in order[c] if nouns[j] not in taken), nouns[order[c, 0]])
+        pick = next((nouns[j] for j in order[c] if nouns[j] not in taken), None)
+        if pick is None:  # fewer nouns than clusters: number the repeats ("car (2)")
+            base, i = nouns[order[c, 0]], 2
+            while f"{base} ({i})" in taken:
+                i += 1
+            pick = f"{base} ({i})"
         names[c] = pick
         taken.add(pick)
     tops = [[(nouns[j], float(z[c, j])) for j in order[c, :top]] for c in range(n_clusters)]

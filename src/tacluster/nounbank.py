@@ -22,12 +22,14 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from tacluster._atomic import dir_mode
 from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
 from tacluster.errors import CacheError, InputError
 
@@ -166,6 +168,7 @@ def _write_entry(entry: Path, bank: NounBank, meta: dict) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
+        tmp.chmod(dir_mode())  # mkdtemp's 0700 would survive the rename
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(bank.embeddings, dtype=np.float32))
         (tmp / "words.json").write_text(json.dumps(bank.words, ensure_ascii=False), encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -229,7 +232,14 @@ def cached_noun_bank(
         except CacheError as exc:
             warnings.warn(f"noun-bank cache entry is corrupted, rebuilding it: {exc}", UserWarning, stacklevel=2)
 
+    log = progress and not sys.stderr.isatty()  # a log file or pipe: plain lines (a terminal gets the bar)
+    if log:
+        print(f"embedding {len(words):,} nouns ({backbone.name or 'backbone'}); once per backbone, "
+              "then cached", file=sys.stderr, flush=True)
+    tic = time.perf_counter()
     bank = _call_noun_bank(backbone, words, progress)
+    if log:
+        print(f"{len(bank.words):,} nouns embedded in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     stored_words = list(bank.words)  # fewer than ``words`` if the backbone dropped some
     meta = {
         "format_version": _FORMAT_VERSION,

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes, commit_staged
+from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError, ModelFileError
 
 RUN_FILE = "run.json"
@@ -34,7 +35,7 @@ STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.pa
                 "assignments.csv", "skipped.csv", "clusters.json"]
 OUR_FILES = (
     "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
-    "report.html", "map.png", "auto_k.png", "model", "thumbs",
+    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
 )
 
 
@@ -50,6 +51,10 @@ class ClusterRun:
     skipped: list[tuple[str, str]]
     report: Path | None
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Entries of an input list that named a file already listed (clustered once).
+    duplicates: int = 0
+    #: ``(usable, total, unknown words)`` of a ``vocabulary`` file; None for WordNet.
+    vocabulary_use: tuple[int, int, list[str]] | None = None
 
 
 def recommended_params(backbone_name: str) -> dict:
@@ -114,19 +119,86 @@ def _commit_outputs(out: Path, stage: Path, run_key: str) -> None:
     (``"status": "complete"``) moves in last.
     """
     atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
+    _clear_previous_outputs(out)
     commit_staged(stage, out, STAGED_FILES, RUN_FILE)
 
 
-def _displayable(path: str) -> str:
-    """``path`` as valid Unicode text: a file name that is not UTF-8 (its bytes
-    decoded with surrogateescape) shows its odd bytes as ``\\xNN``.
+#: Files other commands write into a run directory (``tacluster evaluate``).
+_DERIVED_FILES = ("evaluation.json", "confusion.png")
 
-    Parquet and JSON must hold valid UTF-8; the CSVs keep the exact bytes."""
+
+def _holds_run(out: Path) -> bool:
     try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
+        info = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "run_key" in info
+
+
+def _clear_previous_outputs(out: Path) -> None:
+    """Remove what a previous run (and commands run on it) left in ``out``,
+    once the new outputs are staged: evaluations, figures, thumbnails and
+    cluster pages of the old labels must not survive next to the new ones.
+    Only names tacluster writes are removed (whole folders: ``thumbs``,
+    ``model``, ``clusters``), so a user's own files in ``out`` (even INPUT
+    itself) are never touched."""
+    for name in OUR_FILES + _DERIVED_FILES:
+        entry = out / name
+        if name == RUN_FILE or not (entry.exists() or entry.is_symlink()):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+#: An outlier's confidence lies this many robust standard deviations (1.4826 MAD) below its
+#: cluster's median, and at least :data:`OUTLIER_MIN_GAP` below it.
+OUTLIER_ROBUST_Z = 3.0
+OUTLIER_MIN_GAP = 0.1
+#: Outliers listed per cluster in clusters.json (the lowest first); assignments flag every one.
+OUTLIERS_LISTED = 20
+
+
+def outlier_mask(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Which images are outliers of their cluster: confidence far below the cluster's typical one.
+
+    Typical is the median confidence of the cluster; "far below" is more than
+    :data:`OUTLIER_ROBUST_Z` robust standard deviations (1.4826 x the median
+    absolute deviation) and at least :data:`OUTLIER_MIN_GAP` (probability)
+    below it. A cluster whose members are all confident has none; the rule
+    never just takes the lowest few.
+    """
+    labels = np.asarray(labels)
+    conf = np.asarray(confidence, dtype=np.float64)
+    below = outlier_thresholds(labels, conf, n_clusters)
+    limit = np.array([-np.inf if b is None else b for b in below])
+    return conf < limit[labels] if labels.size else np.zeros(0, dtype=bool)
+
+
+def outlier_thresholds(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> list[float | None]:
+    """Per cluster, the confidence below which a member is an outlier (see
+    :func:`outlier_mask`); None for a cluster of fewer than 3 images. Saved
+    with the model so ``predict`` flags new images by the same rule."""
+    labels = np.asarray(labels)
+    conf = np.asarray(confidence, dtype=np.float64)
+    out: list[float | None] = []
+    for c in range(n_clusters):
+        member = conf[labels == c]
+        if member.size < 3:
+            out.append(None)
+            continue
+        med = float(np.median(member))
+        spread = 1.4826 * float(np.median(np.abs(member - med)))
+        out.append(med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP))
+    return out
+
+
+def _text_rows(pairs) -> list[tuple[str, str]]:
+    """``(path, reason)`` pairs with the path written by the outputs' rule (tacluster._paths)."""
+    return [(path_to_text(p), r) for p, r in pairs]
 
 
 def _csv_bytes(header: Sequence[str], rows) -> bytes:
@@ -134,7 +206,9 @@ def _csv_bytes(header: Sequence[str], rows) -> bytes:
     w = csv.writer(buf)
     w.writerow(header)
     w.writerows(rows)
-    return buf.getvalue().encode("utf-8", "surrogateescape")
+    # Paths come through path_to_text (valid UTF-8); a reason quoting an odd file
+    # name shows its bytes as \xNN: the file itself is named by the path column.
+    return buf.getvalue().encode("utf-8", "backslashreplace")
 
 
 def _parquet_bytes(columns: dict) -> bytes:
@@ -146,15 +220,57 @@ def _parquet_bytes(columns: dict) -> bytes:
     return sink.getvalue()
 
 
+def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
+    """The commonest skip reasons with their counts, e.g. ``"2 missing, 1 not an image"``."""
+    from collections import Counter
+
+    counts = Counter(reason.split(" (")[0] for _, reason in skipped)
+    top = [f"{c} {r}" for r, c in counts.most_common(n)]
+    rest = len(counts) - len(top)
+    return ", ".join(top) + (f" and {rest} other reason(s)" if rest > 0 else "")
+
+
+def _record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None:
+    """Write ``skipped.csv`` and a ``run.json`` saying ``"status": "failed"`` into
+    ``out`` when a run cannot start (no usable image), so the reasons are kept.
+    A directory that holds a finished run is left alone. Returns the CSV's path."""
+    if _holds_run(out) and not _failed_run(out):
+        return None
+    if out.exists() and any(not p.name.startswith(".") and p.name not in (RUN_FILE, "skipped.csv")
+                            for p in out.iterdir()):
+        return None  # someone's files (written into with --overwrite): add nothing
+    atomic_write_bytes(out / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(skipped)))
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "failed", "reason": why}).encode())
+    return out / "skipped.csv"
+
+
+def _recover_pending(run_dir: Path) -> None:
+    """Finish (or drop) an interrupted rename/merge before the run is read or replaced."""
+    from tacluster.edit import EDIT_STAGING, JOURNAL
+
+    if (run_dir / JOURNAL).exists() or (run_dir / EDIT_STAGING).exists():
+        from tacluster.edit import recover
+
+        recover(run_dir)
+
+
+def _failed_run(out: Path) -> bool:
+    try:
+        return json.loads((out / RUN_FILE).read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     """Refuse to write into a directory that holds something else, unless ``overwrite``."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
+    _recover_pending(out_dir)
     entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
-    if not entries or overwrite:
-        return
+    if not entries or overwrite or _failed_run(out_dir):
+        return  # a failed run holds only its skipped.csv: any run may replace it
     run_file = out_dir / RUN_FILE
     if run_file.is_file():
         try:
@@ -232,14 +348,17 @@ def cluster_images(
     out = Path(out_dir)
     if method != "auto" and method not in METHODS:
         raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
-    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2):
+    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
+                                 or n_clusters < 2):
         raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
+    if n_clusters != "auto":
+        n_clusters = int(n_clusters)  # np.int64(10) is a valid K; run.json needs a plain int
     src = Path(source)
     if not src.exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
     resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = {
-        "input": str(src.resolve()), "n_clusters": n_clusters, "backbone": backbone,
+        "input": path_to_text(str(src.resolve())), "n_clusters": n_clusters, "backbone": backbone,
         "method": method, "resolved_method": resolved_method, "seed": seed,
         "vocabulary": vocabulary or "wordnet", "estimator_params": estimator_params or {},
     }
@@ -256,8 +375,15 @@ def cluster_images(
     timings["embed"] = time.perf_counter() - tic
     n_usable = len(emb.paths)
     if n_usable == 0:
+        listed = _record_failed_run(out, run_key, emb.skipped, "no usable images")
+        where = f"; every skipped file is listed in {str(listed)!r}" if listed else ""
+        if emb.skipped:
+            raise InputError(
+                f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped): "
+                f"{top_reasons(emb.skipped)}{where}"
+            )
         raise InputError(
-            f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped); "
+            f"no usable images in {str(source)!r} (no image files found); "
             "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
         )
     if n_clusters != "auto" and n_clusters > n_usable:
@@ -272,6 +398,14 @@ def cluster_images(
     words = load_vocabulary(vocabulary)
     bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
     timings["noun_bank"] = time.perf_counter() - tic
+    known = set(bank.words)
+    unknown = [w for w in words if w not in known] if vocabulary is not None else []
+    if len(bank.words) == 0:
+        raise InputError(
+            f"none of the {len(words)} words of the vocabulary {str(vocabulary)!r} is known to backbone "
+            f"{backbone!r} (e.g. {', '.join(repr(w) for w in words[:3])}); use nouns it knows "
+            "(WordNet nouns for lite), or no --vocabulary"
+        )
 
     auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
     # TAC's retrieval temperature in the backbone's own similarity scale
@@ -295,20 +429,24 @@ def cluster_images(
     names = named.names
     stage = _begin_writing(out)
     try:
+        outlier = outlier_mask(labels, conf, n_clusters)
         est.save(stage / "model", metadata={
             "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
             "vocabulary": settings["vocabulary"],
+            "outlier_below": outlier_thresholds(labels, conf, n_clusters),
         })
         name_col = [names[c] for c in labels]
         atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
-            "path": [_displayable(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
-            "cluster_name": name_col, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+            "path": [path_to_text(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
+            "cluster_name": name_col, "outlier": outlier,
+            "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
         }))
         atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
-            ["path", "cluster", "confidence", "cluster_name"],
-            ((p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, name_col)),
+            ["path", "cluster", "confidence", "cluster_name", "outlier"],
+            ((path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
+             for p, c, s, n, o in zip(emb.paths, labels, conf, name_col, outlier)),
         ))
-        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], emb.skipped))
+        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(emb.skipped)))
         clusters = []
         for c in range(n_clusters):
             idx = np.flatnonzero(labels == c)
@@ -317,8 +455,9 @@ def cluster_images(
                 "id": c, "size": int(idx.size), "name": names[c],
                 "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
                 "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-                "representatives": [_displayable(emb.paths[i]) for i in order[:8]],
-                "outliers": [_displayable(emb.paths[i]) for i in order[::-1][:5]] if idx.size > 8 else [],
+                "representatives": [path_to_text(emb.paths[i]) for i in order[:8]],
+                "n_outliers": int(outlier[idx].sum()),
+                "outliers": [path_to_text(emb.paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
             })
         atomic_write_bytes(stage / "clusters.json", json.dumps(
             {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
@@ -330,12 +469,15 @@ def cluster_images(
             "tacluster_version": versions()["tacluster"],
             "command": command or "tacluster.cluster_images(...)",
             "run_key": run_key,
-            "settings": {**settings, "device": device, "batch_size": batch_size, "cache_dir": str(cache),
+            "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
                          "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                         "kept_nouns": len(est.kept_nouns_)},
+                         "kept_nouns": len(est.kept_nouns_),
+                         **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
+                             "vocabulary_unknown": unknown} if vocabulary is not None else {})},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
-                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached},
+                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached,
+                       "duplicates": emb.stats.n_duplicates},
             "versions": versions(),
         }
         if est.auto_k_ is not None:
@@ -352,16 +494,50 @@ def cluster_images(
         from tacluster.report import build_report
 
         report_path = build_report(out, progress=progress)
-    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings)
+    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
+                      duplicates=emb.stats.n_duplicates,
+                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+
+
+def _device_used(device: str) -> str:
+    """``"auto"`` resolved to the device the models ran on (``"cpu"`` or ``"cuda"``)."""
+    from tacluster.train import resolve_device
+
+    return resolve_device(device).type
+
+
+#: Images the map's t-SNE is fitted on; the others are placed at the mean position of
+#: their nearest fitted images (docs/map.md: trustworthiness and time at 1k and 100k).
+MAP_FIT_MAX = 1000
+MAP_PLACE_NEIGHBOURS = 5
 
 
 def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:
-    """2-D PCA coordinates for the report's map, shape (n, 2)."""
-    from sklearn.decomposition import PCA
+    """2-D coordinates for the report's map, shape (n, 2): t-SNE, which keeps
+    neighbourhoods (trustworthiness 0.97-0.98 against PCA's 0.85-0.88 on the
+    synthetic worlds of benchmarks/map_projection.py), fitted on at most
+    :data:`MAP_FIT_MAX` images; every other image sits at the mean position of
+    its :data:`MAP_PLACE_NEIGHBOURS` most similar fitted images."""
+    from sklearn.manifold import TSNE
 
-    if x.shape[0] < 3:
-        return np.zeros((x.shape[0], 2))
-    xy = PCA(n_components=2, random_state=seed).fit_transform(x)
+    n = x.shape[0]
+    if n < 3:
+        return np.zeros((n, 2))
+    rng = np.random.default_rng(seed)
+    fit_idx = np.sort(rng.choice(n, MAP_FIT_MAX, replace=False)) if n > MAP_FIT_MAX else np.arange(n)
+    sample = np.ascontiguousarray(x[fit_idx], dtype=np.float32)
+    perplexity = float(min(30.0, max(2.0, (len(fit_idx) - 1) / 3)))
+    fitted = TSNE(2, init="pca", perplexity=perplexity, random_state=seed, max_iter=500).fit_transform(sample)
+    if len(fit_idx) == n:
+        return fitted.astype(np.float64)
+    xy = np.empty((n, 2))
+    k = min(MAP_PLACE_NEIGHBOURS, len(fit_idx))
+    for start in range(0, n, 8192):
+        block = np.asarray(x[start:start + 8192], dtype=np.float32)
+        sims = block @ sample.T
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        xy[start:start + len(block)] = fitted[nearest].mean(axis=1)
+    xy[fit_idx] = fitted
     return xy
 
 
@@ -372,6 +548,7 @@ class Prediction:
     confidence: np.ndarray
     names: list[str]
     skipped: list[tuple[str, str]]
+    outlier: np.ndarray | None = None
 
 
 def predict_images(
@@ -393,19 +570,35 @@ def predict_images(
     from tacluster.estimator import TextAidedClustering
     from tacluster.nounbank import default_cache_dir
 
-    est = TextAidedClustering.load(model_dir)
+    out_path = None if out_csv is None else _check_prediction_out(Path(out_csv))
+    model_path = Path(model_dir)
+    if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
+        model_path = model_path / "model"  # a run directory: its model
+    if model_path.parent.is_dir():
+        _recover_pending(model_path.parent)
+    est = TextAidedClustering.load(model_path)
     meta = est.metadata_
     if not isinstance(meta, dict):
         raise ModelFileError(f"model {str(model_dir)!r}: metadata in config.json is not an object; the model is corrupted")
+    label_map = meta.get("label_map")  # after `tacluster merge`: model cluster -> run cluster
+    if label_map is not None and (not isinstance(label_map, list) or len(label_map) != est.n_clusters_
+                                  or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                             for c in label_map)):
+        raise ModelFileError(f"model {str(model_dir)!r}: metadata.label_map is malformed; the model is corrupted")
+    k_out = max(label_map) + 1 if label_map else est.n_clusters_
     names_all = meta.get("cluster_names")
     if names_all is None:
-        names_all = [str(i) for i in range(est.n_clusters_)]
-    if (not isinstance(names_all, list) or len(names_all) != est.n_clusters_
+        names_all = [str(i) for i in range(k_out)]
+    if (not isinstance(names_all, list) or len(names_all) != k_out
             or not all(isinstance(n, str) for n in names_all)):
         raise ModelFileError(
-            f"model {str(model_dir)!r}: metadata.cluster_names must list {est.n_clusters_} names; "
+            f"model {str(model_dir)!r}: metadata.cluster_names must list {k_out} names; "
             "the model is corrupted, re-run `tacluster cluster`"
         )
+    below = meta.get("outlier_below")
+    if not (isinstance(below, list) and len(below) == k_out
+            and all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in below)):
+        below = [None] * k_out
     name = meta.get("backbone")
     if not name:
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
@@ -423,14 +616,37 @@ def predict_images(
         u = emb.arrays["image"]
         proba = est.predict_proba(u, joint_embeddings=emb.arrays.get("joint"))
         labels, conf = proba.argmax(1), proba.max(1)
+        if label_map:  # after `tacluster merge`: the run's id of each model cluster, as in assignments
+            labels = np.asarray(label_map, dtype=np.int64)[labels]
     else:
         labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     names = [names_all[c] for c in labels]
-    if out_csv is not None:
-        rows = [(p, int(c), f"{float(s):.4f}", n) for p, c, s, n in zip(emb.paths, labels, conf, names)]
-        rows += [(p, "", "", f"skipped: {r}") for p, r in emb.skipped]
-        atomic_write_bytes(Path(out_csv), _csv_bytes(["path", "cluster", "confidence", "cluster_name"], rows))
-    return Prediction(emb.paths, labels, conf, names, emb.skipped)
+    limit = np.array([-np.inf if b is None else float(b) for b in below])
+    outlier = conf < limit[labels] if len(labels) else np.zeros(0, dtype=bool)
+    if out_path is not None and out_path.suffix.lower() == ".parquet":
+        skipped = _text_rows(emb.skipped)
+        atomic_write_bytes(out_path, _parquet_bytes({
+            "path": [path_to_text(p) for p in emb.paths] + [p for p, _ in skipped],
+            "cluster": [int(c) for c in labels] + [None] * len(skipped),
+            "confidence": [float(c) for c in conf] + [None] * len(skipped),
+            "cluster_name": names + [f"skipped: {r}" for _, r in skipped],
+            "outlier": [bool(o) for o in outlier] + [None] * len(skipped),
+        }))
+    elif out_path is not None:
+        rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
+                for p, c, s, n, o in zip(emb.paths, labels, conf, names, outlier)]
+        rows += [(p, "", "", f"skipped: {r}", "") for p, r in _text_rows(emb.skipped)]
+        atomic_write_bytes(out_path, _csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], rows))
+    return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
+
+
+def _check_prediction_out(out: Path) -> Path:
+    """The predictions file: a .csv or .parquet path that is not a folder."""
+    if out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder; give the file to write, e.g. {str(out / 'preds.csv')!r}")
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"--out {str(out)!r}: predictions are written as .csv or .parquet; end the name with either")
+    return out
 
 
 def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
@@ -451,8 +667,8 @@ def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, li
                 rows = [(r["path"], r["cluster"], r.get("cluster_name", "")) for r in csv.DictReader(fh)]
     except (KeyError, OSError, ValueError) as exc:
         raise InputError(f"{str(p)!r} is not an assignments file with path and cluster columns ({exc})") from None
-    rows = [r for r in rows if str(r[1]).strip() != ""]  # predictions list skipped files without a cluster
-    paths = [str(r[0]) for r in rows]
+    rows = [r for r in rows if r[1] is not None and str(r[1]).strip() != ""]  # skipped files have no cluster
+    paths = [text_to_path(str(r[0])) for r in rows]
     try:
         clusters = np.array([int(r[1]) for r in rows], dtype=np.int64)
     except ValueError as exc:
@@ -487,6 +703,8 @@ def evaluate_assignments(
     """ACC / NMI / ARI (percent) of an assignments file against labels; optional confusion PNG."""
     from tacluster.evaluate import confusion, evaluate_clustering
 
+    src = Path(assignments)
+    _recover_pending(src if src.is_dir() else src.parent)
     paths, clusters, cnames = read_assignments(assignments)
     if not paths:
         raise InputError(f"{str(assignments)!r} has no assigned images to evaluate")

@@ -4,9 +4,9 @@ The CLI writes a run directory ``DIR``; :func:`build_report` reads it back and
 never needs the model. Files read (the contract with the CLI):
 
 ``assignments.parquet``
-    One row per image: ``path`` (str), ``cluster`` (int64), ``confidence``
-    (float64 in [0, 1]), ``cluster_name`` (str), ``x``, ``y`` (float64, 2-D map
-    coordinates).
+    One row per image: ``path`` (str, see tacluster._paths), ``cluster``
+    (int64), ``confidence`` (float64 in [0, 1]), ``cluster_name`` (str), ``x``,
+    ``y`` (float64, 2-D map coordinates), optionally ``outlier`` (bool).
 ``clusters.json``
     ``{"n_clusters": K, "clusters": [{"id", "size", "name", "top_nouns":
     [{"noun", "score"}], "mean_confidence", "representatives", "outliers"}]}``.
@@ -18,8 +18,9 @@ never needs the model. Files read (the contract with the CLI):
     Columns ``path``, ``reason``.
 
 Files written into ``DIR``: ``thumbs/`` (JPEG thumbnails named by a hash of the
-path string), ``map.png``, ``auto_k.png`` (when ``run.json`` has ``auto_k``)
-and ``report.html``. The page loads nothing from outside ``DIR``; only the links
+path string), ``map.png``, ``auto_k.png`` (when ``run.json`` has ``auto_k``),
+``clusters/cluster-<id>.html`` (every image of a cluster, linked) and
+``report.html``. The page loads nothing from outside ``DIR``; only the links
 to the original images leave it (``file:`` URIs).
 
 :func:`save_confusion_png` draws the cluster x class confusion matrix for
@@ -42,6 +43,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
+from tacluster._paths import text_to_path
 from tacluster.errors import InputError
 
 __all__ = ["build_report", "save_confusion_png"]
@@ -54,6 +56,7 @@ REPORT_FILE = "report.html"
 MAP_FILE = "map.png"
 AUTO_K_FILE = "auto_k.png"
 THUMBS_DIR = "thumbs"
+CLUSTER_PAGES_DIR = "clusters"
 
 _ASSIGNMENT_COLUMNS = ("path", "cluster", "confidence", "cluster_name", "x", "y")
 #: Above this many images the map shows a random subsample: a scatter of more
@@ -78,6 +81,7 @@ class _Assignments:
     confidence: np.ndarray
     x: np.ndarray
     y: np.ndarray
+    outlier: np.ndarray | None = None  # optional column (runs before it have none)
 
 
 @dataclass
@@ -111,14 +115,17 @@ def _read_assignments(path: Path) -> _Assignments:
         if table.column(name).null_count:
             raise InputError(f"{path}: column {name!r} has missing values")
     try:
-        paths = [str(p) for p in table.column("path").to_pylist()]
+        paths = [text_to_path(str(p)) for p in table.column("path").to_pylist()]
         cluster = np.asarray(table.column("cluster").to_numpy(), dtype=np.int64)
         confidence = np.asarray(table.column("confidence").to_numpy(), dtype=np.float64)
         x = np.asarray(table.column("x").to_numpy(), dtype=np.float64)
         y = np.asarray(table.column("y").to_numpy(), dtype=np.float64)
     except (TypeError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path}: a column has the wrong type ({exc})") from exc
-    return _Assignments(paths, cluster, confidence, x, y)
+    outlier = None
+    if "outlier" in table.column_names and not table.column("outlier").null_count:
+        outlier = np.asarray(table.column("outlier").to_numpy(zero_copy_only=False), dtype=bool)
+    return _Assignments(paths, cluster, confidence, x, y, outlier)
 
 
 def _load_json(path: Path) -> Any:
@@ -148,8 +155,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             ]
             mean_conf = entry.get("mean_confidence")
             mean_conf = None if mean_conf is None else float(mean_conf)
-            reps = [str(p) for p in entry.get("representatives") or []]
-            outliers = [str(p) for p in entry.get("outliers") or []]
+            reps = [text_to_path(str(p)) for p in entry.get("representatives") or []]
+            outliers = [text_to_path(str(p)) for p in entry.get("outliers") or []]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(
                 f"{path}: clusters[{i}] is malformed ({type(exc).__name__}: {exc}); "
@@ -189,7 +196,7 @@ def _read_skipped(path: Path) -> list[dict[str, str]]:
                 raise InputError(
                     f"{path} has columns {reader.fieldnames}; expected 'path' and 'reason'"
                 )
-            return [{"path": r.get("path") or "", "reason": r.get("reason") or ""} for r in reader]
+            return [{"path": text_to_path(r.get("path") or ""), "reason": r.get("reason") or ""} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path} is not a readable CSV file ({exc})") from exc
 
@@ -300,6 +307,15 @@ def _placeholder(thumbs_dir: Path, size: int) -> str:
     return f"{THUMBS_DIR}/{name}"
 
 
+def _short_file(path: str, limit: int = 22) -> str:
+    """The file name, shortened in the middle when long, so its end (the number) stays readable."""
+    name = os.path.basename(path) or path
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2 - 2
+    return name[:head] + "…" + name[-(limit - 1 - head):]
+
+
 def _short_name(path: str) -> str:
     parts = Path(path).parts
     return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-2] != os.sep else path
@@ -334,16 +350,18 @@ def _draw_map(a: _Assignments, clusters: list[dict[str, Any]],
     ax.scatter(x, y, c=rgb, s=s, alpha=alpha, linewidths=0, rasterized=True)
     names = {cl["id"]: cl["name"] for cl in clusters}
     label_size = 9 if len(clusters) <= 20 else 7  # many labels overlap less when smaller
+    labels = []
     for cid in np.unique(a.cluster[finite]):
         m = finite & (a.cluster == cid)
         # The median resists the pull of a few far-away members.
         cx, cy = float(np.median(a.x[m])), float(np.median(a.y[m]))
-        ax.annotate(
-            names.get(int(cid), str(cid)), (cx, cy), ha="center", va="center", fontsize=label_size,
-            fontweight="bold", color="#1f2430",
+        labels.append(ax.annotate(
+            names.get(int(cid), str(cid)), (cx, cy), xytext=(0, 0), textcoords="offset points",
+            ha="center", va="center", fontsize=label_size, fontweight="bold", color="#1f2430",
             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": _hex(colors[int(cid)]),
                   "alpha": 0.85, "lw": 1.2},
-        )
+            arrowprops={"arrowstyle": "-", "color": _hex(colors[int(cid)]), "lw": 1.0, "shrinkA": 0, "shrinkB": 0},
+        ))
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ("top", "right"):
@@ -353,8 +371,62 @@ def _draw_map(a: _Assignments, clusters: list[dict[str, Any]],
     shown = len(idx)
     title = f"{n_total:,} images" if shown == n_total else f"{shown:,} of {n_total:,} images (random sample)"
     ax.set_title(title, fontsize=10, color="#4a5160")
+    boxes = _spread_labels(fig, labels)
     _save_figure(fig, dst)
-    return {"shown": shown, "total": n_total}
+    return {"shown": shown, "total": n_total, "label_boxes": boxes}
+
+
+def _spread_labels(fig: Any, labels: list[Any], max_rounds: int = 300) -> list[tuple[float, float, float, float]]:
+    """Move overlapping map labels apart (a thin line joins each moved label to
+    its cluster's centre); returns the final label boxes in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not labels:
+        return []
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # settles the axes limits (autoscale) the label positions depend on
+    renderer = canvas.get_renderer()
+    to_points = 72.0 / fig.dpi
+    offsets = np.zeros((len(labels), 2))  # points
+
+    def boxes() -> np.ndarray:
+        from matplotlib.text import Text
+
+        out = []
+        for ann in labels:
+            b = Text.get_window_extent(ann, renderer)  # the text itself, not the leader line
+            pad = 0.35 * ann.get_fontsize() * fig.dpi / 72  # the rounded box around it
+            out.append((b.x0 - pad, b.y0 - pad, b.x1 + pad, b.y1 + pad))
+        return np.asarray(out)
+
+    rng = np.random.default_rng(0)
+    for _ in range(max_rounds):
+        b = boxes()
+        moved = False
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                ox = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
+                oy = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
+                if ox <= 0 or oy <= 0:
+                    continue
+                moved = True
+                ci, cj = (b[i, :2] + b[i, 2:]) / 2, (b[j, :2] + b[j, 2:]) / 2
+                d = ci - cj
+                if not d.any():
+                    d = rng.normal(size=2)
+                # push along the axis that needs the shorter move, half each, plus 2 px
+                if oy <= ox:
+                    step = np.array([0.0, np.sign(d[1]) or 1.0]) * (oy / 2 + 2)
+                else:
+                    step = np.array([np.sign(d[0]) or 1.0, 0.0]) * (ox / 2 + 2)
+                offsets[i] += step * to_points
+                offsets[j] -= step * to_points
+                labels[i].xyann = tuple(offsets[i])
+                labels[j].xyann = tuple(offsets[j])
+                b = boxes()
+        if not moved:
+            break
+    return [tuple(map(float, row)) for row in boxes()]
 
 
 def _draw_auto_k(auto_k: Any, dst: Path, source: Path) -> dict[str, Any]:
@@ -417,6 +489,87 @@ def _fmt_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+_STAGE_WORDS = {
+    "load_backbone": "load the backbone", "embed": "embed the images", "noun_bank": "embed the nouns",
+    "fit": "cluster", "naming": "name the clusters", "write": "write the outputs",
+}
+_COUNT_WORDS = {
+    "embedded_now": "images embedded now", "from_cache": "images from the cache",
+    "duplicates": "paths listed twice (used once)",
+}
+
+_METHOD_WORDS = {
+    "tac": "TAC: text counterparts + trained cluster heads",
+    "no-train": "TAC without training: k-means on images and their text counterparts",
+    "kmeans": "k-means on the image features",
+    "spectral": "spectral clustering of the image neighbour graph",
+}
+
+
+def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, str]]:
+    """``run.json``'s settings as (label, value in words) rows: what was used.
+
+    Values that do not apply (zero counts of a stage that did not run, empty
+    parameter sets) are left out; unknown keys are shown as they are."""
+    s = dict(settings)
+    rows: list[tuple[str, str]] = []
+
+    def take(key: str) -> Any:
+        return s.pop(key, None)
+
+    if (v := take("input")) is not None:
+        rows.append(("input", str(v)))
+    k = take("n_clusters")
+    if k is not None:
+        rows.append(("clusters", "chosen automatically" if k == "auto" else str(k)))
+    if (v := take("backbone")) is not None:
+        rows.append(("backbone", str(v)))
+    method, resolved = take("method"), take("resolved_method")
+    used = resolved or method
+    if used is not None:
+        words = _METHOD_WORDS.get(str(used), str(used))
+        rows.append(("method", words + (" (chosen for the backbone)" if method == "auto" else "")))
+    params = take("estimator_params")
+    if params:
+        rows.append(("method options", ", ".join(f"{a} = {_fmt_value(b)}" for a, b in dict(params).items())
+                     if isinstance(params, dict) else _fmt_value(params)))
+    if (v := take("seed")) is not None:
+        rows.append(("seed", str(v)))
+    vocab = take("vocabulary")
+    if vocab is not None:
+        text = "WordNet nouns" if vocab == "wordnet" else str(vocab)
+        usable, total = take("vocabulary_usable"), take("vocabulary_words")
+        if usable is not None and total is not None:
+            text += f" ({usable} of {total} words usable)"
+        rows.append(("vocabulary", text))
+    unknown = take("vocabulary_unknown")
+    if unknown:
+        rows.append(("words not usable", ", ".join(map(str, unknown))))
+    kept = take("kept_nouns")
+    if kept:
+        rows.append(("nouns kept", f"{kept:,}" if isinstance(kept, int) else str(kept)))
+    centres = take("n_centres")
+    if centres:
+        rows.append(("semantic centres", str(centres)))
+    device, device_used = take("device"), take("device_used")
+    if device_used or device:
+        rows.append(("device", str(device_used or device)))
+    if (v := take("batch_size")) is not None:
+        rows.append(("batch size", str(v)))
+    if (v := take("cache_dir")) is not None:
+        rows.append(("embedding cache", str(v)))
+    if (v := take("backbone_fingerprint")) is not None:
+        rows.append(("backbone fingerprint", str(v)))
+    for key, value in sorted(s.items()):
+        if value in (None, {}, [], ""):
+            continue
+        rows.append((key, _fmt_value(value)))
+    if isinstance(versions, dict) and versions:
+        names = {"python": "Python"}
+        rows.append(("software", ", ".join(f"{names.get(a, a)} {b}" for a, b in versions.items())))
+    return rows
 
 
 def _iter_progress(items: list[Any], progress: bool, desc: str) -> Iterator[Any]:
@@ -496,6 +649,7 @@ def build_report(
     a = rd.assignments
     run = rd.run
 
+    env = _template_env()
     colors = _cluster_colors([c["id"] for c in rd.clusters])
     map_info = _draw_map(a, rd.clusters, colors, out_dir / MAP_FILE)
     auto_k = None
@@ -535,12 +689,35 @@ def build_report(
             "path": p,
             # Folder + file name: a/001.jpg and b/001.jpg must read differently.
             "name": _short_name(p),
+            "folder": os.path.basename(os.path.dirname(p)),
+            "file": _short_file(p),
             "src": thumb_of[p] or placeholder,
             "readable": thumb_of[p] is not None,
             "uri": _file_uri(p),
             "confidence": conf,
             "outlier": outlier,
         }
+
+    # One page per cluster listing every member, so none is hidden behind the strip.
+    pages_dir = out_dir / CLUSTER_PAGES_DIR
+    pages_dir.mkdir(exist_ok=True)
+    outlier_paths = {p for cl in rd.clusters for p in cl["outliers"]}
+    page_template = env.get_template("cluster.html.j2")
+    written = set()
+    for cl in rd.clusters:
+        lo, hi = np.searchsorted(sorted_ids, [cl["id"], cl["id"] + 1])
+        rows = []
+        for i in order[lo:hi]:
+            p = a.path[i]
+            flagged = bool(a.outlier[i]) if a.outlier is not None else p in outlier_paths
+            rows.append({"path": p, "uri": _file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged})
+        name = f"cluster-{cl['id']}.html"
+        html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, report=REPORT_FILE)
+        atomic_write_bytes(pages_dir / name, html_page.encode("utf-8", "backslashreplace"))
+        written.add(name)
+    for old_page in pages_dir.glob("cluster-*.html"):
+        if old_page.name not in written:  # clusters that no longer exist (merged, renumbered)
+            old_page.unlink(missing_ok=True)
 
     clusters_view = []
     for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
@@ -555,6 +732,8 @@ def build_report(
             "color": _hex(colors[cl["id"]]),
             "share": cl["size"] / max(len(a.path), 1),
             "tiles": [tile(p, False) for p in top],
+            "n_shown": len(top),
+            "page": f"{CLUSTER_PAGES_DIR}/cluster-{cl['id']}.html",
             "outlier_tiles": [tile(p, True) for p in outliers],
         })
 
@@ -567,15 +746,18 @@ def build_report(
         ("Skipped", n_skipped),
         ("Clusters", len(rd.clusters)),
     ]
-    timings = run.get("timings_s") or {}
+    recorded = run.get("timings_s") or {}
+    # Top-level stages once: "fit.*" entries are parts of "fit", and "total"
+    # is the run's own wall time (stages do not add up to it exactly).
+    timings = {k: v for k, v in recorded.items() if "." not in k and k != "total"}
     try:
-        total_time = sum(float(v) for v in timings.values())
+        total_time = float(recorded["total"]) if "total" in recorded else sum(float(v) for v in timings.values())
     except (TypeError, ValueError):
         total_time = None
-    extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS}
+    extra = {k: v for k, v in run.items() if k not in _KNOWN_RUN_KEYS + ("versions", "run_key", "status")}
     extra_counts = {k: v for k, v in counts.items() if k not in ("inputs", "assigned", "skipped")}
 
-    html = _template_env().get_template("report.html.j2").render(
+    html = env.get_template("report.html.j2").render(
         title=f"tacluster report: {out_dir.resolve().name}",
         run_found=rd.run_found,
         version=run.get("tacluster_version"),
@@ -583,10 +765,10 @@ def build_report(
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(),
         summary=summary,
         mean_confidence=float(a.confidence.mean()) if len(a.path) else None,
-        settings=run.get("settings") or {},
-        timings=timings,
+        settings=_settings_view(run.get("settings") or {}, run.get("versions")),
+        timings={_STAGE_WORDS.get(k, k): v for k, v in timings.items()},
         total_time=total_time,
-        extra={**extra, **{f"counts.{k}": v for k, v in extra_counts.items()}},
+        extra={**extra, **{_COUNT_WORDS.get(k, f"counts.{k}"): v for k, v in extra_counts.items()}},
         clusters=clusters_view,
         map_image=MAP_FILE,
         map_info=map_info,

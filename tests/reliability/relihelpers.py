@@ -111,6 +111,26 @@ class NaNBackbone(TinyProjBackbone):
         return out
 
 
+class PickyBackbone(TinyProjBackbone):
+    """Like the tiny backbone, but its noun space knows only :data:`PICKY_WORDS`
+    (as the offline backbone knows only WordNet nouns with ImageNet classes below)."""
+
+    def __init__(self):
+        super().__init__(name="relipicky")
+
+    def noun_bank(self, words):
+        bank = super().noun_bank(words)
+        keep = [i for i, w in enumerate(bank.words) if w in PICKY_WORDS]
+        return NounBank([bank.words[i] for i in keep], bank.embeddings[keep].reshape(len(keep), D_JOINT))
+
+
+PICKY_WORDS = frozenset({"bed", "coast", "car"})
+
+
+def make_picky(argument: str = "", device: str = "cpu") -> Backbone:
+    return PickyBackbone()
+
+
 def make_tiny(argument: str = "", device: str = "cpu") -> Backbone:
     return TinyProjBackbone(version=WEIGHTS_VERSION)
 
@@ -123,6 +143,7 @@ def register() -> None:
     # Import paths (not callables): the same registration works in a subprocess.
     register_backbone("relitiny", "relihelpers:make_tiny")
     register_backbone("relinan", "relihelpers:make_nan")
+    register_backbone("relipicky", "relihelpers:make_picky")
 
 
 # --------------------------------------------------------------------------- images
@@ -540,8 +561,16 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(csv.DictReader(fh))
+    """Rows of an output CSV (strict UTF-8), each ``path`` turned back into the file's
+    path by the README's rule (a ``file://`` URI holds percent-encoded bytes)."""
+    import urllib.parse
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r.get("path", "").startswith("file://"):
+            r["path"] = os.fsdecode(urllib.parse.unquote_to_bytes(r["path"][len("file://"):]))
+    return rows
 
 
 def read_run(out: Path) -> dict:

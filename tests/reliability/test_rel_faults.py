@@ -241,3 +241,45 @@ def test_disk_full_while_writing_outputs(world, tmp_path, monkeypatch, cli, fail
     assert cli(base + ["--seed", 1, "--overwrite"])[0] == 0
     assert read_run(out)["status"] == "complete"
     assert read_run(out)["settings"]["seed"] == 1
+
+
+def test_outputs_and_cache_honour_the_umask(tmp_path, cli):
+    """With umask 022 every output, model file, thumbnail and cache file is 0644 and every folder
+    0755, as with any other tool (the atomic writer's temp files kept mkstemp's 0600)."""
+    src = tmp_path / "in"
+    for i in range(6):
+        good_image(src / f"img_{i}.png", i)
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("apple\nriver\ncloud\n")
+    old = os.umask(0o022)
+    try:
+        common = ["--cache-dir", tmp_path / "cache", "--device", "cpu", "--quiet"]
+        assert cli(["cluster", src, "--k", 2, "--out", tmp_path / "out", "--vocabulary", vocab,
+                    "--backbone", "relitiny", "--method", "kmeans", *common])[0] == 0
+        assert cli(["predict", tmp_path / "out" / "model", src, "--out", tmp_path / "preds.csv", *common])[0] == 0
+    finally:
+        os.umask(old)
+    wrong = []
+    for root in (tmp_path / "out", tmp_path / "cache", tmp_path / "preds.csv"):
+        for p in [root, *root.rglob("*")] if root.is_dir() else [root]:
+            want = 0o755 if p.is_dir() else 0o644
+            if p.stat().st_mode & 0o777 != want:
+                wrong.append((str(p.relative_to(tmp_path)), oct(p.stat().st_mode & 0o777)))
+    assert wrong == []
+
+
+def test_atomic_write_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
+    import stat
+
+    from tacluster import _atomic
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    _atomic.atomic_write_bytes(tmp_path / "f.txt", b"data")
+    assert synced == [False, True]  # the file's bytes, then the folder's entry

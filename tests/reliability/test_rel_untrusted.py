@@ -4,6 +4,7 @@ report that must show hostile file names and nouns as text."""
 from __future__ import annotations
 
 import json
+import re
 import pickle
 import shutil
 import subprocess
@@ -209,7 +210,13 @@ def test_report_escapes_every_string_from_the_data(xss_run):
     assert "<script" not in page.lower() and "<img src=x" not in page and "<img src=y" not in page
     text = "".join(scan.text)
     assert "<script>alert(2)</script>" in text  # a noun, shown literally as a cluster name
-    assert "<img src=x onerror=alert(1)>.png" in text  # a file name, shown literally
+    # a file name, shown literally (whole on its cluster's page; the thumbnail caption may shorten it)
+    for sub in sorted((out / "clusters").glob("cluster-*.html")):
+        sub_scan = _DomScan()
+        sub_scan.feed(sub.read_text(encoding="utf-8"))
+        assert "script" not in sub_scan.tags and sub_scan.handlers == [] and "<img src=x" not in sub.read_text()
+        text += "".join(sub_scan.text)
+    assert "<img src=x onerror=alert(1)>.png" in text
     assert "<b onclick=alert(5)>bad.jpg" in text  # a skipped file
     names = {r["cluster_name"] for r in read_csv(out / "assignments.csv")}
     assert names <= set(XSS_NOUNS) and names
@@ -231,3 +238,55 @@ def test_report_in_headless_chromium_has_no_injected_elements(xss_run, tmp_path)
     assert "script" not in scan.tags, "the DOM holds a script element"
     assert scan.handlers == [], scan.handlers
     assert "<script>alert(2)</script>" in "".join(scan.text)
+
+
+def _predict(cli, fitted, model, out, *extra):
+    return cli(["predict", model, fitted["data"], "--out", out, "--cache-dir", fitted["cache"],
+                "--device", "cpu", *extra])
+
+
+def test_predict_out_that_is_a_folder_names_the_folder_not_a_temp_file(fitted, tmp_path, cli):
+    code, _, err = _predict(cli, fitted, fitted["model"], tmp_path, "--quiet")
+    assert_one_line_error(code, err, r"--out .* is a folder")
+    assert ".tmp" not in err
+
+
+def test_predict_out_parquet_writes_parquet(fitted, tmp_path, cli):
+    import pyarrow.parquet as pq
+
+    code, _, err = _predict(cli, fitted, fitted["model"], tmp_path / "p.parquet", "--quiet")
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert {"path", "cluster", "confidence", "cluster_name"} <= set(table.column_names)
+    code, _, err = _predict(cli, fitted, fitted["model"], tmp_path / "p.json", "--quiet")
+    assert_one_line_error(code, err, r"\.csv or \.parquet")
+
+
+def test_predict_accepts_a_run_directory_for_its_model(fitted, tmp_path, cli):
+    code, _, err = _predict(cli, fitted, fitted["model"].parent, tmp_path / "p.csv", "--quiet")
+    assert code == 0, err
+    assert read_csv(tmp_path / "p.csv")
+    code, _, err = _predict(cli, fitted, fitted["root"], tmp_path / "q.csv", "--quiet")
+    assert_one_line_error(code, err, "not a tacluster model")
+
+
+def test_predict_prints_per_cluster_counts(fitted, tmp_path, cli):
+    code, out, err = _predict(cli, fitted, fitted["model"], tmp_path / "p.csv")
+    assert code == 0, err
+    rows = [r for r in read_csv(tmp_path / "p.csv") if r["cluster"] != ""]
+    for c in {r["cluster"] for r in rows}:
+        n = sum(r["cluster"] == c for r in rows)
+        name = next(r["cluster_name"] for r in rows if r["cluster"] == c)
+        assert re.search(rf"^\s+{c}\s+{n}\s+{re.escape(name)}$", out, re.M), out
+
+
+def test_predict_writes_the_same_columns_as_assignments(fitted, tmp_path, cli):
+    """name, confidence and outlier, flagged by the run's own per-cluster rule (saved in the model)."""
+    code, _, err = _predict(cli, fitted, fitted["model"], tmp_path / "p.csv", "--quiet")
+    assert code == 0, err
+    preds = {r["path"]: r for r in read_csv(tmp_path / "p.csv") if r["cluster"] != ""}
+    rows = read_csv(fitted["model"].parent / "assignments.csv")
+    assert set(rows[0]) <= set(next(iter(preds.values())))
+    for r in rows:
+        p = preds[r["path"]]
+        assert (p["cluster"], p["cluster_name"], p["outlier"]) == (r["cluster"], r["cluster_name"], r["outlier"])

@@ -34,13 +34,22 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes
+from tacluster._atomic import atomic_write_bytes, file_mode
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from tacluster.errors import CacheError
 
 _FORMAT_VERSION = 1
+
+
+#: Rows this process has written to any cache (what an interrupted run keeps).
+_ROWS_WRITTEN = 0
+
+
+def rows_written_this_process() -> int:
+    """Embeddings this process has cached so far (a rerun will not recompute them)."""
+    return _ROWS_WRITTEN
 
 
 class CorruptShardWarning(UserWarning):
@@ -303,10 +312,13 @@ class EmbeddingCache:
         shard = self.shard_dir / f"{shard_id}.safetensors"
         tmp = shard.with_name(f".{shard.name}.tmp")
         save_file(tensors, str(tmp), metadata={"format": str(_FORMAT_VERSION)})
+        os.chmod(tmp, file_mode())  # safetensors writes 0600 whatever the umask
         os.replace(tmp, shard)
         # The manifest goes last: until it exists the shard is invisible.
         lines = "".join(json.dumps({"key": k, "row": i}) + "\n" for i, k in enumerate(keys))
         atomic_write_bytes(self.manifest_dir / f"{shard_id}.jsonl", lines.encode("utf-8"))
+        global _ROWS_WRITTEN
+        _ROWS_WRITTEN += n
         index = self.index()
         for i, k in enumerate(keys):
             index[k] = (shard_id, i)

@@ -8,6 +8,7 @@ source that does not exist at all (or is of an unknown kind) is an error.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import threading
 import warnings
@@ -49,6 +50,8 @@ class InputList:
 
     paths: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Entries of a list that named a file already listed (kept once).
+    duplicates: int = 0
 
 
 class ImageDecodeError(InputError):
@@ -89,7 +92,9 @@ def list_inputs(source: str | os.PathLike) -> InputList:
     InputError
         When ``source`` does not exist or is a file that is not a list.
     """
-    src = Path(source)
+    # Absolute (not resolved: symlinked names stay as the user sees them), so
+    # the paths in the outputs do not depend on how INPUT was typed.
+    src = Path(os.path.abspath(source))
     if not src.exists():
         raise InputError(
             f"image source {str(source)!r} does not exist; pass a folder of images "
@@ -119,15 +124,22 @@ def check_paths(paths: Iterable[str | os.PathLike], base: Path | None = None) ->
     Returns
     -------
     InputList
-        Existing files in input order; others skipped as ``"missing"`` or
-        ``"not a file"``.
+        Existing files in input order, as absolute paths, each once (a file
+        named again, in any spelling of the same path, is counted in
+        ``duplicates``); others skipped as ``"missing"`` or ``"not a file"``.
     """
     out = InputList()
+    seen: set[str] = set()
     for raw in paths:
         p = Path(raw)
         if base is not None and not p.is_absolute():
             p = base / p
-        name = str(p)
+        name = os.path.abspath(p)
+        p = Path(name)
+        if name in seen:
+            out.duplicates += 1
+            continue
+        seen.add(name)
         if p.is_file():
             out.paths.append(name)
         elif p.exists():
@@ -167,6 +179,12 @@ def _walk_folder(root: Path) -> InputList:
             dirnames[:] = []
             continue
         seen[ident] = dirpath
+        if _is_run_dir(dirpath):
+            # A run's outputs (thumbnails, map.png) are never inputs, even
+            # when --out lies inside INPUT: one line for the whole folder.
+            skipped.append((dirpath, "tacluster run directory (its outputs are not inputs)"))
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for name in filenames:
             if not is_image_name(name):
@@ -180,6 +198,27 @@ def _walk_folder(root: Path) -> InputList:
                 skipped.append((full, "not a file"))
     found.sort()
     return InputList(found, skipped)
+
+
+#: What marks a tacluster run directory (tacluster.pipeline.RUN_FILE, STAGING).
+RUN_MARKER_FILE = "run.json"
+STAGING_FOLDER = ".tacluster-staging"
+
+
+def _is_run_dir(dirpath: str) -> bool:
+    """True for a tacluster run directory (its run.json has a ``run_key``,
+    finished or being written) or a run's staging folder."""
+    if os.path.basename(dirpath.rstrip(os.sep)) == STAGING_FOLDER:
+        return True
+    marker = os.path.join(dirpath, RUN_MARKER_FILE)
+    if not os.path.isfile(marker):
+        return False
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "run_key" in info
 
 
 def _is_ancestor(real_target: str, link_path: str) -> bool:

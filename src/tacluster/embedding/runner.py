@@ -67,6 +67,8 @@ class EmbeddingStats:
         Distinct images (by content) embedded by the backbone in this call.
     n_skipped : int
         Entries left out (see :attr:`EmbeddingResult.skipped`).
+    n_duplicates : int
+        Entries of a list naming a file listed before (used once).
     seconds : float
         Wall-clock time of the whole call.
     """
@@ -75,6 +77,7 @@ class EmbeddingStats:
     n_computed: int = 0
     n_skipped: int = 0
     seconds: float = 0.0
+    n_duplicates: int = 0
 
 
 @dataclass
@@ -250,10 +253,12 @@ def embed_images(
         for chunk in _chunks(misses, _TASK_IMAGES)
     ]
     show = progress and sys.stderr.isatty() and bool(misses)
-    with tqdm(
-        total=len(misses), unit="img", desc=f"embedding ({backbone.name or 'backbone'})",
-        disable=not show,
-    ) as bar:
+    desc = f"embedding ({backbone.name or 'backbone'})"
+    if progress and misses and not show:  # a log file or pipe: plain lines, no bar
+        bar_cm = _LineProgress(len(misses), backbone.name or "backbone")
+    else:
+        bar_cm = tqdm(total=len(misses), unit="img", desc=desc, disable=not show)
+    with bar_cm as bar:
         worker = partial(
             _embed_task,
             backbone=backbone,
@@ -290,8 +295,37 @@ def embed_images(
         n_computed=n_computed,
         n_skipped=len(skipped),
         seconds=time.perf_counter() - t0,
+        n_duplicates=inputs.duplicates,
     )
     return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats)
+
+
+class _LineProgress:
+    """Progress as plain lines on stderr when it is not a terminal (logs, CI):
+    one at the start, one every :attr:`every_s` seconds, one at the end."""
+
+    every_s = 30.0
+
+    def __init__(self, total: int, name: str):
+        self.total, self.name, self.done = total, name, 0
+        self.t0 = self.last = time.perf_counter()
+
+    def __enter__(self) -> "_LineProgress":
+        print(f"embedding {self.total} images ({self.name})", file=sys.stderr, flush=True)
+        return self
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= self.every_s and self.done < self.total:
+            self.last = now
+            print(f"embedding: {self.done}/{self.total} images ({100 * self.done / self.total:.0f} %, "
+                  f"{now - self.t0:.0f} s)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            print(f"embedding: {self.done}/{self.total} images in {time.perf_counter() - self.t0:.1f} s",
+                  file=sys.stderr, flush=True)
 
 
 def _resolve_inputs(source_or_paths) -> InputList:
