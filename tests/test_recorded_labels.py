@@ -1,0 +1,68 @@
+"""Labels recorded from the code before a refactor: moving code must not change a result.
+
+Every method is fitted on the shared synthetic worlds (and the large-N path
+forced on a small one) with seed 0 on one thread, and the SHA-256 of its
+labels, of ``predict`` on the same rows and of its confidence (rounded to
+1e-6) is compared with ``tests/data/recorded_labels.json``. A change that
+alters any result on purpose re-records with
+``python tests/test_recorded_labels.py --record`` and says why in its commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tacluster._threads import one_faiss_thread, one_torch_thread
+from tacluster.estimator import METHODS, TextAidedClustering
+from tacluster.synthetic import make_world
+
+RECORD = Path(__file__).resolve().parent / "data" / "recorded_labels.json"
+
+WORLDS = {
+    "easy": dict(n_samples=600, n_classes=5, dim=64, n_nouns=400, noise=0.8, seed=1),
+    "style": dict(n_samples=1000, n_classes=5, dim=64, n_nouns=400, noise=0.8,
+                  style_strength=1.6, n_styles=5, seed=2),
+}
+CASES = [(w, m, {}) for w in WORLDS for m in METHODS] + [
+    ("style", "no-train", {"large_scale": True}),
+    ("style", "no-train", {"consensus": 5}),
+    ("easy", "no-train", {"text_weight": "auto"}),
+]
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _fit(world_name: str, method: str, extra: dict) -> dict:
+    w = make_world(**WORLDS[world_name])
+    with one_torch_thread(), one_faiss_thread():
+        est = TextAidedClustering(5, method, random_state=0, **extra)
+        labels = est.fit_predict(w.image_embeddings, w.noun_embeddings, w.nouns)
+        again = est.predict(w.image_embeddings)
+    return {
+        "labels": _digest(labels.astype(np.int64)),
+        "predict": _digest(again.astype(np.int64)),
+        "confidence": _digest(np.round(est.confidence_.astype(np.float64), 6)),
+    }
+
+
+def _key(world: str, method: str, extra: dict) -> str:
+    return "/".join([world, method, *(f"{k}={v}" for k, v in sorted(extra.items()))])
+
+
+@pytest.mark.parametrize("world,method,extra", CASES, ids=[_key(*c) for c in CASES])
+def test_labels_equal_the_recorded_ones(world, method, extra):
+    recorded = json.loads(RECORD.read_text())
+    assert _fit(world, method, extra) == recorded[_key(world, method, extra)]
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    RECORD.write_text(json.dumps({_key(*c): _fit(*c) for c in CASES}, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(CASES)} cases in {RECORD}")
