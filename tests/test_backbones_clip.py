@@ -143,7 +143,7 @@ def _open_clip():
     except ImportError as exc:
         pytest.skip(
             f"open_clip is not importable here ({exc}); it needs torchvision, which PyPI only "
-            "pairs with torch 2.14.1 on this machine: run these tests in /work/venv-clip (see .ci/run)"
+            "pairs with torch 2.14.1 on this machine: .ci/run runs these tests in its second venv, .venv-clip"
         )
     return open_clip
 

@@ -90,17 +90,40 @@ class Backbone(abc.ABC):
 
 
 class CLIPBackbone(Backbone):
-    """Shared part of the CLIP-like backbones: images and nouns in one space.
+    """Shared part of the two-tower backbones (CLIP, SigLIP): images and nouns in one space.
 
     Subclasses hold ``self._model`` and ``self._device``, set
-    ``text_batch_size`` and implement ``encode_text(texts) -> (n, d)`` unit rows.
+    ``text_batch_size`` and implement the two raw forwards,
+    :meth:`_image_features` and :meth:`_text_features`; this class turns them
+    into float32 unit rows.
     """
 
     outputs = ("image",)
     text_batch_size: int = 256
 
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - abstract
+    def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+        """Raw image embeddings (N, d) of preprocessed pixels already on the device."""
         raise NotImplementedError
+
+    def _text_features(self, texts: list[str]) -> "torch.Tensor":  # noqa: F821
+        """Raw text embeddings (N, d) of raw strings."""
+        raise NotImplementedError
+
+    def encode_images(self, batch: "torch.Tensor") -> dict[str, np.ndarray]:  # noqa: F821
+        """Embed preprocessed images (N, 3, H, W): ``{"image": (N, d)}`` float32 unit rows."""
+        import torch
+
+        with torch.inference_mode():
+            feats = self._image_features(batch.to(self._device, torch.float32))
+        return {"image": _unit_rows(feats)}
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed raw strings; shape (len(texts), d), float32 unit rows."""
+        import torch
+
+        with torch.inference_mode():
+            feats = self._text_features(list(texts))
+        return _unit_rows(feats)
 
     def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
         """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
@@ -121,3 +144,10 @@ class CLIPBackbone(Backbone):
         self._device = torch.device(device)
         self._model.to(self._device)
         return self
+
+
+def _unit_rows(feats) -> np.ndarray:
+    import torch
+
+    feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+    return feats.cpu().numpy().astype(np.float32, copy=False)

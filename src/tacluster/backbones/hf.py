@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -221,36 +220,16 @@ class HFTwoTowerBackbone(CLIPBackbone):
         """
         return self._processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
 
-    def encode_images(self, batch) -> dict[str, np.ndarray]:
-        """Embed preprocessed images.
-
-        Parameters
-        ----------
-        batch : torch.Tensor of shape (N, 3, H, W)
-
-        Returns
-        -------
-        dict
-            ``{"image": ndarray of shape (N, d)}``, float32, unit rows.
-        """
-        import torch
-
-        with torch.inference_mode():
-            out = self._model.get_image_features(pixel_values=batch.to(self._device, torch.float32))
-            feats = torch.nn.functional.normalize(_features(out).float(), dim=-1)
-        return {"image": feats.cpu().numpy().astype(np.float32, copy=False)}
+    def _image_features(self, pixels):
+        return _features(self._model.get_image_features(pixel_values=pixels))
 
     # -- text -----------------------------------------------------------------
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed raw strings with the text encoder; shape (len(texts), d), float32, unit rows.
-
-        CLIP pads each batch to its longest prompt; SigLIP to its full context
+    def _text_features(self, texts: list[str]):
+        """CLIP pads each batch to its longest prompt; SigLIP to its full context
         length (``padding="max_length"``), and SigLIP 2 lower-cases, as they
-        were trained.
-        """
-        import torch
-
-        texts = [t.lower() for t in texts] if self._lowercase else list(texts)
+        were trained."""
+        if self._lowercase:
+            texts = [t.lower() for t in texts]
         tokens = self._tokenizer(
             texts,
             padding="max_length" if self._pad_to_max else True,
@@ -261,11 +240,7 @@ class HFTwoTowerBackbone(CLIPBackbone):
         # SigLIP was trained without a text mask (it pools the last position,
         # a pad token, attending to everything): give it the ids alone.
         keys = ("input_ids",) if self._pad_to_max else ("input_ids", "attention_mask")
-        inputs = {k: tokens[k] for k in keys if k in tokens}
-        with torch.inference_mode():
-            out = self._model.get_text_features(**inputs)
-            feats = torch.nn.functional.normalize(_features(out).float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+        return _features(self._model.get_text_features(**{k: tokens[k] for k in keys if k in tokens}))
 
 
 #: Former name, kept for code that imported it.

@@ -17,9 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 
 from tacluster.backbones import file_digest
 from tacluster.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
@@ -306,34 +304,11 @@ class OpenCLIPBackbone(CLIPBackbone):
         crop, CLIP mean/std); returns a float32 tensor of shape (3, H, W)."""
         return self._transform(image)
 
-    def encode_images(self, batch) -> dict[str, np.ndarray]:
-        """Embed preprocessed images.
+    def _image_features(self, pixels):
+        return self._model.encode_image(pixels)
 
-        Parameters
-        ----------
-        batch : torch.Tensor of shape (N, 3, H, W)
-
-        Returns
-        -------
-        dict
-            ``{"image": ndarray of shape (N, d)}``, float32, unit rows.
-        """
-        import torch
-
-        with torch.inference_mode():
-            feats = self._model.encode_image(batch.to(self._device, torch.float32))
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return {"image": feats.cpu().numpy().astype(np.float32, copy=False)}
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed raw strings; shape (len(texts), d), float32, unit rows."""
-        import torch
-
-        tokens = self._tokenizer(list(texts)).to(self._device)
-        with torch.inference_mode():
-            feats = self._model.encode_text(tokens)
-            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+    def _text_features(self, texts: list[str]):
+        return self._model.encode_text(self._tokenizer(texts).to(self._device))
 
 
 def load(argument: str, device: str = "cpu", offline: bool | None = None) -> OpenCLIPBackbone:
