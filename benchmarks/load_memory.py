@@ -83,7 +83,7 @@ def _register_projection_backbone() -> None:
                 out[k] = y / (np.linalg.norm(y, axis=1, keepdims=True) + 1e-12)
             return out
 
-        def noun_bank(self, words):
+        def noun_bank(self, words, progress=True):
             emb = np.stack([np.random.default_rng(int(hashlib.sha256(w.encode()).hexdigest()[:8], 16))
                             .standard_normal(D_JOINT) for w in words]).astype(np.float32)
             return NounBank(list(words), emb / np.linalg.norm(emb, axis=1, keepdims=True))

@@ -34,7 +34,7 @@ class _Dummy(Backbone):
     def encode_images(self, batch):
         raise NotImplementedError
 
-    def noun_bank(self, words):
+    def noun_bank(self, words, progress=True):
         return NounBank(list(words), np.zeros((len(words), 2), np.float32))
 
 

@@ -55,7 +55,7 @@ class CountingBackbone(Backbone):
 class DroppingBackbone(CountingBackbone):
     """Drops words containing a digit, like a backbone that cannot embed some."""
 
-    def noun_bank(self, words):  # no progress= : the base-interface signature
+    def noun_bank(self, words, progress=True):
         kept = [w for w in words if not any(c.isdigit() for c in w)]
         return super().noun_bank(kept, progress=False)
 

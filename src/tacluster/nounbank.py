@@ -16,7 +16,6 @@ never leaves a half-written entry under the final name.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -25,15 +24,20 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from tacluster._atomic import dir_mode
-from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
 from tacluster.errors import CacheError, InputError
 
+if TYPE_CHECKING:  # the backbones import this module, never the other way round
+    from tacluster.backbones.base import Backbone
+
 __all__ = [
+    "PROMPT_TEMPLATES",
+    "NounBank",
     "cached_noun_bank",
     "default_cache_dir",
     "embed_with_templates",
@@ -41,6 +45,33 @@ __all__ = [
 ]
 
 _FORMAT_VERSION = 1
+
+#: The 7 prompt templates TAC averages per noun (METHOD.md, stage 0).
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+)
+
+
+@dataclass(frozen=True)
+class NounBank:
+    """Nouns embedded in a backbone's joint space.
+
+    Attributes
+    ----------
+    words : list of str, length n_nouns
+        The nouns, in row order (a backbone may drop words it cannot embed).
+    embeddings : ndarray of shape (n_nouns, d_joint), float32
+        Row-wise L2-normalised noun vectors (may be a read-only memory map).
+    """
+
+    words: list[str]
+    embeddings: np.ndarray
 
 
 def default_cache_dir() -> Path:
@@ -237,7 +268,7 @@ def cached_noun_bank(
         print(f"embedding {len(words):,} nouns ({backbone.name or 'backbone'}); once per backbone, "
               "then cached", file=sys.stderr, flush=True)
     tic = time.perf_counter()
-    bank = _call_noun_bank(backbone, words, progress)
+    bank = backbone.noun_bank(words, progress=progress)
     if log:
         print(f"{len(bank.words):,} nouns embedded in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     stored_words = list(bank.words)  # fewer than ``words`` if the backbone dropped some
@@ -259,9 +290,3 @@ def cached_noun_bank(
     # Re-open from disk so a fresh bank and a reused one are the same kind of object.
     return _read_entry(entry, wdigest, fingerprint)
 
-
-def _call_noun_bank(backbone: Backbone, words: list[str], progress: bool) -> NounBank:
-    # The base interface is noun_bank(words); the CLIP backbones also take progress=.
-    if "progress" in inspect.signature(backbone.noun_bank).parameters:
-        return backbone.noun_bank(words, progress=progress)
-    return backbone.noun_bank(words)

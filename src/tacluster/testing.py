@@ -105,7 +105,7 @@ class TinyBackbone(Backbone):
             out[name] = (y / y.norm(dim=1, keepdim=True)).numpy()
         return out
 
-    def noun_bank(self, words):
+    def noun_bank(self, words, progress=True):
         return NounBank(list(words), np.zeros((len(words), 5), np.float32))
 
 

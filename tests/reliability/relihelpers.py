@@ -83,7 +83,7 @@ class TinyProjBackbone(Backbone):
             out[name] = y.astype(np.float32)
         return out
 
-    def noun_bank(self, words):
+    def noun_bank(self, words, progress=True):
         rows = []
         for w in words:
             seed = int.from_bytes(hashlib.sha256(w.encode("utf-8", "surrogatepass")).digest()[:8], "little")
@@ -118,7 +118,7 @@ class PickyBackbone(TinyProjBackbone):
     def __init__(self):
         super().__init__(name="relipicky")
 
-    def noun_bank(self, words):
+    def noun_bank(self, words, progress=True):
         bank = super().noun_bank(words)
         keep = [i for i, w in enumerate(bank.words) if w in PICKY_WORDS]
         return NounBank([bank.words[i] for i in keep], bank.embeddings[keep].reshape(len(keep), D_JOINT))

@@ -16,38 +16,13 @@ the backbone's docstring says otherwise.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-#: The 7 prompt templates TAC averages per noun (METHOD.md, stage 0).
-PROMPT_TEMPLATES: tuple[str, ...] = (
-    "itap of a {}.",
-    "a bad photo of the {}.",
-    "a origami {}.",
-    "a photo of the large {}.",
-    "a {} in a video game.",
-    "art of the {}.",
-    "a photo of the small {}.",
-)
+from tacluster.nounbank import PROMPT_TEMPLATES, NounBank, embed_with_templates
 
-
-@dataclass(frozen=True)
-class NounBank:
-    """Nouns embedded in a backbone's joint space.
-
-    Attributes
-    ----------
-    words : list of str, length n_nouns
-        The nouns, in row order (a backbone may drop words it cannot embed).
-    embeddings : ndarray of shape (n_nouns, d_joint), float32
-        Row-wise L2-normalised noun vectors (may be a read-only memory map).
-    """
-
-    words: list[str]
-    embeddings: np.ndarray
-
+__all__ = ["PROMPT_TEMPLATES", "Backbone", "CLIPBackbone", "NounBank"]
 
 class Backbone(abc.ABC):
     """A frozen model that embeds images and nouns.
@@ -80,9 +55,10 @@ class Backbone(abc.ABC):
         """
 
     @abc.abstractmethod
-    def noun_bank(self, words: Sequence[str]) -> NounBank:
+    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
         """Embed ``words`` in the joint space (averaging the prompt templates
-        where the backbone has a text encoder)."""
+        where the backbone has a text encoder); ``progress`` shows a bar where
+        the work is long. A backbone may drop words it cannot embed."""
 
     def to(self, device: str) -> "Backbone":
         """Move the model to ``device`` (``"cpu"``, ``"cuda"``); returns self."""
@@ -130,8 +106,6 @@ class CLIPBackbone(Backbone):
 
         Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
         """
-        from tacluster.nounbank import embed_with_templates
-
         words = list(words)
         emb = embed_with_templates(
             self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name

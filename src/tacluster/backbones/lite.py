@@ -318,7 +318,7 @@ class LiteBackbone(Backbone):
             out = {"image": _l2_normalize(pooled), "probs": probs, "joint": joint}
             return {k: v.cpu().numpy().astype(np.float32, copy=False) for k, v in out.items()}
 
-    def noun_bank(self, words: Sequence[str]) -> NounBank:
+    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
         """Embed ``words`` in the joint space.
 
         ``hierarchy`` keeps only the words with ImageNet classes below them
