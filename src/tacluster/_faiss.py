@@ -143,11 +143,12 @@ def knn(x: np.ndarray, k: int, *, method: str = "auto", seed: int = 0, block: in
         Unit-norm rows (inner product = cosine).
     k : int
         Neighbours per point, ``k < n_samples``.
-    method : {"auto", "exact", "ivf"}
-        ``"exact"``: brute force (faiss ``IndexFlatIP``). ``"ivf"``: faiss
-        ``IndexIVFFlat`` with ``sqrt(n)`` lists, 8 of them probed, trained on
-        40 points per list (about 20x fewer flops than exact at 50k points). ``"auto"``: exact up to
-        :data:`EXACT_KNN_MAX` points, IVF above.
+    method : {"auto", "exact", "hnsw", "ivf"}
+        ``"exact"``: brute force (faiss ``IndexFlatIP``). ``"hnsw"``: a faiss
+        HNSW graph (:func:`knn_hnsw`). ``"ivf"``: faiss ``IndexIVFFlat`` with
+        ``sqrt(n)`` lists, 8 of them probed, trained on 40 points per list
+        (never chosen automatically: low recall with many small clusters).
+        ``"auto"``: exact up to :data:`EXACT_KNN_MAX` points, HNSW above.
 
     Returns
     -------
@@ -239,11 +240,20 @@ def _search_excluding_self(index, x: np.ndarray, k: int, block: int, out: np.nda
             exact = faiss.IndexFlatIP(d)
             exact.add(x)
             _, idx[bad] = exact.search(x[start:stop][bad], k + 1)
-        own = idx == np.arange(start, stop)[:, None]
-        # Rows whose own index fell outside the top k+1 (exact duplicates) drop the last hit.
-        missing = ~own.any(axis=1)
-        own[missing, -1] = True
-        out[start:stop] = idx[~own].reshape(stop - start, k)
+        out[start:stop] = _drop_self(idx, start)
+
+
+def _drop_self(idx: np.ndarray, start: int) -> np.ndarray:
+    """The k + 1 hits of rows ``start...`` without each row's own index.
+
+    A row whose own index is not among its hits (an exact duplicate ranked
+    first, or -1 padding) drops its last hit instead.
+    """
+    rows, width = idx.shape
+    own = idx == np.arange(start, start + rows)[:, None]
+    missing = ~own.any(axis=1)
+    own[missing, -1] = True
+    return idx[~own].reshape(rows, width - 1)
 
 
 def knn_hnsw(
@@ -291,12 +301,7 @@ def knn_hnsw(
     for start in range(0, n, block):
         stop = min(start + block, n)
         _, idx = index.search(x[start:stop], k + 1)
-        own = idx == np.arange(start, stop)[:, None]
-        # The point itself missing from its own result (a duplicate ranked
-        # first, or a rare -1 padding): drop the last hit instead.
-        missing = ~own.any(axis=1)
-        own[missing, -1] = True
-        out[start:stop] = idx[~own].reshape(stop - start, k)
+        out[start:stop] = _drop_self(idx, start)
     # -1 padding (a graph search that found fewer than k + 1 points) -> the point's best hit.
     bad = out < 0
     if bad.any():
