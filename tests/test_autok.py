@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.autok import _ari, consensus_labels, estimate_n_clusters
+from tacluster.autok import _ari, estimate_n_clusters
+from tacluster.cluster import consensus_labels
 from tacluster.counterpart import retrieve_counterparts
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world

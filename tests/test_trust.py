@@ -64,7 +64,6 @@ def test_useless_text_gets_zero_weight_and_image_kmeans(style_world, counterpart
         s = counterparts[0][rng.permutation(len(u))]
     d = choose_text_weight(u, s, K)
     assert d.text_weight == 0.0, d.reason
-    assert not d.train
     # w = 0 pads zeros: the very same partition as image-only k-means with the same seed.
     x = joint_features(u, s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12), d.text_weight)
     a = kmeans_cluster(x, K, seed=5, n_init=3).labels

@@ -47,15 +47,14 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import silhouette_score
 from sklearn.utils.extmath import randomized_svd
 
 from tacluster import _faiss
 from tacluster._validation import as_float_matrix, check_positive
-from tacluster.cluster import consensus_labels  # re-exported: it lived here first
 from tacluster.errors import InputError
 
-__all__ = ["AutoKResult", "consensus_labels", "estimate_n_clusters"]
+__all__ = ["AutoKResult", "estimate_n_clusters"]
 
 
 @dataclass
@@ -279,7 +278,7 @@ def estimate_n_clusters(
         sil_gap.append(_silhouette(x, fx.labels) - _silhouette(r, fr.labels))
         if text_only is not None:
             ft = _faiss.kmeans(text_only, int(k), n_init=1, seed=_seed(seed, 5, k), spherical=True)
-            agreement.append(float(adjusted_rand_score(fx.labels, ft.labels)))
+            agreement.append(_ari(fx.labels, ft.labels, int(k)))
 
     gaps = {name: np.asarray(stab[name]) - np.asarray(stab_ref[name]) for name in reduced}
     scores = np.mean(np.stack(list(gaps.values())), axis=0)

@@ -50,9 +50,6 @@ class TrustDecision:
     ----------
     text_weight : float
         w in [0, 1] for k-means on ``[u, w * s]``; 0 means image-only k-means.
-    train : bool
-        Whether the text side is trusted enough to train TAC's heads on it
-        (``text_weight >= train_threshold``).
     relatedness : float
         ``r``: neighbour agreement of the text-only partition divided by that
         of the image-only partition (about 1/K for unrelated text, about 1
@@ -65,7 +62,6 @@ class TrustDecision:
     """
 
     text_weight: float
-    train: bool
     relatedness: float
     reason: str
     agreement: dict[float, float] = field(default_factory=dict)
@@ -97,7 +93,6 @@ def choose_text_weight(
     n_neighbors: int = 5,
     tolerance: float = 0.02,
     min_relatedness: float = 0.5,
-    train_threshold: float = 1.0,
     n_seeds: int = 2,
     n_init: int = 3,
     max_samples: int | None = 20_000,
@@ -129,8 +124,6 @@ def choose_text_weight(
     min_relatedness : float
         Below this ``r`` the text side is declared unrelated to the images
         and gets weight 0 without trying weights.
-    train_threshold : float
-        ``train`` is True when the chosen weight reaches this.
     n_seeds : int
         k-means seeds averaged per candidate (k-means varies by several ACC
         points from seed to seed; one seed made the choice flip).
@@ -177,7 +170,7 @@ def choose_text_weight(
     s = np.where(norms > 0, s / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
     if n < 3 or float(s.var(axis=0).sum()) < 1e-8:
-        return TrustDecision(0.0, False, 0.0, "text view is the same for every image: image-only k-means")
+        return TrustDecision(0.0, 0.0, "text view is the same for every image: image-only k-means")
 
     nn = _faiss.knn(u, min(n_neighbors, n - 1))
     seeds = [seed + i for i in range(n_seeds)]
@@ -192,7 +185,7 @@ def choose_text_weight(
     scores = {0.0: base}
     if related < min_relatedness:
         return TrustDecision(
-            0.0, False, related,
+            0.0, related,
             f"text clusters ignore image neighbourhoods (relatedness {related:.2f} < {min_relatedness}): "
             "image-only k-means",
             scores,
@@ -207,4 +200,4 @@ def choose_text_weight(
         f"relatedness {related:.2f}; text weight raised while clusters kept image neighbourhoods "
         f"(agreement >= {1.0 - tolerance:.2f} x {base:.3f}): {chosen}"
     )
-    return TrustDecision(chosen, chosen >= train_threshold, related, reason, scores)
+    return TrustDecision(chosen, related, reason, scores)
