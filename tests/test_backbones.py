@@ -17,7 +17,7 @@ from tacluster.backbones import (
     resolve_device,
 )
 from tacluster.backbones.base import Backbone, NounBank
-from tacluster.errors import BackboneError
+from tacluster.errors import BackboneError, InputError
 
 
 class _Dummy(Backbone):
@@ -115,13 +115,13 @@ def test_devices(monkeypatch):
     torch = pytest.importorskip("torch")
     assert resolve_device("cpu") == "cpu"
     assert resolve_device(" CPU ") == "cpu"
-    with pytest.raises(BackboneError, match="'tpu'"):
+    with pytest.raises(InputError, match="'tpu'"):
         resolve_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
-    with pytest.raises(BackboneError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="no CUDA GPU"):
         resolve_device("cuda")
-    with pytest.raises(BackboneError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="no CUDA GPU"):
         load_backbone("hf:/does/not/matter", device="cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"

@@ -375,11 +375,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             self.timings_ = timings
             return self
 
-        from tacluster.train import head_probabilities, resolve_device, train_heads  # torch-heavy; "tac" only
+        from tacluster._device import resolve_device
+        from tacluster.train import head_probabilities, train_heads  # torch-heavy; "tac" only
 
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
-        if resolve_device(self.device).type == "cuda" and self.knn_method in ("auto", "exact"):
+        if resolve_device(self.device).startswith("cuda") and self.knn_method in ("auto", "exact"):
             # exact on the GPU: at 50k x 512 on an H200 far faster than faiss-cpu
             nn_u = _faiss.knn_torch(u, n_nb, device="cuda")
             nn_s = _faiss.knn_torch(s, n_nb, device="cuda")

@@ -501,9 +501,9 @@ def cluster_images(
 
 def _device_used(device: str) -> str:
     """``"auto"`` resolved to the device the models ran on (``"cpu"`` or ``"cuda"``)."""
-    from tacluster.train import resolve_device
+    from tacluster._device import resolve_device
 
-    return resolve_device(device).type
+    return resolve_device(device).split(":")[0]
 
 
 #: Images the map's t-SNE is fitted on; the others are placed at the mean position of

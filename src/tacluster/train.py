@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tacluster._device import resolve_device
 from tacluster._threads import one_torch_thread
 from tacluster.heads import ClusterHead
 
@@ -56,12 +57,6 @@ class TrainResult:
     n_steps: int = 0
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def train_heads(
     image_embeddings: np.ndarray,
     counterparts: np.ndarray,
@@ -100,7 +95,7 @@ def train_heads(
         The trained heads (in eval mode, on CPU) and the per-epoch loss history.
         The last epoch's heads are kept, as in the paper.
     """
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     # The configured torch threads, never dropped by the machine's load (that
     # made a seed's result depend on the load at that moment). One thread would
     # also make it independent of the core count, but measured 49.6 s instead of

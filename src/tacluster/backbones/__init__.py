@@ -44,6 +44,7 @@ import inspect
 import os
 from typing import Callable, Union
 
+from tacluster._device import resolve_device
 from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
 from tacluster.errors import BackboneError
 
@@ -105,36 +106,6 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def resolve_device(device: str) -> str:
-    """Map ``"cpu" | "cuda" | "auto"`` to a concrete torch device string.
-
-    ``"auto"`` picks ``"cuda"`` when torch sees a GPU. ``"cuda:N"`` is accepted.
-
-    Raises
-    ------
-    BackboneError
-        For an unknown device, or ``cuda`` requested where torch sees no GPU.
-    """
-    if not isinstance(device, str):
-        raise BackboneError(f"device={device!r} is invalid: use 'cpu', 'cuda' or 'auto'")
-    dev = device.strip().lower()
-    if dev == "cpu":
-        return "cpu"
-    if dev != "auto" and dev != "cuda" and not dev.startswith("cuda:"):
-        raise BackboneError(f"device={device!r} is invalid: use 'cpu', 'cuda' or 'auto'")
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    if dev == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if not has_cuda:
-        raise BackboneError(
-            f"device={device!r} was requested but torch sees no CUDA GPU "
-            f"(torch {torch.__version__}); use device='cpu' or 'auto'"
-        )
-    return dev
-
-
 def _resolve_factory(scheme: str) -> Factory:
     factory = _REGISTRY[scheme]
     if callable(factory):
@@ -172,7 +143,9 @@ def load_backbone(name: str = "lite", device: str = "cpu", offline: bool | None 
     ------
     BackboneError
         Unknown scheme (the message lists the known ones), weights not found,
-        missing optional package, or an unusable device.
+        or a missing optional package.
+    InputError
+        An unusable device.
     """
     if not isinstance(name, str) or not name.strip():
         raise BackboneError(
