@@ -27,6 +27,7 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
 from tacluster._paths import text_to_path
 from tacluster.errors import InputError
+from tacluster.rundir import ASSIGNMENTS_FILE, RUN_FILE, read_assignments_table
 
 JOURNAL = ".tacluster-edit.json"
 EDIT_STAGING = ".tacluster-edit-staging"
@@ -81,20 +82,18 @@ class _Run:
     """The parts of a finished run directory an edit rewrites."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        import pyarrow.parquet as pq
-
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise InputError(f"{str(self.dir)!r} is not a directory; pass the output directory of a tacluster run")
         recover(self.dir)
         try:
-            self.run = json.loads((self.dir / "run.json").read_text())
+            self.run = json.loads((self.dir / RUN_FILE).read_text())
         except (OSError, ValueError):
             raise InputError(f"{str(self.dir)!r} holds no finished tacluster run (run.json missing or unreadable)") from None
         if not isinstance(self.run, dict) or self.run.get("status") != "complete":
             raise InputError(f"{str(self.dir)!r} holds no finished tacluster run; run `tacluster cluster` first")
         try:
-            self.table = pq.read_table(self.dir / "assignments.parquet").to_pydict()
+            self.table = read_assignments_table(self.dir / ASSIGNMENTS_FILE).to_pydict()
             self.clusters = json.loads((self.dir / "clusters.json").read_text(encoding="utf-8"))
             self.config = json.loads((self.dir / "model" / "config.json").read_text())
         except (OSError, ValueError) as exc:

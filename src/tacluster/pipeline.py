@@ -24,11 +24,8 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes, commit_staged
 from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError, ModelFileError
+from tacluster.rundir import RUN_FILE, STAGING, read_assignments_table
 
-RUN_FILE = "run.json"
-#: Hidden folder inside ``--out`` where a run writes every output before
-#: moving them in (see :func:`_commit_outputs`).
-STAGING = ".tacluster-staging"
 #: What a run writes, relative to ``--out``, in the order they are moved in
 #: (``run.json`` goes last, see :func:`_commit_outputs`).
 STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.parquet",
@@ -658,9 +655,7 @@ def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, li
         raise InputError(f"assignments file {str(p)!r} does not exist")
     try:
         if p.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            t = pq.read_table(p).to_pydict()
+            t = read_assignments_table(p).to_pydict()
             rows = list(zip(t["path"], t["cluster"], t.get("cluster_name", [""] * len(t["path"]))))
         else:
             with open(p, newline="", encoding="utf-8", errors="surrogateescape") as fh:

@@ -45,18 +45,12 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import text_to_path
 from tacluster.errors import InputError
+from tacluster.rundir import (
+    ASSIGNMENTS_FILE, AUTO_K_FILE, CLUSTER_PAGES_DIR, CLUSTERS_FILE, MAP_FILE, REPORT_FILE, RUN_FILE,
+    SKIPPED_FILE, THUMBS_DIR, read_assignments_table,
+)
 
 __all__ = ["build_report", "save_confusion_png"]
-
-ASSIGNMENTS_FILE = "assignments.parquet"
-CLUSTERS_FILE = "clusters.json"
-RUN_FILE = "run.json"
-SKIPPED_FILE = "skipped.csv"
-REPORT_FILE = "report.html"
-MAP_FILE = "map.png"
-AUTO_K_FILE = "auto_k.png"
-THUMBS_DIR = "thumbs"
-CLUSTER_PAGES_DIR = "clusters"
 
 _ASSIGNMENT_COLUMNS = ("path", "cluster", "confidence", "cluster_name", "x", "y")
 #: Above this many images the map shows a random subsample: a scatter of more
@@ -95,22 +89,8 @@ class _RunDir:
 
 def _read_assignments(path: Path) -> _Assignments:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not path.is_file():
-        raise InputError(
-            f"{path} not found: build_report needs the output directory of a finished "
-            "`tacluster` run (it writes assignments.parquet)"
-        )
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path} is not a readable Parquet file ({exc}); re-run tacluster") from exc
-    missing = [c for c in _ASSIGNMENT_COLUMNS if c not in table.column_names]
-    if missing:
-        raise InputError(
-            f"{path} lacks column(s) {missing}; expected {list(_ASSIGNMENT_COLUMNS)}"
-        )
+    table = read_assignments_table(path, _ASSIGNMENT_COLUMNS)
     for name in ("path", "cluster", "confidence", "x", "y"):
         if table.column(name).null_count:
             raise InputError(f"{path}: column {name!r} has missing values")

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tacluster.errors import InputError
+from tacluster.rundir import RUN_FILE, STAGING
 
 #: File name endings treated as images when walking a folder (case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -200,9 +201,9 @@ def _walk_folder(root: Path) -> InputList:
     return InputList(found, skipped)
 
 
-#: What marks a tacluster run directory (tacluster.pipeline.RUN_FILE, STAGING).
-RUN_MARKER_FILE = "run.json"
-STAGING_FOLDER = ".tacluster-staging"
+#: What marks a tacluster run directory (its run.json, its staging folder).
+RUN_MARKER_FILE = RUN_FILE
+STAGING_FOLDER = STAGING
 
 
 def _is_run_dir(dirpath: str) -> bool:
