@@ -279,8 +279,11 @@ def _bad_layouts(root: Path, x: np.ndarray, paths) -> dict[str, tuple[list[str],
     pq.write_table(pa.table({"path": paths, "feats": pa.array(list(x.astype(np.float32)))}), nocol)
     cases["no vector column"] = ([str(nocol)], r"no vector column \(embedding, emb, vector\); name it with --embedding-column")
     jag = root / "jagged.parquet"
-    pq.write_table(pa.table({"path": ["a", "b"], "embedding": [[1.0, 2.0], [1.0, 2.0, 3.0]]}), jag)
-    cases["ragged list"] = ([str(jag)], r"different lengths \(row 0: 2, row 1: 3\)")
+    pq.write_table(pa.table({"path": ["a", "b", "c"], "embedding": [[1.0] * 16, [1.0] * 16, [1.0] * 15]}), jag)
+    cases["ragged list"] = ([str(jag)], r"different lengths \(row 0: 16, row 2: 15\)")
+    nulls = root / "nulls.parquet"
+    pq.write_table(pa.table({"path": ["a", "b", "c"], "embedding": [[1.0] * 16, None, [1.0] * 16]}), nulls)
+    cases["null vector"] = ([str(nulls)], r"row 1 has no vector in column 'embedding' \(null\)")
     return cases
 
 
@@ -304,3 +307,42 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path, capsys):
         bad[7] = value
         np.save(tmp_path / "bad.npy", bad)
         _one_line_error(capsys, _args(w, tmp_path / "o4", "--embeddings", str(tmp_path / "bad.npy")), pattern)
+
+
+def test_readers_stream_in_blocks_and_normalise_rows(tmp_path, monkeypatch):
+    """Every layout gives the same unit rows and paths, read in blocks smaller than a row group / shard."""
+    import tacluster.embedding.external as ext
+
+    monkeypatch.setattr(ext, "LOAD_BLOCK", 5)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((60, 16)) * 3).astype(np.float16)
+    paths = [f"/data/{i}.jpg" for i in range(60)]
+    ref = x.astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    folder = _clip_retrieval_folder(tmp_path / "cr", x, paths)
+    lists = tmp_path / "lists.parquet"
+    pq.write_table(pa.table({"filepath": paths, "emb": pa.array(list(x.astype(np.float32)))}), lists,
+                   row_group_size=7)
+    fixed = tmp_path / "fixed.parquet"
+    pq.write_table(pa.table({"url": paths, "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 16)}),
+                   fixed, row_group_size=7)
+    npy = tmp_path / "x.npy"
+    np.save(npy, x)
+    with open(tmp_path / "x.paths.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["label", "image_path"], *(["c", p] for p in paths)])
+    for source, kind in ((folder, "clip-retrieval"), (lists, "parquet"), (fixed, "parquet"), (npy, "npy")):
+        emb = ext.open_embeddings(source)
+        assert (emb.kind, emb.dim, emb.paths, emb.named) == (kind, 16, paths, True), source
+        got = emb.load()
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, err_msg=str(source))
+    # clip-retrieval's shards are taken in numeric order (10 after 2), not by name
+    many = tmp_path / "many"
+    (many / "img_emb").mkdir(parents=True)
+    (many / "metadata").mkdir()
+    for shard, lo in ((0, 0), (2, 20), (10, 40)):
+        np.save(many / "img_emb" / f"img_emb_{shard}.npy", x[lo:lo + 20])
+        pq.write_table(pa.table({"image_path": paths[lo:lo + 20]}), many / "metadata" / f"metadata_{shard}.parquet")
+    emb = ext.open_embeddings(many)
+    assert emb.paths == paths
+    np.testing.assert_allclose(emb.load(), ref, rtol=1e-6, atol=1e-6)

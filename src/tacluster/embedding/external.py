@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -69,8 +69,8 @@ class ExternalEmbeddings:
     paths: list[str]
     dim: int
     named: bool
-    #: (name, rows) per part in row order; rows: an array-like of shape (m, dim) sliced lazily.
-    parts: list[tuple[str, Callable[[], object]]] = field(default_factory=list, repr=False)
+    #: (name, blocks) per part in row order; ``blocks()`` yields arrays of shape (m, dim).
+    parts: list[tuple[str, Callable[[], Iterator[np.ndarray]]]] = field(default_factory=list, repr=False)
 
     @property
     def n_rows(self) -> int:
@@ -88,27 +88,29 @@ class ExternalEmbeddings:
         """
         out = np.empty((self.n_rows, self.dim), dtype=np.float32)
         row = 0
-        for name, opener in self.parts:
-            rows = opener()
-            m = len(rows)
-            for start in range(0, m, LOAD_BLOCK):
-                block = np.asarray(rows[start:start + LOAD_BLOCK], dtype=np.float32)
+        for name, blocks in self.parts:
+            for raw in blocks():
+                block = np.asarray(raw, dtype=np.float32)
+                if row + len(block) > self.n_rows:
+                    raise InputError(f"{what} {self.source!r}: {name} holds more rows than its paths list")
                 finite = np.isfinite(block).all(axis=1)
                 if not finite.all():
-                    i = row + start + int(np.flatnonzero(~finite)[0])
+                    i = row + int(np.flatnonzero(~finite)[0])
                     raise InputError(
                         f"{what} {self.source!r}: row {i} ({self.paths[i]}) in {name} has NaN or inf values "
                         f"({int((~finite).sum())} such row(s) in that block); drop or re-embed them"
                     )
                 norms = np.linalg.norm(block, axis=1, keepdims=True)
                 if (norms == 0).any():
-                    i = row + start + int(np.flatnonzero(norms[:, 0] == 0)[0])
+                    i = row + int(np.flatnonzero(norms[:, 0] == 0)[0])
                     raise InputError(
                         f"{what} {self.source!r}: row {i} ({self.paths[i]}) in {name} is all zeros "
                         "(no direction to compare); drop such rows"
                     )
-                out[row + start:row + start + len(block)] = block / norms
-            row += m
+                out[row:row + len(block)] = block / norms
+                row += len(block)
+        if row != self.n_rows:
+            raise InputError(f"{what} {self.source!r}: {row} vectors read for {self.n_rows} paths; the file changed?")
         return out
 
 
@@ -196,7 +198,7 @@ def _open_clip_retrieval(folder: Path, what: str) -> ExternalEmbeddings:
                 f"{len(rows)}; the shards do not match"
             )
         paths += rows
-        parts.append((f"{emb_dir.name}/{npy.name}", lambda npy=npy: _load_npy(npy, what)))
+        parts.append((f"{emb_dir.name}/{npy.name}", lambda npy=npy: _npy_blocks(npy, what)))
     return ExternalEmbeddings(str(folder), "clip-retrieval", paths, int(dim), True, parts)
 
 
@@ -230,6 +232,12 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
     return arr
 
 
+def _npy_blocks(path: Path, what: str) -> Iterator[np.ndarray]:
+    arr = _load_npy(path, what)
+    for start in range(0, arr.shape[0], LOAD_BLOCK):
+        yield arr[start:start + LOAD_BLOCK]
+
+
 def _open_npy(path: Path, what: str) -> ExternalEmbeddings:
     arr = _load_npy(path, what)
     n, dim = arr.shape
@@ -243,7 +251,7 @@ def _open_npy(path: Path, what: str) -> ExternalEmbeddings:
                 f"{what} {str(path)!r} has {n} rows but {sidecar.name} lists {len(paths)} paths; "
                 "they must match one to one"
             )
-    return ExternalEmbeddings(str(path), "npy", paths, int(dim), named, [(path.name, lambda: _load_npy(path, what))])
+    return ExternalEmbeddings(str(path), "npy", paths, int(dim), named, [(path.name, lambda: _npy_blocks(path, what))])
 
 
 def _sidecar(path: Path) -> Path | None:
@@ -303,69 +311,57 @@ def _open_parquet(path: Path, column: str | None, what: str) -> ExternalEmbeddin
             "choose the vector column with --embedding-column"
         )
     pcol = next((c for c in PATH_COLUMNS if c in names), None)
-    table = pq.read_table(path, columns=[vec] + ([pcol] if pcol else []), memory_map=True)
-    n = table.num_rows
+    try:
+        pf = pq.ParquetFile(path, memory_map=True)
+        n = pf.metadata.num_rows
+        first = next(pf.iter_batches(batch_size=1, columns=[vec]), None)
+        paths_col = pq.read_table(path, columns=[pcol], memory_map=True).column(pcol) if pcol else None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what}: cannot read {str(path)!r} as Parquet ({_short(exc)})") from None
     if pcol is not None:
-        paths, named = _path_column(table.column(pcol), str(path), pcol, what), True
+        paths, named = _path_column(paths_col, str(path), pcol, what), True
     else:
         paths, named = _row_ids(n), False
-    chunks = [c for c in table.column(vec).chunks if len(c)]
-    dim = _list_width(chunks, str(path), vec, what) if n else 0
-    parts = [(f"column {vec!r}", lambda: _ChunkedRows(chunks, dim))]
+    dim = 0
+    if first is not None and first.num_rows:
+        dim = _list_widths(first.column(0), 0, None, str(path), vec, what)
+    parts = [(f"column {vec!r}", lambda: _parquet_blocks(path, vec, dim, what))]
     return ExternalEmbeddings(str(path), "parquet", paths, dim, named, parts)
 
 
-def _list_width(chunks, where: str, col: str, what: str) -> int:
-    """The one length of every vector of a list column; an error for null or ragged rows."""
+def _parquet_blocks(path: Path, col: str, dim: int, what: str) -> Iterator[np.ndarray]:
+    """The vectors of a list column, one record batch (<= LOAD_BLOCK rows) at a time."""
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path, memory_map=True).iter_batches(batch_size=LOAD_BLOCK, columns=[col]):
+        arr = batch.column(0)
+        _list_widths(arr, row, dim, str(path), col, what)
+        yield arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        row += len(arr)
+
+
+def _list_widths(arr, row: int, dim: int | None, where: str, col: str, what: str) -> int:
+    """The one length of every vector of a list array starting at row ``row``
+    (``dim`` when given); an error naming the first null or odd-length row."""
     import pyarrow as pa
 
-    dim = None
-    row = 0
-    for c in chunks:
-        if c.null_count:
-            bad = row + int(np.flatnonzero(np.asarray(c.is_null()))[0])
-            raise InputError(f"{what} {where!r}: row {bad} has no vector in column {col!r} (null); drop it")
-        if pa.types.is_fixed_size_list(c.type):
-            lengths = np.full(len(c), c.type.list_size)
-        else:
-            offsets = np.asarray(c.offsets)
-            lengths = np.diff(offsets)
-        if dim is None:
-            dim = int(lengths[0])
-        odd = np.flatnonzero(lengths != dim)
-        if odd.size:
-            bad = row + int(odd[0])
-            raise InputError(
-                f"{what} {where!r}: vectors in column {col!r} have different lengths "
-                f"(row 0: {dim}, row {bad}: {int(lengths[odd[0]])}); every row needs the same width"
-            )
-        row += len(c)
-    return int(dim or 0)
-
-
-class _ChunkedRows:
-    """Rows of a list column's chunks, sliceable like an (n, dim) array (contiguous slices only)."""
-
-    def __init__(self, chunks, dim: int):
-        self._chunks = chunks
-        self._dim = dim
-        self._starts = np.cumsum([0] + [len(c) for c in chunks])
-
-    def __len__(self) -> int:
-        return int(self._starts[-1])
-
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        start, stop, _ = sl.indices(len(self))
-        pieces = []
-        for i, c in enumerate(self._chunks):
-            lo, hi = max(start, self._starts[i]), min(stop, self._starts[i + 1])
-            if lo >= hi:
-                continue
-            sub = c.slice(int(lo - self._starts[i]), int(hi - lo))
-            pieces.append(sub.flatten().to_numpy(zero_copy_only=False).reshape(-1, self._dim))
-        if not pieces:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if arr.null_count:
+        bad = row + int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+        raise InputError(f"{what} {where!r}: row {bad} has no vector in column {col!r} (null); drop it")
+    if pa.types.is_fixed_size_list(arr.type):
+        lengths = np.full(len(arr), arr.type.list_size)
+    else:
+        lengths = np.diff(np.asarray(arr.offsets))
+    if dim is None:
+        dim = int(lengths[0])
+    odd = np.flatnonzero(lengths != dim)
+    if odd.size:
+        raise InputError(
+            f"{what} {where!r}: vectors in column {col!r} have different lengths "
+            f"(row 0: {dim}, row {row + int(odd[0])}: {int(lengths[odd[0]])}); every row needs the same width"
+        )
+    return int(dim)
 
 
 # ---- shared
