@@ -52,3 +52,47 @@ def test_no_two_clusters_get_the_same_name_even_with_fewer_nouns_than_clusters(e
     names = name_clusters(w.image_embeddings, w.labels, 5, w.noun_embeddings[:3], w.nouns[:3]).names
     assert len(set(names)) == 5, names
     assert all(any(n.startswith(word) for word in w.nouns[:3]) for n in names), names
+
+
+def _old_noun_zscores(joint_embeddings, labels, n_clusters, noun_embeddings, *, block=16384):
+    """The implementation before blockwise statistics (float64 copies of the whole matrix): the reference."""
+    x = np.asarray(joint_embeddings, dtype=np.float64)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    cov = xc.T @ xc / max(len(x) - 1, 1)
+    means = np.zeros((n_clusters, x.shape[1]))
+    counts = np.bincount(labels, minlength=n_clusters).astype(np.float64)
+    np.add.at(means, labels, x)
+    means = means / np.maximum(counts, 1)[:, None] - mu
+    out = np.empty((n_clusters, noun_embeddings.shape[0]), dtype=np.float32)
+    for start in range(0, noun_embeddings.shape[0], block):
+        t = np.asarray(noun_embeddings[start : start + block], dtype=np.float64)
+        std = np.sqrt(np.maximum(np.einsum("jd,de,je->j", t, cov, t, optimize=True), 1e-12))
+        out[:, start : start + len(t)] = (means @ t.T) / std
+    out[counts == 0] = 0.0
+    return out
+
+
+def test_blockwise_zscores_and_names_equal_the_full_matrix_implementation(style_world, monkeypatch):
+    """Blockwise float32 statistics (blocks smaller than n, an empty cluster, float16 input)
+    give the old implementation's z-scores to float32 precision and exactly its names."""
+    import tacluster.naming as naming
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=3000, n_classes=12, dim=48, n_nouns=600, noise=0.9, seed=7)
+    labels = w.labels.copy()
+    labels[labels == 11] = 10  # cluster 11 empty
+    for x in (w.image_embeddings, w.image_embeddings.astype(np.float16)):
+        new = naming.noun_zscores(x, labels, 12, w.noun_embeddings, row_block=700)
+        old = _old_noun_zscores(x, labels, 12, w.noun_embeddings)
+        np.testing.assert_allclose(new, old, rtol=1e-5, atol=2e-5)
+        got = naming.name_clusters(x, labels, 12, w.noun_embeddings, w.nouns)
+        monkeypatch.setattr(naming, "noun_zscores", _old_noun_zscores)
+        ref = naming.name_clusters(x, labels, 12, w.noun_embeddings, w.nouns)
+        monkeypatch.undo()
+        assert got.names == ref.names
+        assert [[n for n, _ in t] for t in got.top_nouns] == [[n for n, _ in t] for t in ref.top_nouns]
+    ws = style_world
+    got = naming.name_clusters(ws.image_embeddings, ws.labels, 5, ws.noun_embeddings, ws.nouns)
+    monkeypatch.setattr(naming, "noun_zscores", _old_noun_zscores)
+    assert naming.name_clusters(ws.image_embeddings, ws.labels, 5, ws.noun_embeddings, ws.nouns).names == got.names

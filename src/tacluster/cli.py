@@ -17,6 +17,7 @@ from pathlib import Path
 
 EPILOG = """examples:
   tacluster cluster examples/cifar10-mini --k 10 --out runs/example
+  tacluster cluster --embeddings clip_out/ --backbone clip --k 50 --out runs/byo
   tacluster predict runs/example/model new_photos/ --out preds.csv
   tacluster evaluate runs/example --labels parent-dir
   tacluster report runs/example
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cluster", help="cluster a folder (or list) of images",
                        description="Cluster every image of INPUT into K clusters and write DIR: "
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
-    c.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
+    c.add_argument("input", nargs="?", default=None,
+                   help="folder of images (recursive) or a .csv/.txt list of paths (or give --embeddings)")
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
                    help="number of clusters, or 'auto' to estimate it (searched from 2 up to 30, "
                         "and up to sqrt(n/2) for n images: 2..8 for 150)")
@@ -69,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
+    c.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="cluster vectors made elsewhere instead of INPUT: clip-retrieval's output folder "
+                        "(img_emb/ + metadata/), a .npy (paths in <name>.paths.txt/.csv beside it) or a "
+                        ".parquet (vector + path columns); --backbone names the model that made them")
+    c.add_argument("--joint-embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="with --embeddings and a backbone whose noun space differs from its image "
+                        "features (lite): the images' joint (noun-space) vectors, same layout")
+    c.add_argument("--embedding-column", default=None, metavar="NAME",
+                   help="with a .parquet: the vector column (default: embedding, emb or vector)")
     c.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
                         "RAY_ADDRESS selects the cluster)")
@@ -151,8 +162,15 @@ def _k_value(text: str):
 def _cmd_cluster(a) -> int:
     from tacluster.pipeline import cluster_images
 
+    from tacluster.errors import InputError
+
+    if (a.input is None) == (a.embeddings is None):
+        raise InputError("give INPUT (a folder or list of images) or --embeddings DIR_OR_FILE, not both"
+                         if a.input is not None else
+                         "nothing to cluster: give INPUT (a folder or list of images) or --embeddings DIR_OR_FILE")
     run = cluster_images(
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
+        embeddings=a.embeddings, joint_embeddings=a.joint_embeddings, embedding_column=a.embedding_column,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
         progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
         estimator_params={"consensus": a.consensus} if a.consensus else None,
@@ -170,7 +188,7 @@ def _cmd_cluster(a) -> int:
                 notes.append("K chosen automatically")
         if run.skipped:
             notes.append(f"{len(run.skipped)} skipped")
-        print(f"clustered {len(run.paths)} images into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
+        print(f"clustered {len(run.paths)} {'rows' if a.embeddings else 'images'} into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
               + (f" ({'; '.join(notes)})" if notes else ""))
         if run.skipped:
             from tacluster.pipeline import top_reasons

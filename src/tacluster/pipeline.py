@@ -300,7 +300,7 @@ def versions() -> dict[str, str]:
 
 
 def cluster_images(
-    source: str | os.PathLike,
+    source: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     n_clusters: int | str,
     *,
@@ -318,12 +318,18 @@ def cluster_images(
     command: str | None = None,
     engine: str = "local",
     offline: bool | None = None,
+    embeddings: str | os.PathLike | None = None,
+    joint_embeddings: str | os.PathLike | None = None,
+    embedding_column: str | None = None,
 ) -> ClusterRun:
     """Cluster every image of ``source`` and write the run directory ``out_dir``.
 
     Parameters
     ----------
-    source : folder, or .csv / .txt list of image paths
+    source : folder, or .csv / .txt list of image paths; None with ``embeddings``
+    embeddings : vectors made elsewhere, clustered instead of embedding images
+        (see :func:`cluster_embeddings`); give exactly one of ``source`` and this
+    joint_embeddings, embedding_column : see :func:`cluster_embeddings`
     out_dir : directory to write (see the README for its files)
     n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
     backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
@@ -350,15 +356,36 @@ def cluster_images(
         raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
     if n_clusters != "auto":
         n_clusters = int(n_clusters)  # np.int64(10) is a valid K; run.json needs a plain int
-    src = Path(source)
-    if not src.exists():
-        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
+    if (source is None) == (embeddings is None):
+        raise InputError("give either INPUT (images) or --embeddings (vectors made elsewhere), not both"
+                         if source is not None else "nothing to cluster: give INPUT (images) or --embeddings")
+    if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
+        raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
+    external = None
+    if embeddings is not None:
+        from tacluster.embedding.external import open_embeddings
+
+        external = (open_embeddings(embeddings, column=embedding_column),
+                    None if joint_embeddings is None
+                    else open_embeddings(joint_embeddings, column=embedding_column, what="--joint-embeddings"))
+        src = Path(embeddings)
+    else:
+        src = Path(source)
+        if not src.exists():
+            raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
     resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = {
-        "input": path_to_text(str(src.resolve())), "n_clusters": n_clusters, "backbone": backbone,
+        "input": path_to_text(str(src.resolve())) if external is None else None,
+        "n_clusters": n_clusters, "backbone": backbone,
         "method": method, "resolved_method": resolved_method, "seed": seed,
         "vocabulary": vocabulary or "wordnet", "estimator_params": estimator_params or {},
     }
+    if external is not None:
+        settings["embeddings"] = path_to_text(str(src.resolve()))
+        if joint_embeddings is not None:
+            settings["joint_embeddings"] = path_to_text(str(Path(joint_embeddings).resolve()))
+        if embedding_column is not None:
+            settings["embedding_column"] = embedding_column
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     check_out_dir(out, run_key, overwrite)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -368,8 +395,12 @@ def cluster_images(
     timings["load_backbone"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
-    timings["embed"] = time.perf_counter() - tic
+    if external is None:
+        emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+        timings["embed"] = time.perf_counter() - tic
+    else:
+        emb = _read_external(external, bb, backbone)
+        timings["read_embeddings"] = time.perf_counter() - tic
     n_usable = len(emb.paths)
     if n_usable == 0:
         listed = _record_failed_run(out, run_key, emb.skipped, "no usable images")
@@ -385,7 +416,7 @@ def cluster_images(
         )
     if n_clusters != "auto" and n_clusters > n_usable:
         raise InputError(
-            f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(source)!r}; "
+            f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(src)!r}; "
             f"use --k {n_usable} or fewer"
         )
     u = emb.arrays["image"]
@@ -395,6 +426,11 @@ def cluster_images(
     words = load_vocabulary(vocabulary)
     bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
     timings["noun_bank"] = time.perf_counter() - tic
+    if external is not None and len(bank.words) and bank.embeddings.shape[1] != joint.shape[1]:
+        raise InputError(
+            f"{'joint ' if joint is not u else ''}embeddings have {joint.shape[1]} dims but backbone {backbone!r} "
+            f"embeds nouns in {bank.embeddings.shape[1]}; pass the backbone that made them with --backbone"
+        )
     known = set(bank.words)
     unknown = [w for w in words if w not in known] if vocabulary is not None else []
     if len(bank.words) == 0:
@@ -477,6 +513,9 @@ def cluster_images(
                        "duplicates": emb.stats.n_duplicates},
             "versions": versions(),
         }
+        if external is not None:
+            run["embeddings"] = {"image": external[0].describe(),
+                                 **({"joint": external[1].describe()} if external[1] is not None else {})}
         if est.auto_k_ is not None:
             run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                              "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
@@ -494,6 +533,93 @@ def cluster_images(
     return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
                       duplicates=emb.stats.n_duplicates,
                       vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+
+
+def cluster_embeddings(
+    embeddings: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    n_clusters: int | str,
+    *,
+    backbone: str,
+    joint_embeddings: str | os.PathLike | None = None,
+    embedding_column: str | None = None,
+    **kwargs,
+) -> ClusterRun:
+    """Cluster vectors made elsewhere ("bring your own embeddings"); same outputs as :func:`cluster_images`.
+
+    Parameters
+    ----------
+    embeddings : clip-retrieval's output folder (``img_emb/img_emb_N.npy`` beside
+        ``metadata/metadata_N.parquet``), a ``.npy`` (N, d) with an optional
+        ``<name>.paths.txt`` / ``<name>.paths.csv`` list, or a ``.parquet`` with a
+        vector column and a path column (layouts: :mod:`tacluster.embedding.external`)
+    out_dir, n_clusters : as for :func:`cluster_images`
+    backbone : the model that made the vectors. It is loaded for its noun side
+        (noun bank) and fingerprint only; no image is read. The image vectors
+        must have the width of its image output.
+    joint_embeddings : the images in the backbone's noun space, read like
+        ``embeddings``; needed (only) by backbones whose noun space differs from
+        their image features (the offline ``lite``: 1280-d visual features, the
+        1000-d ``joint`` output). For a CLIP-like backbone the image vectors are
+        the joint vectors.
+    embedding_column : the Parquet vector column (default: ``embedding``,
+        ``emb`` or ``vector``)
+    **kwargs : any other keyword of :func:`cluster_images` (``method``, ``seed``,
+        ``vocabulary``, ``cache_dir``, ``overwrite``, ``report``, ...)
+
+    Rows are L2-normalised on reading; a row with NaN/inf or all zeros, a width
+    that does not match the backbone, or joint vectors missing where the
+    backbone needs them raise :class:`~tacluster.errors.InputError`. The
+    assignments list the paths (or URLs) as given, or ``row-000000``... where
+    the source has none; the report shows thumbnails of paths that are readable
+    local image files and a placeholder for the others.
+    """
+    return cluster_images(None, out_dir, n_clusters, backbone=backbone, embeddings=embeddings,
+                          joint_embeddings=joint_embeddings, embedding_column=embedding_column, **kwargs)
+
+
+def _read_external(external, bb, backbone_name: str):
+    """The vectors of ``--embeddings`` (and ``--joint-embeddings``) as an EmbeddingResult,
+    after checking their widths against what the backbone makes."""
+    from tacluster.embedding import EmbeddingResult
+    from tacluster.embedding.external import backbone_widths, match_joint
+
+    image, joint = external
+    one_space = tuple(bb.outputs) == ("image",)
+    widths = backbone_widths(bb)
+    fix = "pass the backbone that made them with --backbone"
+    if one_space:
+        if joint is not None:
+            raise InputError(
+                f"backbone {backbone_name!r} embeds images and nouns in one space, so the --embeddings vectors "
+                "are already its joint vectors; drop --joint-embeddings"
+            )
+        if image.dim != widths["joint"]:
+            raise InputError(
+                f"embeddings have {image.dim} dims but backbone {backbone_name!r} embeds nouns in "
+                f"{widths['joint']}; {fix}"
+            )
+    else:
+        if image.dim != widths["image"]:
+            raise InputError(
+                f"embeddings have {image.dim} dims but backbone {backbone_name!r} makes {widths['image']}-dim "
+                f"image features; {fix}"
+            )
+        if joint is None:
+            raise InputError(
+                f"backbone {backbone_name!r} needs the images' joint (noun-space, {widths['joint']}-dim) vectors "
+                "besides its image features: pass them with --joint-embeddings"
+            )
+        if joint.dim != widths["joint"]:
+            raise InputError(
+                f"joint embeddings have {joint.dim} dims but backbone {backbone_name!r} embeds nouns in "
+                f"{widths['joint']}; {fix}"
+            )
+        match_joint(image, joint)
+    arrays = {"image": image.load()}
+    if joint is not None:
+        arrays["joint"] = joint.load("--joint-embeddings")
+    return EmbeddingResult(list(image.paths), arrays)
 
 
 def _device_used(device: str) -> str:

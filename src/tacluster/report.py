@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -301,8 +302,19 @@ def _short_name(path: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-2] != os.sep else path
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_url(path: str) -> bool:
+    """A URL (``https://...``, ``s3://...``) rather than a local path: the
+    ``--embeddings`` inputs may list those. No thumbnail is made for it."""
+    return bool(_URL.match(path))
+
+
 def _file_uri(path: str) -> str:
-    """``file:`` URI of an image path; percent-encodes every unsafe character."""
+    """``file:`` URI of an image path (percent-encodes every unsafe character); a URL as it is."""
+    if _is_url(path):
+        return path
     return Path(os.path.abspath(path)).as_uri()
 
 
@@ -618,7 +630,8 @@ def build_report(
     -----
     Relative image paths are resolved against the current directory, as the
     run that wrote them did. Images that cannot be decoded get a placeholder
-    thumbnail and are flagged on the page.
+    thumbnail and are flagged on the page; so do URLs (listed by ``--embeddings``
+    inputs), flagged "not a local file".
     """
     if isinstance(thumbs_per_cluster, bool) or not isinstance(thumbs_per_cluster, int) or thumbs_per_cluster < 0:
         raise InputError(f"thumbs_per_cluster={thumbs_per_cluster!r} must be an integer >= 0")
@@ -659,7 +672,7 @@ def build_report(
     thumb_of: dict[str, str | None] = {}
     for p in _iter_progress(needed, progress, "thumbnails"):
         name = _thumb_name(p, thumb_size)
-        ok = (thumbs_dir / name).is_file() or _make_thumb(Path(p), thumbs_dir / name, thumb_size)
+        ok = not _is_url(p) and ((thumbs_dir / name).is_file() or _make_thumb(Path(p), thumbs_dir / name, thumb_size))
         thumb_of[p] = f"{THUMBS_DIR}/{name}" if ok else None
     placeholder = _placeholder(thumbs_dir, thumb_size) if None in thumb_of.values() else ""
 
@@ -673,6 +686,7 @@ def build_report(
             "file": _short_file(p),
             "src": thumb_of[p] or placeholder,
             "readable": thumb_of[p] is not None,
+            "remote": _is_url(p),
             "uri": _file_uri(p),
             "confidence": conf,
             "outlier": outlier,
