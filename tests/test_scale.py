@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tacluster import scale
-from tacluster.cluster import joint_features, kmeans_cluster, soft_assign
+from tacluster.cluster import assign, joint_features, kmeans_cluster, soft_assign
 from tacluster.counterpart import retrieve_counterparts, select_nouns, semantic_centres
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world
@@ -50,16 +50,23 @@ def test_large_path_forced_on_small_data_matches_exact_path(world):
     assert ((conf > 0) & (conf <= 1)).all()
 
 
-def test_blocked_assignment_equals_soft_assign(world):
+def test_blocked_assignment_equals_whole_soft_assign(world):
     u = world.image_embeddings
     s = np.roll(u, 1, axis=1)
     centroids = joint_features(u[:10], s[:10])
-    labels, conf = scale.assign_blocked([u, s], centroids, block=333)
+    labels, conf = assign([u, s], centroids, block=333)
     proba = soft_assign(joint_features(u, s), centroids)
     np.testing.assert_array_equal(labels, proba.argmax(axis=1))
-    np.testing.assert_allclose(conf, proba.max(axis=1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(conf, proba.max(axis=1), rtol=1e-5, atol=1e-7)
+    # the numpy formula it replaced, on one block
+    x = joint_features(u, s) / np.linalg.norm(joint_features(u, s), axis=1, keepdims=True)
+    c = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    logits = x @ c.T / 0.05
+    ref = np.exp(logits - logits.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    np.testing.assert_allclose(proba, ref, atol=1e-5)  # float32 logits / 0.05: last-bit differences x 20
     # Weighted parts are the weighted concatenation.
-    lw, _ = scale.assign_blocked([u, s], joint_features(u[:10], s[:10], 0.5), weights=[1.0, 0.5])
+    lw, _ = assign([u, s], joint_features(u[:10], s[:10], 0.5), weights=[1.0, 0.5])
     np.testing.assert_array_equal(lw, soft_assign(joint_features(u, s, 0.5), joint_features(u[:10], s[:10], 0.5)).argmax(1))
 
 
@@ -96,7 +103,7 @@ def test_bad_input(world):
     with pytest.raises(InputError, match="points_per_cluster=0"):
         scale.sampled_kmeans([u], 5, points_per_cluster=0)
     with pytest.raises(InputError, match="no feature arrays"):
-        scale.assign_blocked([], u[:3])
+        assign([], u[:3])
     with pytest.raises(InputError, match="kept_noun_embeddings has shape"):
         scale.retrieve_counterparts_topk(u, np.ones((5, 3), np.float32))
     with pytest.raises(InputError, match="top=0"):
@@ -145,3 +152,29 @@ def test_estimator_large_scale_path_agrees_with_the_exact_path(method):
     assert large.probabilities_ is None and large.confidence_.shape == (3000,)
     assert adjusted_rand_score(exact.labels_, large.labels_) >= 0.95
     np.testing.assert_array_equal(large.predict(w.image_embeddings[:200]), large.labels_[:200])
+
+
+@pytest.mark.parametrize("method", ["kmeans", "no-train"])
+def test_fit_and_predict_agree_on_every_fitted_row_on_the_large_path(method):
+    """120k rows take the large-N path ("auto"); predict must assign each fitted row as fit did.
+
+    100 near-synonyms per class and a softer tau spread each image's retrieval
+    over more than the top 64 nouns, so a predict that retrieved over all
+    kept nouns (as before) disagreed with fit on some rows.
+    """
+    from tacluster.estimator import TextAidedClustering
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=120_000, n_classes=8, dim=32, n_nouns=1000, synonyms_per_class=100,
+                   noise=1.5, seed=3)
+    est = TextAidedClustering(8, method, random_state=0, tau=0.02)
+    labels = est.fit_predict(w.image_embeddings, w.noun_embeddings, w.nouns)
+    assert est.large_scale_
+    np.testing.assert_array_equal(est.predict(w.image_embeddings), labels)
+    # and after a save/load round trip, which must remember the path taken
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        est.save(tmp)
+        again = TextAidedClustering.load(tmp)
+        np.testing.assert_array_equal(again.predict(w.image_embeddings[:5000]), labels[:5000])

@@ -52,19 +52,61 @@ def consensus_kmeans(
     return _faiss.KMeansResult(centroids=centroids, labels=labels, objective=float("nan"), n_iter=1)
 
 
-def soft_assign(features: np.ndarray, centroids: np.ndarray, temperature: float = 0.05) -> np.ndarray:
-    """Soft cluster memberships softmax(cos(x, c_k) / temperature), shape (n, k).
+def assign(
+    parts,
+    centroids: np.ndarray,
+    *,
+    weights=None,
+    temperature: float = 0.05,
+    block: int = 65_536,
+    proba: bool = False,
+):
+    """The one cluster assignment, for ``fit`` and ``predict`` and both size paths.
 
-    Used as a per-sample confidence for the k-means methods; the temperature
-    (0.05) turns the usual 0.1-0.3 cosine gaps between clusters into
-    confident-but-not-saturated probabilities.
+    Each row is ``[w_0 * parts[0], w_1 * parts[1], ...]`` (e.g. ``[u, w s]``
+    for TAC no-train; never concatenated for all rows at once), normalised;
+    its cluster is the centroid of highest cosine, its confidence the max of
+    ``softmax(cos(x, c) / temperature)`` (0.05 turns the usual 0.1-0.3 cosine
+    gaps between clusters into confident-but-not-saturated probabilities).
+    Computed in blocks of ``block`` rows with torch; memory O(block * (d + k))
+    unless ``proba``.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int64
+    confidence : ndarray of shape (n_samples,), float32
+    probabilities : ndarray of shape (n_samples, k), float32, only when ``proba``
     """
-    x = features / np.linalg.norm(features, axis=1, keepdims=True)
-    c = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    logits = (x @ c.T) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    p = np.exp(logits)
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    import torch
+
+    from tacluster.scale import iter_blocks, joint_rows
+
+    if isinstance(parts, np.ndarray):
+        parts = [parts]
+    if not parts:
+        raise InputError("no feature arrays given; pass at least one (n_samples, d) array")
+    n = parts[0].shape[0]
+    c = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)), dim=1)
+    labels = np.empty(n, dtype=np.int64)
+    confidence = np.empty(n, dtype=np.float32)
+    probabilities = np.empty((n, c.shape[0]), dtype=np.float32) if proba else None
+    with torch.inference_mode():
+        for sl in iter_blocks(n, block):
+            x = torch.nn.functional.normalize(torch.from_numpy(joint_rows(parts, sl, weights)), dim=1)
+            logits = (x @ c.T) / temperature
+            top = logits.max(dim=1)
+            e = torch.exp(logits - top.values[:, None])
+            total = e.sum(dim=1)
+            confidence[sl] = (1.0 / total).numpy()  # max softmax probability
+            labels[sl] = top.indices.numpy()
+            if proba:
+                probabilities[sl] = (e / total[:, None]).numpy()
+    return (labels, confidence, probabilities) if proba else (labels, confidence)
+
+
+def soft_assign(features: np.ndarray, centroids: np.ndarray, temperature: float = 0.05) -> np.ndarray:
+    """Soft cluster memberships softmax(cos(x, c_k) / temperature), shape (n, k) (:func:`assign`)."""
+    return assign([features], centroids, temperature=temperature, proba=True)[2]
 
 
 def spectral_cluster(

@@ -24,7 +24,7 @@ from tacluster.cluster import (
     joint_features,
     kmeans_cluster,
     normalised_means,
-    soft_assign,
+    assign,
     spectral_cluster,
 )
 from tacluster.counterpart import (
@@ -301,7 +301,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             else:
                 res = self._final_kmeans(u, k, seed + 1)
                 self.cluster_centers_ = res.centroids
-                self._set_outputs(soft_assign(u, res.centroids))
+                self._set_assignment(*assign([u], res.centroids, proba=True))
             timings["kmeans"] = time.perf_counter() - t0
             self.timings_ = timings
             return self
@@ -316,7 +316,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             # 49.8 vs 48.5).
             self.cluster_centers_ = normalised_means(u, labels, k)
             timings["spectral"] = time.perf_counter() - tic
-            self._set_outputs(soft_assign(u, self.cluster_centers_))
+            self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
             self.timings_ = timings
             return self
 
@@ -345,10 +345,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_noun_embeddings_ = np.ascontiguousarray(bank[sel.indices])
 
         tic = time.perf_counter()
-        if large:
-            s = scale.retrieve_counterparts_topk(joint, self.kept_noun_embeddings_, tau=self.tau)
-        else:
-            s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+        s = self._counterparts(joint)
         timings["retrieval"] = time.perf_counter() - tic
         self.counterparts_ = s
 
@@ -367,10 +364,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self.cluster_centers_ = res.centroids
                 self._set_labels(res.labels, conf)
             else:
-                x = joint_features(u, s, self.text_weight_)
-                res = self._final_kmeans(x, k, seed + 1)
+                res = self._final_kmeans(joint_features(u, s, self.text_weight_), k, seed + 1)
                 self.cluster_centers_ = res.centroids
-                self._set_outputs(soft_assign(x, res.centroids))
+                self._set_assignment(*assign([u, s], res.centroids, weights=[1.0, self.text_weight_], proba=True))
             timings["kmeans"] = time.perf_counter() - tic
             self.timings_ = timings
             return self
@@ -455,6 +451,26 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.labels_ = np.asarray(labels, dtype=np.int64)
         self.confidence_ = np.asarray(confidence, dtype=np.float32)
 
+    def _set_assignment(self, labels: np.ndarray, confidence: np.ndarray, proba: np.ndarray) -> None:
+        self.probabilities_ = proba
+        self.labels_ = labels
+        self.confidence_ = confidence
+
+    def _counterparts(self, joint: np.ndarray) -> np.ndarray:
+        """Text counterparts by the retrieval ``fit`` used (top-k on the large-N path)."""
+        if getattr(self, "large_scale_", False):
+            from tacluster import scale
+
+            return scale.retrieve_counterparts_topk(joint, self.kept_noun_embeddings_, tau=self.tau)
+        return retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+
+    def _assign_new(self, u: np.ndarray, joint: np.ndarray, proba: bool):
+        """:func:`tacluster.cluster.assign` of new rows, exactly as ``fit`` assigned its own."""
+        if self.method in ("kmeans", "spectral"):
+            return assign([u], self.cluster_centers_, proba=proba)
+        s = self._counterparts(joint)
+        return assign([u, s], self.cluster_centers_, weights=[1.0, self.text_weight_], proba=proba)
+
     def _set_outputs(self, proba: np.ndarray) -> None:
         self.probabilities_ = proba
         self.labels_ = proba.argmax(axis=1).astype(np.int64)
@@ -494,19 +510,21 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """Cluster probabilities of new images, shape (n_samples, n_clusters)."""
         self._check_fitted()
         u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
-        if self.method in ("kmeans", "spectral"):
-            return soft_assign(u, self.cluster_centers_)
-        if self.method == "no-train":
-            s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
-            return soft_assign(joint_features(u, s, self.text_weight_), self.cluster_centers_)
+        if self.method != "tac":
+            return self._assign_new(u, joint, proba=True)[2]
         from tacluster.train import head_probabilities
 
         return head_probabilities(self.image_head_, u)
 
     def predict(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
         """Cluster index of each new image, shape (n_samples,). For ``"tac"``
-        only the image embeddings are needed (argmax of the image head)."""
-        return self.predict_proba(image_embeddings, joint_embeddings=joint_embeddings).argmax(axis=1)
+        only the image embeddings are needed (argmax of the image head); the
+        other methods assign exactly as ``fit`` did (:func:`tacluster.cluster.assign`)."""
+        if self.method == "tac":
+            return self.predict_proba(image_embeddings, joint_embeddings=joint_embeddings).argmax(axis=1)
+        self._check_fitted()
+        u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
+        return self._assign_new(u, joint, proba=False)[0]
 
     def fit_predict(self, image_embeddings, noun_embeddings=None, nouns=None, *, joint_embeddings=None):
         """``fit`` then return ``labels_``."""
@@ -560,6 +578,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
             "kept_nouns": list(self.kept_nouns_),
             "text_weight_used": self.text_weight_,
+            "large_scale_used": bool(getattr(self, "large_scale_", False)),
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
         # Everything is checked before the first byte is written: a model
@@ -638,6 +657,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if self.method == "no-train" and used is None:
             raise ModelFileError("config.json lacks text_weight_used for a text_weight='auto' model")
         self.text_weight_ = None if used is None else float(used)
+        self.large_scale_ = bool(config.get("large_scale_used", False))  # models before it: the exact path
         self.trust_ = None
         self.cluster_centers_ = arrays.get("cluster_centers")
         self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")

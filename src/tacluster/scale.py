@@ -151,7 +151,7 @@ def sampled_kmeans(
         As in :func:`tacluster._faiss.kmeans`.
     temperature : float
         Confidence = max of softmax(cos(x, c) / temperature), as
-        :func:`tacluster.cluster.soft_assign`.
+        :func:`tacluster.cluster.assign`.
 
     Returns
     -------
@@ -168,40 +168,10 @@ def sampled_kmeans(
     fit = _faiss.kmeans(
         joint_rows(parts, rows, weights), k, n_iter=n_iter, n_init=n_init, seed=seed, spherical=True
     )
-    labels, confidence = assign_blocked(parts, fit.centroids, weights=weights, temperature=temperature, block=block)
+    from tacluster.cluster import assign
+
+    labels, confidence = assign(parts, fit.centroids, weights=weights, temperature=temperature, block=block)
     return _faiss.KMeansResult(fit.centroids, labels, fit.objective, fit.n_iter), confidence
-
-
-def assign_blocked(
-    parts: Sequence[np.ndarray],
-    centroids: np.ndarray,
-    *,
-    weights: Sequence[float] | None = None,
-    temperature: float = 0.05,
-    block: int = BLOCK_ROWS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid by cosine, and its softmax confidence, for every row.
-
-    Memory is O(block * (d + k)); the (n, k) probability matrix is never built.
-
-    Returns
-    -------
-    labels : ndarray of shape (n_samples,), int64
-    confidence : ndarray of shape (n_samples,), float32
-    """
-    n = _check_parts(parts)
-    c = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)), dim=1)
-    labels = np.empty(n, dtype=np.int64)
-    confidence = np.empty(n, dtype=np.float32)
-    with torch.inference_mode():
-        for sl in iter_blocks(n, block):
-            x = torch.nn.functional.normalize(torch.from_numpy(joint_rows(parts, sl, weights)), dim=1)
-            logits = (x @ c.T) / temperature
-            top = logits.max(dim=1)
-            # max softmax probability = 1 / sum_j exp(l_j - l_max)
-            confidence[sl] = (1.0 / torch.exp(logits - top.values[:, None]).sum(dim=1)).numpy()
-            labels[sl] = top.indices.numpy()
-    return labels, confidence
 
 
 def sampled_semantic_centres(
