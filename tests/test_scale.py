@@ -178,3 +178,20 @@ def test_fit_and_predict_agree_on_every_fitted_row_on_the_large_path(method):
         est.save(tmp)
         again = TextAidedClustering.load(tmp)
         np.testing.assert_array_equal(again.predict(w.image_embeddings[:5000]), labels[:5000])
+
+
+def test_spectral_on_the_large_path_goes_through_landmarks_and_predict_agrees():
+    """Spectral at large N (forced here on 3k rows) is the landmark form; it finds the
+    classes as the exact graph does, and predict assigns every fitted row as fit did."""
+    from tacluster.estimator import TextAidedClustering
+    from tacluster.evaluate import cluster_accuracy
+    from tacluster.synthetic import make_world
+
+    w = make_world(n_samples=3000, n_classes=10, dim=64, n_nouns=400, noise=2.0, seed=0)
+    large = TextAidedClustering(10, "spectral", random_state=0, large_scale=True)
+    labels = large.fit_predict(w.image_embeddings)
+    exact = TextAidedClustering(10, "spectral", random_state=0).fit_predict(w.image_embeddings)
+    assert large.probabilities_ is None
+    assert cluster_accuracy(w.labels, labels) > 0.9
+    assert cluster_accuracy(w.labels, labels) > cluster_accuracy(w.labels, exact) - 0.02
+    np.testing.assert_array_equal(large.predict(w.image_embeddings), labels)

@@ -25,6 +25,7 @@ from tacluster.cluster import (
     kmeans_cluster,
     normalised_means,
     assign,
+    landmark_spectral_cluster,
     spectral_cluster,
 )
 from tacluster.counterpart import (
@@ -77,8 +78,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         The large-N path (:mod:`tacluster.scale`) from 100,000 samples:
         centres and k-means fitted on subsamples with capped iterations (1
         restart) and every point assigned in blocks, retrieval over each
-        image's top 64 kept nouns, HNSW neighbours; ``probabilities_`` is not
-        kept (it would be N x K floats). ``True``/``False`` force either path.
+        image's top 64 kept nouns, HNSW neighbours, ``"spectral"`` through
+        landmarks (:func:`tacluster.cluster.landmark_spectral_cluster`, linear
+        in N); ``probabilities_`` is not kept (it would be N x K floats).
+        ``True``/``False`` force either path.
     spectral_neighbors : int, default=20
         Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
         fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
@@ -307,8 +310,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             return self
         if self.method == "spectral":
             tic = time.perf_counter()
-            labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
-                                      n_init=self.kmeans_n_init)
+            if large:  # the exact graph's eigensolver cannot finish at this size (docs/scaling.md)
+                labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=self.kmeans_n_init)
+            else:
+                labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
+                                          n_init=self.kmeans_n_init)
             # Every image, fitted or new, goes to the nearest normalised mean of
             # the graph's clusters, so `predict` agrees with `labels_`. That one
             # reassignment also scored higher than the graph's own labels
@@ -316,7 +322,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             # 49.8 vs 48.5).
             self.cluster_centers_ = normalised_means(u, labels, k)
             timings["spectral"] = time.perf_counter() - tic
-            self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
+            if large:  # no N x K probability matrix
+                self._set_labels(*assign([u], self.cluster_centers_))
+            else:
+                self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
             self.timings_ = timings
             return self
 
