@@ -35,7 +35,7 @@ from tacluster.counterpart import (
 )
 from tacluster.errors import InputError, ModelFileError, NotFittedError
 
-METHODS = ("tac", "no-train", "kmeans", "spectral")
+METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 MODEL_FORMAT = "tacluster-model"
 MODEL_FORMAT_VERSION = 1
 
@@ -53,7 +53,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);
         ``"spectral"``: spectral clustering of the image kNN graph (image side
-        only; tacluster's default with the offline backbone, see README).
+        only); ``"auto"``: each image-side candidate of
+        :data:`tacluster.choose_method.IMAGE_CANDIDATES` is fitted and the one
+        whose partition best follows the collection's kNN graph is kept
+        (label-free, :func:`tacluster.choose_method.choose_method`; the
+        decision is ``choice_``, and a saved model is the chosen method's).
+        ``"auto"`` is tacluster's default with the offline backbone.
     n_centres : int or None, default=None
         Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
         capped at N // 2 (see :func:`tacluster.counterpart.default_n_centres`).
@@ -91,6 +96,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         k-means iteration cap (faiss stops once the objective settles).
     centres_n_init : int, default=3
         Restarts of the semantic-centre k-means (paper: 10).
+    feature_power : float, default=1.0
+        Power normalisation of the image features before anything else, in
+        ``fit`` and ``predict`` alike: ``sign(u) * |u| ** feature_power``,
+        then L2. 1 leaves them as they are; 0.5 (signed square root) damps the
+        few large activations that dominate pooled CNN features
+        (``docs/tuning.md``, issue 19: on the offline backbone it raised
+        k-means and spectral clustering on most of the nine domains).
     consensus : int, default=0
         ``"kmeans"`` and ``"no-train"`` only: 0 keeps the best of
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
@@ -132,6 +144,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         The text weight used by ``"no-train"`` (resolved when ``"auto"``).
     trust_ : TrustDecision or None
         Why ``"auto"`` chose ``text_weight_`` (None otherwise).
+    choice_ : MethodChoice or None
+        For ``method="auto"``: the candidate kept, every candidate's score and
+        why (None otherwise).
+    feature_power_ : float
+        The ``feature_power`` in use (the chosen candidate's for ``"auto"``).
     timings_ : dict
         Seconds per stage of the last ``fit``.
     """
@@ -161,6 +178,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         kmeans_n_iter: int = 300,
         centres_n_init: int = 3,
         consensus: int = 0,
+        feature_power: float = 1.0,
         device: str = "cpu",
         random_state=0,
         verbose: bool = False,
@@ -187,6 +205,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kmeans_n_iter = kmeans_n_iter
         self.centres_n_init = centres_n_init
         self.consensus = consensus
+        self.feature_power = feature_power
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -211,6 +230,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
             check_positive(self.text_weight, "text_weight", allow_zero=True)
         check_positive(self.balance_weight, "balance_weight", allow_zero=True)
+        check_positive(self.feature_power, "feature_power")
         if self.n_centres is not None:
             check_positive(self.n_centres, "n_centres", integer=True)
         if self.device == "cuda":
@@ -254,7 +274,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self._check_params()
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        u = as_float_matrix(image_embeddings, "image_embeddings")
+        u_in = as_float_matrix(image_embeddings, "image_embeddings")
+        self.choice_ = None
+        self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
+        u = self._image_view(u_in)
         n = u.shape[0]
         seed = self._seed()
         self.auto_k_ = None
@@ -264,7 +287,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
             tic = time.perf_counter()
             # The noun-space view joins the search when it differs from the image side.
-            text_view = None if self.method in ("kmeans", "spectral") else joint_embeddings
+            text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
             # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
             # (30 photos of one cat gave K = 23 without it; the real-image sets
             # measured in docs/stability.md, n >= 900, are unaffected), and the
@@ -293,6 +316,20 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.trust_ = None
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
+        if self.method == "auto":
+            from tacluster.choose_method import choose_method
+
+            tic = time.perf_counter()
+            shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
+                      "large_scale": self.large_scale, "knn_method": self.knn_method}
+            self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
+            self.feature_power_ = float(chosen.feature_power_)
+            self.cluster_centers_ = chosen.cluster_centers_
+            self.probabilities_ = chosen.probabilities_
+            self.labels_, self.confidence_ = chosen.labels_, chosen.confidence_
+            timings["choose_method"] = time.perf_counter() - tic
+            self.timings_ = timings
+            return self
         if self.method == "kmeans":
             if large:
                 res, conf = scale.sampled_kmeans([u], k, n_iter=k_iter, seed=seed + 1)
@@ -466,8 +503,17 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
             )
 
+    def _image_view(self, u: np.ndarray) -> np.ndarray:
+        """``u`` after the ``feature_power`` normalisation (``u`` itself at 1)."""
+        p = float(getattr(self, "feature_power_", self.feature_power))
+        if p == 1.0:
+            return u
+        v = np.sign(u) * np.abs(u) ** p
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+
     def _inputs_for_predict(self, image_embeddings, joint_embeddings):
-        u = as_float_matrix(image_embeddings, "image_embeddings")
+        u = self._image_view(as_float_matrix(image_embeddings, "image_embeddings"))
         if u.shape[1] != self.n_features_in_:
             raise InputError(
                 f"image_embeddings have width {u.shape[1]} but the model was fitted on width "
@@ -493,7 +539,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """Cluster probabilities of new images, shape (n_samples, n_clusters)."""
         self._check_fitted()
         u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
-        if self.method in ("kmeans", "spectral"):
+        if self.method in ("kmeans", "spectral", "auto"):
             return soft_assign(u, self.cluster_centers_)
         if self.method == "no-train":
             s = retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
@@ -548,6 +594,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         params = {k: _plain(v) for k, v in self.get_params().items()}
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
+        choice = getattr(self, "choice_", None)
+        if self.method == "auto" and choice is not None:
+            # A saved "auto" model is the candidate it chose: load() rebuilds that method.
+            params.update({k: _plain(v) for k, v in choice.params.items()})
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -559,6 +609,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
             "kept_nouns": list(self.kept_nouns_),
             "text_weight_used": self.text_weight_,
+            **({"method_choice": {"chosen": choice.method, "scores": choice.scores, "criterion": choice.criterion}}
+               if self.method == "auto" and choice is not None else {}),
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
         # Everything is checked before the first byte is written: a model
@@ -638,6 +690,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             raise ModelFileError("config.json lacks text_weight_used for a text_weight='auto' model")
         self.text_weight_ = None if used is None else float(used)
         self.trust_ = None
+        self.choice_ = None
+        self.feature_power_ = float(self.feature_power)
         self.cluster_centers_ = arrays.get("cluster_centers")
         self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
         self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
