@@ -62,14 +62,16 @@ def recommended_params(backbone_name: str) -> dict:
 
     CLIP-like backbones: the paper's TAC. The offline ``lite`` backbone: its
     text side is too weak for TAC (held-out ACC, 10 seeds: 15-Scene TAC
-    no-train 43.1 vs k-means 77.6; docs/tuning.md), and no text weight beat
-    k-means by more than noise, so the default clusters the image side with
-    spectral clustering of the kNN graph (15-Scene 85.8 vs 77.6, CIFAR-10
-    49.9 vs 44.8, 10/10 seeds up on the held-out parts) and uses the nouns for
-    the cluster names.
+    no-train 43.1 vs k-means 77.6; docs/tuning.md), so the image side is
+    clustered and the nouns only name the clusters. Which image-side method
+    is chosen per collection without labels (``method="auto"``,
+    :mod:`tacluster.choose_method`: k-means, spectral clustering, or spectral
+    clustering of power-normalised features, whichever partition best follows
+    the collection's neighbour graph); measured on nine domains with a
+    leave-one-domain-out check in docs/tuning.md (issue 19).
     """
     if backbone_name.split(":")[0] == "lite":
-        return {"method": "spectral"}
+        return {"method": "auto"}
     return {"method": "tac"}
 
 
@@ -480,6 +482,13 @@ def cluster_images(
                        "duplicates": emb.stats.n_duplicates},
             "versions": versions(),
         }
+        choice = getattr(est, "choice_", None)
+        if choice is not None:
+            run["settings"]["method_chosen"] = choice.method
+            run["settings"]["method_scores"] = {m: round(float(v), 4) for m, v in choice.scores.items()}
+            run["method_choice"] = {"chosen": choice.method, "params": choice.params,
+                                    "scores": {m: float(v) for m, v in choice.scores.items()},
+                                    "criterion": choice.criterion, "reason": choice.reason}
         if est.auto_k_ is not None:
             run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                              "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
