@@ -40,6 +40,11 @@ mean and the worst per-set difference. Methods (``METHODS``):
   (:func:`quality.default_estimator`, so the row follows the pipeline); with
   ``method="auto"`` the candidates it chose are listed in brackets.
 
+The last column (``--auto-k-seeds``, default 1 seed) is ``--k auto`` with the
+default method: the K estimated on the fit part (:mod:`tacluster.autok`,
+searched in 2..30 and capped at sqrt(n / 2) by the estimator) and the held-out
+ACC at that K; the summary cell counts the sets where it was exact / within 2.
+
 **Leave-one-domain-out check of the choice rule** (always run): the rule
 family is "keep reference candidate R unless the candidate with the highest
 criterion beats R's criterion by more than a relative margin m" (R k-means or
@@ -252,13 +257,21 @@ def lodo_table(res: dict) -> str:
     return markdown_table(header, rows)
 
 
+def run_auto_k(data: dict, seed: int) -> dict:
+    """``--k auto`` with the default method: the K chosen on the fit part and held-out ACC / NMI at it."""
+    tic = time.perf_counter()
+    est, pred = _method_default(data, "auto", seed)
+    return {"k": int(est.n_clusters_), "heldout": evaluate_clustering(data["y_ho"], pred),
+            "seconds": time.perf_counter() - tic}
+
+
 def paired(runs: list[dict], base: list[dict]) -> tuple[float, int]:
     d = [r["heldout"]["acc"] - b["heldout"]["acc"] for r, b in zip(runs, base)]
     return statistics.fmean(d), sum(x > 0 for x in d)
 
 
-def table(results: dict, methods: list[str], seeds: int, meta: dict) -> str:
-    header = ["set", "n (fit / held-out)", "K"] + methods
+def table(results: dict, methods: list[str], seeds: int, meta: dict, auto_k: dict | None = None) -> str:
+    header = ["set", "n (fit / held-out)", "K"] + methods + (["auto K: K chosen, ACC at it"] if auto_k else [])
     rows = []
     deltas: dict[str, list[float]] = {m: [] for m in methods}
     for name, per in results.items():
@@ -276,10 +289,19 @@ def table(results: dict, methods: list[str], seeds: int, meta: dict) -> str:
             if chosen:
                 cell += f" [{', '.join(chosen)}]"
             cells.append(cell)
+        if auto_k:
+            ks = [r["k"] for r in auto_k[name]]
+            acc = statistics.fmean(r["heldout"]["acc"] for r in auto_k[name])
+            cells.append(f"{', '.join(map(str, ks))}; {acc:.1f}")
         rows.append(cells)
     summary = ["**mean Δ / worst Δ**", "", ""]
     for m in methods:
         summary.append(f"{statistics.fmean(deltas[m]):+.1f} / {min(deltas[m]):+.1f}" if deltas[m] else "")
+    if auto_k:
+        ks = {name: [r["k"] for r in runs] for name, runs in auto_k.items()}
+        exact = sum(all(k == meta[n]["k"] for k in v) for n, v in ks.items())
+        near = sum(all(abs(k - meta[n]["k"]) <= 2 for k in v) for n, v in ks.items())
+        summary.append(f"exact {exact}/{len(ks)}, within ±2 {near}/{len(ks)}")
     rows.append(summary)
     return markdown_table(header, rows)
 
@@ -289,6 +311,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=10, help="seeds per method (default 10)")
     ap.add_argument("--sets", default=",".join(s for s, _ in SETS), help="comma list of set names")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {','.join(METHODS)}")
+    ap.add_argument("--auto-k-seeds", type=int, default=1,
+                    help="seeds of the --k auto column (default 1; 0 leaves the column out)")
     ap.add_argument("--shared", default=str(SHARED), help="folder of the archives (default ../shared/data)")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "tacluster" / "datasets"),
                     help="where archives are extracted")
@@ -313,6 +337,7 @@ def main(argv=None) -> dict:
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     bb = load_backbone("lite", device="cpu")
     results: dict[str, dict[str, list[dict]]] = {}
+    auto_k: dict[str, list[dict]] = {}
     meta: dict[str, dict] = {}
     for name in sets:
         tic = time.perf_counter()
@@ -332,7 +357,12 @@ def main(argv=None) -> dict:
                 results[name][m] = [run_one(m, data, seed) for seed in range(args.seeds)]
             acc = statistics.fmean(r["heldout"]["acc"] for r in results[name][m])
             print(f"{name:15s} {m:13s} held-out ACC {acc:5.1f}  ({time.perf_counter() - tic:.0f} s)", flush=True)
-    md_table = table(results, methods, args.seeds, meta)
+        if args.auto_k_seeds > 0:
+            tic = time.perf_counter()
+            auto_k[name] = [run_auto_k(data, seed) for seed in range(args.auto_k_seeds)]
+            print(f"{name:15s} auto K {[r['k'] for r in auto_k[name]]} (true {data['k']}, "
+                  f"{time.perf_counter() - tic:.0f} s)", flush=True)
+    md_table = table(results, methods, args.seeds, meta, auto_k or None)
     title = (f"Held-out ACC / NMI (%), backbone lite, K = classes, fit 70 % / held-out 30 % (split seed 0), "
              f"{args.seeds} seeds; (Δ ACC vs k-means, seeds up)")
     md = f"### {title}\n\n{md_table}\n"
@@ -347,7 +377,7 @@ def main(argv=None) -> dict:
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)
     payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
-               "lodo": lodo_res,
+               "lodo": lodo_res, "auto_k": auto_k,
                "environment": environment(), "markdown": md}
     out = Path(args.out)
     write_json(out / "domains.json", payload)
