@@ -48,7 +48,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     n_clusters : int or "auto", default=10
         K, the number of clusters; ``"auto"`` estimates it from the data
         (:func:`tacluster.autok.estimate_n_clusters`, within ``k_range``).
-    method : {"tac", "no-train", "kmeans", "spectral"}, default="tac"
+    method : {"tac", "no-train", "kmeans", "spectral", "auto"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);

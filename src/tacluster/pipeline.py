@@ -332,8 +332,10 @@ def cluster_images(
     out_dir : directory to write (see the README for its files)
     n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
     backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
-    method : ``"auto"`` (per backbone, :func:`recommended_method`), ``"tac"``,
-        ``"no-train"`` or ``"kmeans"``
+    method : ``"auto"`` (per backbone, :func:`recommended_method`: with ``lite``
+        the label-free choice of :mod:`tacluster.choose_method`, recorded in
+        run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
+        or ``"spectral"``
     cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
     vocabulary : a file with one noun per line (default: WordNet nouns)
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
