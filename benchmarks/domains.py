@@ -149,7 +149,9 @@ def load_domain(name: str, limit: int | None, bb, cache: Path, work: Path, share
     u = emb.arrays["image"]
     j = emb.arrays.get("joint", u)
     fit, ho = fit_heldout_split(len(y))
+    probs = emb.arrays.get("probs")
     return {"u_fit": u[fit], "u_ho": u[ho], "j_fit": j[fit], "j_ho": j[ho], "y_fit": y[fit], "y_ho": y[ho],
+            "p_fit": None if probs is None else probs[fit],
             "k": int(len(np.unique(y))), "n": int(len(y)), "n_skipped": len(emb.skipped)}
 
 
