@@ -152,6 +152,8 @@ def run_method(name: str, data: dict, k: int, seed: int, device: str, backbone_n
             est.fit(u, bank, words, joint_embeddings=j)
         pred = est.predict(uh, joint_embeddings=jh)
         extra = {"method": est.method}
+        if getattr(est, "choice_", None) is not None:  # method="auto": the candidate it chose
+            extra["chosen"] = est.choice_.method
         if est.method == "no-train":  # the weight only means something there
             extra["text_weight"] = getattr(est, "text_weight_", est.text_weight)
     else:
@@ -251,6 +253,9 @@ def main(argv=None) -> dict:
         note = f"w = {sorted(set(ws))}" if ws else ""
         if "method" in runs[0]:
             note = f"method {runs[0]['method']}; {note}"
+        chosen = sorted({r["chosen"] for r in runs if "chosen" in r})
+        if chosen:
+            note = f"{note}chose {', '.join(chosen)}"
         cells.append(note)
         rows.append(cells)
     table = markdown_table(header, rows)

@@ -36,7 +36,7 @@ from tacluster.counterpart import (
 )
 from tacluster.errors import InputError, ModelFileError, NotFittedError
 
-METHODS = ("tac", "no-train", "kmeans", "spectral")
+METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 MODEL_FORMAT = "tacluster-model"
 MODEL_FORMAT_VERSION = 1
 
@@ -49,12 +49,17 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     n_clusters : int or "auto", default=10
         K, the number of clusters; ``"auto"`` estimates it from the data
         (:func:`tacluster.autok.estimate_n_clusters`, within ``k_range``).
-    method : {"tac", "no-train", "kmeans", "spectral"}, default="tac"
+    method : {"tac", "no-train", "kmeans", "spectral", "auto"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);
         ``"spectral"``: spectral clustering of the image kNN graph (image side
-        only; tacluster's default with the offline backbone, see README).
+        only); ``"auto"``: each image-side candidate of
+        :data:`tacluster.choose_method.IMAGE_CANDIDATES` is fitted and the one
+        whose partition best follows the collection's kNN graph is kept
+        (label-free, :func:`tacluster.choose_method.choose_method`; the
+        decision is ``choice_``, and a saved model is the chosen method's).
+        ``"auto"`` is tacluster's default with the offline backbone.
     n_centres : int or None, default=None
         Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
         capped at N // 2 (see :func:`tacluster.counterpart.default_n_centres`).
@@ -94,6 +99,15 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         k-means iteration cap (faiss stops once the objective settles).
     centres_n_init : int, default=3
         Restarts of the semantic-centre k-means (paper: 10).
+    feature_power : float, default=1.0
+        Power normalisation of the image features before anything else, in
+        ``fit`` and ``predict`` alike: ``sign(u) * |u| ** feature_power``,
+        then L2. 1 leaves them as they are; 0.5 (signed square root) damps the
+        few large activations that dominate pooled CNN features. On the
+        offline backbone, spectral clustering with 0.5 gained 10-16 ACC on
+        blood cells and hand signs but lost 2-4 on clothing, CIFAR-10 and
+        15-Scene (``docs/tuning.md`` §6), so it is a candidate of ``"auto"``
+        rather than a default.
     consensus : int, default=0
         ``"kmeans"`` and ``"no-train"`` only: 0 keeps the best of
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
@@ -135,6 +149,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         The text weight used by ``"no-train"`` (resolved when ``"auto"``).
     trust_ : TrustDecision or None
         Why ``"auto"`` chose ``text_weight_`` (None otherwise).
+    choice_ : MethodChoice or None
+        For ``method="auto"``: the candidate kept, every candidate's score and
+        why (None otherwise).
+    feature_power_ : float
+        The ``feature_power`` in use (the chosen candidate's for ``"auto"``).
     timings_ : dict
         Seconds per stage of the last ``fit``.
     """
@@ -164,6 +183,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         kmeans_n_iter: int = 300,
         centres_n_init: int = 3,
         consensus: int = 0,
+        feature_power: float = 1.0,
         device: str = "cpu",
         random_state=0,
         verbose: bool = False,
@@ -190,6 +210,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kmeans_n_iter = kmeans_n_iter
         self.centres_n_init = centres_n_init
         self.consensus = consensus
+        self.feature_power = feature_power
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -214,6 +235,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
             check_positive(self.text_weight, "text_weight", allow_zero=True)
         check_positive(self.balance_weight, "balance_weight", allow_zero=True)
+        check_positive(self.feature_power, "feature_power")
         if self.n_centres is not None:
             check_positive(self.n_centres, "n_centres", integer=True)
         if self.device == "cuda":
@@ -257,7 +279,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self._check_params()
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        u = as_float_matrix(image_embeddings, "image_embeddings")
+        u_in = as_float_matrix(image_embeddings, "image_embeddings")
+        self.choice_ = None
+        self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
+        u = self._image_view(u_in)
         n = u.shape[0]
         seed = self._seed()
         self.auto_k_ = None
@@ -267,7 +292,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
             tic = time.perf_counter()
             # The noun-space view joins the search when it differs from the image side.
-            text_view = None if self.method in ("kmeans", "spectral") else joint_embeddings
+            text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
             # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
             # (30 photos of one cat gave K = 23 without it; the real-image sets
             # measured in docs/stability.md, n >= 900, are unaffected), and the
@@ -296,6 +321,20 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.trust_ = None
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
+        if self.method == "auto":
+            from tacluster.choose_method import choose_method
+
+            tic = time.perf_counter()
+            shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
+                      "large_scale": self.large_scale, "knn_method": self.knn_method}
+            self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
+            self.feature_power_ = float(chosen.feature_power_)
+            self.cluster_centers_ = chosen.cluster_centers_
+            self.probabilities_ = chosen.probabilities_
+            self.labels_, self.confidence_ = chosen.labels_, chosen.confidence_
+            timings["choose_method"] = time.perf_counter() - tic
+            self.timings_ = timings
+            return self
         if self.method == "kmeans":
             if large:
                 res, conf = scale.sampled_kmeans([u], k, n_iter=k_iter, seed=seed + 1)
@@ -475,7 +514,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _assign_new(self, u: np.ndarray, joint: np.ndarray, proba: bool):
         """:func:`tacluster.cluster.assign` of new rows, exactly as ``fit`` assigned its own."""
-        if self.method in ("kmeans", "spectral"):
+        if self.method in ("kmeans", "spectral", "auto"):
             return assign([u], self.cluster_centers_, proba=proba)
         s = self._counterparts(joint)
         return assign([u, s], self.cluster_centers_, weights=[1.0, self.text_weight_], proba=proba)
@@ -492,8 +531,17 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
             )
 
+    def _image_view(self, u: np.ndarray) -> np.ndarray:
+        """``u`` after the ``feature_power`` normalisation (``u`` itself at 1)."""
+        p = float(getattr(self, "feature_power_", self.feature_power))
+        if p == 1.0:
+            return u
+        v = np.sign(u) * np.abs(u) ** p
+        norms = np.linalg.norm(v, axis=1, keepdims=True)
+        return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+
     def _inputs_for_predict(self, image_embeddings, joint_embeddings):
-        u = as_float_matrix(image_embeddings, "image_embeddings")
+        u = self._image_view(as_float_matrix(image_embeddings, "image_embeddings"))
         if u.shape[1] != self.n_features_in_:
             raise InputError(
                 f"image_embeddings have width {u.shape[1]} but the model was fitted on width "
@@ -576,6 +624,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         params = {k: _plain(v) for k, v in self.get_params().items()}
         if not isinstance(params["random_state"], (int, type(None))):
             params["random_state"] = None
+        choice = getattr(self, "choice_", None)
+        if self.method == "auto" and choice is not None:
+            # A saved "auto" model is the candidate it chose: load() rebuilds that method.
+            params.update({k: _plain(v) for k, v in choice.params.items()})
         config = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
@@ -588,6 +640,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             "kept_nouns": list(self.kept_nouns_),
             "text_weight_used": self.text_weight_,
             "large_scale_used": bool(getattr(self, "large_scale_", False)),
+            **({"method_choice": {"chosen": choice.method, "scores": choice.scores, "criterion": choice.criterion}}
+               if self.method == "auto" and choice is not None else {}),
             "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
         }
         # Everything is checked before the first byte is written: a model
@@ -668,6 +722,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.text_weight_ = None if used is None else float(used)
         self.large_scale_ = bool(config.get("large_scale_used", False))  # models before it: the exact path
         self.trust_ = None
+        self.choice_ = None
+        self.feature_power_ = float(self.feature_power)
         self.cluster_centers_ = arrays.get("cluster_centers")
         self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
         self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))

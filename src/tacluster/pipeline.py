@@ -59,14 +59,16 @@ def recommended_params(backbone_name: str) -> dict:
 
     CLIP-like backbones: the paper's TAC. The offline ``lite`` backbone: its
     text side is too weak for TAC (held-out ACC, 10 seeds: 15-Scene TAC
-    no-train 43.1 vs k-means 77.6; docs/tuning.md), and no text weight beat
-    k-means by more than noise, so the default clusters the image side with
-    spectral clustering of the kNN graph (15-Scene 85.8 vs 77.6, CIFAR-10
-    49.9 vs 44.8, 10/10 seeds up on the held-out parts) and uses the nouns for
-    the cluster names.
+    no-train 43.1 vs k-means 77.6; docs/tuning.md), so the image side is
+    clustered and the nouns only name the clusters. Which image-side method
+    is chosen per collection without labels (``method="auto"``,
+    :mod:`tacluster.choose_method`: k-means, spectral clustering, or spectral
+    clustering of power-normalised features, whichever partition best follows
+    the collection's neighbour graph); measured on nine domains with a
+    leave-one-domain-out check in docs/tuning.md (issue 19).
     """
     if backbone_name.split(":")[0] == "lite":
-        return {"method": "spectral"}
+        return {"method": "auto"}
     return {"method": "tac"}
 
 
@@ -333,8 +335,10 @@ def cluster_images(
     out_dir : directory to write (see the README for its files)
     n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
     backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
-    method : ``"auto"`` (per backbone, :func:`recommended_method`), ``"tac"``,
-        ``"no-train"`` or ``"kmeans"``
+    method : ``"auto"`` (per backbone, :func:`recommended_method`: with ``lite``
+        the label-free choice of :mod:`tacluster.choose_method`, recorded in
+        run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
+        or ``"spectral"``
     cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
     vocabulary : a file with one noun per line (default: WordNet nouns)
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
@@ -516,6 +520,13 @@ def cluster_images(
         if external is not None:
             run["embeddings"] = {"image": external[0].describe(),
                                  **({"joint": external[1].describe()} if external[1] is not None else {})}
+        choice = getattr(est, "choice_", None)
+        if choice is not None:
+            run["settings"]["method_chosen"] = choice.method
+            run["settings"]["method_scores"] = {m: round(float(v), 4) for m, v in choice.scores.items()}
+            run["method_choice"] = {"chosen": choice.method, "params": choice.params,
+                                    "scores": {m: float(v) for m, v in choice.scores.items()},
+                                    "criterion": choice.criterion, "reason": choice.reason}
         if est.auto_k_ is not None:
             run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                              "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),

@@ -61,7 +61,7 @@ MAP_MAX_POINTS = 50_000
 SKIPPED_SHOWN = 200
 #: Outliers shown per cluster; they are the least typical members, a few suffice.
 OUTLIERS_SHOWN = 6
-_KNOWN_RUN_KEYS = ("tacluster_version", "command", "settings", "timings_s", "counts", "auto_k")
+_KNOWN_RUN_KEYS = ("tacluster_version", "command", "settings", "timings_s", "counts", "auto_k", "method_choice")
 
 
 # --------------------------------------------------------------------------- reading
@@ -497,6 +497,7 @@ _METHOD_WORDS = {
     "no-train": "TAC without training: k-means on images and their text counterparts",
     "kmeans": "k-means on the image features",
     "spectral": "spectral clustering of the image neighbour graph",
+    "auto": "the best of k-means and spectral clustering for this collection, chosen without labels",
 }
 
 
@@ -523,6 +524,13 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
     if used is not None:
         words = _METHOD_WORDS.get(str(used), str(used))
         rows.append(("method", words + (" (chosen for the backbone)" if method == "auto" else "")))
+    chosen, scores = take("method_chosen"), take("method_scores")
+    if chosen is not None:
+        text = str(chosen)
+        if isinstance(scores, dict) and scores:
+            text += " (modularity on the image neighbour graph: " + ", ".join(
+                f"{a} {_fmt_value(b)}" for a, b in scores.items()) + ")"
+        rows.append(("method chosen", text))
     params = take("estimator_params")
     if params:
         rows.append(("method options", ", ".join(f"{a} = {_fmt_value(b)}" for a, b in dict(params).items())

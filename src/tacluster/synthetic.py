@@ -84,3 +84,61 @@ def make_world(
         nouns=nouns,
         class_nouns=np.arange(n_classes),
     )
+
+
+def make_burst_world(
+    n_classes: int = 5,
+    bursts_per_class: int = 8,
+    burst_size: int = 25,
+    dim: int = 64,
+    *,
+    spread: float = 0.8,
+    tightness: float = 0.16,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images in tight bursts (near-duplicates), several bursts around each class direction.
+
+    Burst centre ``normalise(t_k + spread * r)`` (r a random unit vector),
+    members ``normalise(centre + tightness * g / sqrt(dim))``. Every burst is
+    its own component of a 20-nearest-neighbour graph, so a graph method sees
+    ``n_classes * bursts_per_class`` pieces and no reason to group them by
+    class, while the class means stay far apart: k-means recovers the classes,
+    spectral clustering does not. Returns ``(image embeddings, labels)``.
+    """
+    rng = np.random.default_rng(seed)
+    t = _unit(rng.standard_normal((n_classes, dim)))
+    labels = np.repeat(np.arange(n_classes), bursts_per_class * burst_size)
+    centres = _unit(np.repeat(t, bursts_per_class, axis=0)
+                    + spread * _unit(rng.standard_normal((n_classes * bursts_per_class, dim))))
+    u = np.repeat(centres, burst_size, axis=0) + tightness * rng.standard_normal((labels.size, dim)) / np.sqrt(dim)
+    return _unit(u).astype(np.float32), labels.astype(np.int64)
+
+
+def make_lines_world(
+    n_samples: int = 800,
+    n_classes: int = 4,
+    dim: int = 32,
+    *,
+    length: float = 4.0,
+    gap: float = 3.0,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each class a long thin line, the lines parallel and ``gap`` apart (``gap`` < ``length``).
+
+    Points ``(t, gap * y, 0, ...) + noise * g`` with t uniform in
+    [-length, length], rotated at random and moved far from the origin before
+    the L2 normalisation (so the sphere keeps the local geometry). k-means cuts
+    every line across (a slab holds pieces of all lines); the neighbour graph
+    follows each line, so spectral clustering recovers the classes. Returns
+    ``(image embeddings, labels)``.
+    """
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    labels = rng.integers(0, n_classes, n_samples)
+    x = np.zeros((n_samples, dim))
+    x[:, 0] = rng.uniform(-length, length, n_samples)
+    x[:, 1] = gap * labels
+    x += noise * rng.standard_normal((n_samples, dim))
+    x = x @ q.T + 20.0 * q[:, 2]
+    return _unit(x).astype(np.float32), labels.astype(np.int64)

@@ -1,0 +1,391 @@
+"""Clustering quality on every domain in ``../shared/data``: one table, paired against k-means.
+
+    python benchmarks/domains.py --seeds 10
+    python benchmarks/domains.py --seeds 3 --sets signdigits,clothing --methods kmeans,spectral,default
+
+The protocol is ``benchmarks/quality.py``'s, reused through its helpers
+(:func:`quality.dataset_root`, :func:`quality.list_labelled`,
+:func:`quality.fit_heldout_split`, :func:`quality.default_estimator`): each
+set is shuffled with ``numpy.random.default_rng(0)``, the first 70 % is the
+*fit* part, the rest the *held-out* part; every method is fitted on the fit
+part and scored by ``predict`` on the held-out part; K = the number of
+classes; seeds 0..N-1, each paired with k-means on the image features of the
+same seed. Backbone: the offline ``lite`` (EfficientNet-Lite0), embeddings
+cached under ``~/.cache/tacluster`` (the first run embeds ~9,000 images:
+about 10 minutes on 2 cores).
+
+Sets (``SETS``): the nine archives of ``../shared/data``, all images, except
+CIFAR-10 whose first 100 files per class are used (1,000 images: the archive
+holds 50,000 at 32 px, and the table is about domains, not size).
+
+Rows of the table are the sets; cells are held-out ``ACC / NMI`` (mean over
+seeds) and, for every method but k-means, the paired ACC difference to
+k-means with the number of seeds that went up. The summary row gives the
+mean and the worst per-set difference. Methods (``METHODS``):
+
+* ``kmeans``: spherical k-means on the image features (10 restarts).
+* ``spectral``: spectral clustering of the 20-neighbour image graph (the
+  pipeline's offline default before issue 19).
+* ``spectral-pow``: the same on power-normalised features (signed square
+  root, then L2; ``feature_power=0.5``).
+  These three are the candidates of :mod:`tacluster.choose_method`; each is
+  fitted once per seed, and the label-free criterion (modularity of the
+  partition on the fit part's kNN graphs) is recorded with it.
+* ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (half a
+  class's expected size, at least 10): a neighbour count that grows with the
+  collection.
+* ``consensus``: k-means, ``consensus=20`` (co-association of 20 restarts).
+* ``kmeans-pow``: k-means on power-normalised features.
+* ``default``: what ``tacluster cluster --method auto`` does with ``lite``
+  (:func:`quality.default_estimator`, so the row follows the pipeline); with
+  ``method="auto"`` the candidates it chose are listed in brackets.
+
+The last column (``--auto-k-seeds``, default 1 seed) is ``--k auto`` with the
+default method: the K estimated on the fit part (:mod:`tacluster.autok`,
+searched in 2..30 and capped at sqrt(n / 2) by the estimator) and the held-out
+ACC at that K; the summary cell counts the sets where it was exact / within 2.
+
+**Leave-one-domain-out check of the choice rule** (always run): the rule
+family is "keep reference candidate R unless the candidate with the highest
+criterion beats R's criterion by more than a relative margin m" (R k-means or
+spectral, m in ``MARGINS``) plus "always candidate X". For each set, the
+member with the best mean fit-part ACC gain over the *other eight* sets (among
+members whose worst set loses at most 0.5 ACC, else the one with the best
+worst set) is applied to the ninth set's seeds (criterion computed on its fit
+part, no labels) and scored on its held-out part. The rule fixed on all nine
+fit parts should be the package's (``choose_method.REFERENCE``,
+``MARGIN``), which is what ``default`` runs.
+
+Writes ``domains.json`` and ``domains.md`` to ``--out``; prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
+from quality import dataset_root, default_estimator, fit_heldout_split, list_labelled  # noqa: E402
+
+from tacluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, partition_scores  # noqa: E402
+from tacluster.errors import InputError  # noqa: E402
+from tacluster.estimator import TextAidedClustering  # noqa: E402
+from tacluster.evaluate import evaluate_clustering  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: (archive stem, images per class or None for all)
+SETS: tuple[tuple[str, int | None], ...] = (
+    ("cifar10-train", 100), ("scene15-train", None), ("uiuc-texture", None), ("flowers17", None),
+    ("rsscn7-aerial", None), ("pacs-sketch", None), ("pbc-bloodcells", None), ("signdigits", None),
+    ("clothing", None),
+)
+
+
+def neighbours_for(n: int, k: int) -> int:
+    """The ``spectral-nk`` neighbour count: half a class's expected size, at least 10."""
+    return max(10, int(round(n / (2 * k))))
+
+
+def _est(k: int, seed: int, method: str, **params) -> TextAidedClustering:
+    return TextAidedClustering(k, method, random_state=seed, **params)
+
+
+def _fit_predict(est: TextAidedClustering, data: dict) -> tuple[TextAidedClustering, np.ndarray]:
+    est.fit(data["u_fit"])
+    return est, est.predict(data["u_ho"])
+
+
+def _method_spectral_nk(data, k, seed):
+    nb = neighbours_for(len(data["u_fit"]), k)
+    return _fit_predict(_est(k, seed, "spectral", spectral_neighbors=nb), data)
+
+
+def _method_consensus(data, k, seed):
+    return _fit_predict(_est(k, seed, "kmeans", consensus=20), data)
+
+
+def _method_kmeans_pow(data, k, seed):
+    return _fit_predict(_est(k, seed, "kmeans", feature_power=0.5), data)
+
+
+def _method_default(data, k, seed):
+    est = default_estimator("lite", k, seed, "cpu")
+    if est.method in ("kmeans", "spectral", "auto"):
+        est.fit(data["u_fit"])
+    else:
+        est.fit(data["u_fit"], data["bank"], data["words"], joint_embeddings=data["j_fit"])
+    return est, est.predict(data["u_ho"], joint_embeddings=data["j_ho"])
+
+
+#: The candidates of tacluster.choose_method, fitted once per seed (rows of their own too).
+CANDIDATES = tuple(IMAGE_CANDIDATES)
+METHODS = {
+    **{name: None for name in CANDIDATES},
+    "spectral-nk": _method_spectral_nk,
+    "consensus": _method_consensus,
+    "kmeans-pow": _method_kmeans_pow,
+    "default": _method_default,
+}
+#: Relative margins of the leave-one-domain-out rule family.
+MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+
+
+def load_domain(name: str, limit: int | None, bb, cache: Path, work: Path, shared: Path) -> dict:
+    """Embeddings, labels and the fit / held-out split of one set (quality.py's helpers)."""
+    from tacluster.embedding import embed_images
+
+    root = dataset_root(shared / f"{name}.tar.gz", work)
+    paths, classes = list_labelled(root, limit)
+    emb = embed_images(paths, bb, cache_dir=cache, progress=False)
+    label_of = dict(zip(paths, classes))
+    y = np.unique([label_of[p] for p in emb.paths], return_inverse=True)[1].reshape(-1)
+    u = emb.arrays["image"]
+    j = emb.arrays.get("joint", u)
+    fit, ho = fit_heldout_split(len(y))
+    probs = emb.arrays.get("probs")
+    return {"u_fit": u[fit], "u_ho": u[ho], "j_fit": j[fit], "j_ho": j[ho], "y_fit": y[fit], "y_ho": y[ho],
+            "p_fit": None if probs is None else probs[fit],
+            "k": int(len(np.unique(y))), "n": int(len(y)), "n_skipped": len(emb.skipped)}
+
+
+def _scored(est, pred, data, tic) -> dict:
+    return {
+        "heldout": evaluate_clustering(data["y_ho"], pred),
+        "fit": evaluate_clustering(data["y_fit"], est.labels_),
+        "seconds": time.perf_counter() - tic,
+    }
+
+
+def run_candidates(data: dict, seed: int) -> dict[str, dict]:
+    """Every choose_method candidate fitted on the fit part, scored, with its label-free criterion."""
+    out, labels = {}, {}
+    for name, params in IMAGE_CANDIDATES.items():
+        tic = time.perf_counter()
+        est, pred = _fit_predict(_est(data["k"], seed, **params), data)
+        out[name] = _scored(est, pred, data, tic)
+        labels[name] = est.labels_
+    powers = sorted({float(p.get("feature_power", 1.0)) for p in IMAGE_CANDIDATES.values()} | {1.0}, reverse=True)
+    for name, score in partition_scores(data["u_fit"], labels, powers=powers, seed=seed).items():
+        out[name]["criterion"] = score
+    return out
+
+
+def run_one(method: str, data: dict, seed: int) -> dict:
+    tic = time.perf_counter()
+    est, pred = METHODS[method](data, data["k"], seed)
+    out = _scored(est, pred, data, tic)
+    choice = getattr(est, "choice_", None)
+    if choice is not None:
+        out["chosen"] = choice.method
+        out["scores"] = {m: round(float(s), 4) for m, s in choice.scores.items()}
+    if method == "default":
+        out["method"] = est.method
+    return out
+
+
+def apply_rule(rule, runs: dict[str, list[dict]], part: str) -> list[float]:
+    """ACC per seed of a rule: ("always", name) or ("margin", m) over the candidates' criteria."""
+    kind, value = rule
+    accs = []
+    for i in range(len(runs["kmeans"])):
+        if kind == "always":
+            pick = value
+        else:
+            ref, margin = value
+            crit = {name: runs[name][i]["criterion"] for name in CANDIDATES}
+            pick = max(crit, key=lambda c: (crit[c], c == ref))
+            if pick != ref and crit[pick] <= crit[ref] + margin * abs(crit[ref]):
+                pick = ref
+        accs.append(runs[pick][i][part]["acc"])
+    return accs
+
+
+def rule_text(rule) -> str:
+    kind, value = rule
+    return f"always {value}" if kind == "always" else f"keep {value[0]} unless beaten by > {value[1]:.1%}"
+
+
+def rule_gain(rule, runs, part: str) -> float:
+    return statistics.fmean(a - r[part]["acc"] for a, r in zip(apply_rule(rule, runs, part), runs["kmeans"]))
+
+
+def pick_rule(results: dict, sets: list[str]):
+    """The rule-family member with the best mean fit-part gain over ``sets`` whose worst set loses
+    at most 0.5 ACC (else the best worst set), and its (mean, worst) gains."""
+    family = [("keep", (ref, m)) for ref in ("spectral", "kmeans") for m in MARGINS]
+    family += [("always", c) for c in CANDIDATES]
+    stats = {}
+    for rule in family:
+        g = [rule_gain(rule, results[s], "fit") for s in sets]
+        stats[rule] = (statistics.fmean(g), min(g))
+    safe = [r for r in family if stats[r][1] >= -0.5]
+    best = max(safe, key=lambda r: stats[r][0]) if safe else max(family, key=lambda r: stats[r][1])
+    return best, stats[best]
+
+
+def lodo(results: dict) -> dict:
+    sets = list(results)
+    rows = {}
+    for held in sets:
+        rule, (mean_fit, worst_fit) = pick_rule(results, [s for s in sets if s != held])
+        runs = results[held]
+        rows[held] = {
+            "rule": rule_text(rule),
+            "fit_gain_other_sets": [round(mean_fit, 2), round(worst_fit, 2)],
+            "heldout_acc": statistics.fmean(apply_rule(rule, runs, "heldout")),
+            "kmeans_heldout_acc": statistics.fmean(r["heldout"]["acc"] for r in runs["kmeans"]),
+            "heldout_gain": rule_gain(rule, runs, "heldout"),
+        }
+    all_rule, all_stats = pick_rule(results, sets)
+    return {"per_set": rows, "all_nine_rule": rule_text(all_rule),
+            "all_nine_fit_gain": [round(all_stats[0], 2), round(all_stats[1], 2)]}
+
+
+def lodo_table(res: dict) -> str:
+    header = ["held-out set", "rule fixed on the other sets' fit parts", "their fit gain mean / worst",
+              "held-out ACC: rule / k-means", "Δ"]
+    rows = [[s, r["rule"], f"{r['fit_gain_other_sets'][0]:+.1f} / {r['fit_gain_other_sets'][1]:+.1f}",
+             f"{r['heldout_acc']:.1f} / {r['kmeans_heldout_acc']:.1f}", f"{r['heldout_gain']:+.1f}"]
+            for s, r in res["per_set"].items()]
+    g = [r["heldout_gain"] for r in res["per_set"].values()]
+    rows.append(["**mean / worst**", "", "", "", f"{statistics.fmean(g):+.1f} / {min(g):+.1f}"])
+    return markdown_table(header, rows)
+
+
+def run_auto_k(data: dict, seed: int) -> dict:
+    """``--k auto`` with the default method: the K chosen on the fit part and held-out ACC / NMI at it."""
+    tic = time.perf_counter()
+    est, pred = _method_default(data, "auto", seed)
+    return {"k": int(est.n_clusters_), "heldout": evaluate_clustering(data["y_ho"], pred),
+            "seconds": time.perf_counter() - tic}
+
+
+def paired(runs: list[dict], base: list[dict]) -> tuple[float, int]:
+    d = [r["heldout"]["acc"] - b["heldout"]["acc"] for r, b in zip(runs, base)]
+    return statistics.fmean(d), sum(x > 0 for x in d)
+
+
+def table(results: dict, methods: list[str], seeds: int, meta: dict, auto_k: dict | None = None) -> str:
+    header = ["set", "n (fit / held-out)", "K"] + methods + (["auto K: K chosen, ACC at it"] if auto_k else [])
+    rows = []
+    deltas: dict[str, list[float]] = {m: [] for m in methods}
+    for name, per in results.items():
+        cells = [name, f"{meta[name]['n_fit']} / {meta[name]['n_ho']}", meta[name]["k"]]
+        for m in methods:
+            runs = per[m]
+            acc = statistics.fmean(r["heldout"]["acc"] for r in runs)
+            nmi = statistics.fmean(r["heldout"]["nmi"] for r in runs)
+            cell = f"{acc:.1f} / {nmi:.1f}"
+            if m != "kmeans" and "kmeans" in per:
+                d, up = paired(runs, per["kmeans"])
+                deltas[m].append(d)
+                cell += f" ({d:+.1f}, {up}/{len(runs)})"
+            chosen = sorted({r["chosen"] for r in runs if "chosen" in r})
+            if chosen:
+                cell += f" [{', '.join(chosen)}]"
+            cells.append(cell)
+        if auto_k:
+            ks = [r["k"] for r in auto_k[name]]
+            acc = statistics.fmean(r["heldout"]["acc"] for r in auto_k[name])
+            cells.append(f"{', '.join(map(str, ks))}; {acc:.1f}")
+        rows.append(cells)
+    summary = ["**mean Δ / worst Δ**", "", ""]
+    for m in methods:
+        summary.append(f"{statistics.fmean(deltas[m]):+.1f} / {min(deltas[m]):+.1f}" if deltas[m] else "")
+    if auto_k:
+        ks = {name: [r["k"] for r in runs] for name, runs in auto_k.items()}
+        exact = sum(all(k == meta[n]["k"] for k in v) for n, v in ks.items())
+        near = sum(all(abs(k - meta[n]["k"]) <= 2 for k in v) for n, v in ks.items())
+        summary.append(f"exact {exact}/{len(ks)}, within ±2 {near}/{len(ks)}")
+    rows.append(summary)
+    return markdown_table(header, rows)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per method (default 10)")
+    ap.add_argument("--sets", default=",".join(s for s, _ in SETS), help="comma list of set names")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {','.join(METHODS)}")
+    ap.add_argument("--auto-k-seeds", type=int, default=1,
+                    help="seeds of the --k auto column (default 1; 0 leaves the column out)")
+    ap.add_argument("--shared", default=str(SHARED), help="folder of the archives (default ../shared/data)")
+    ap.add_argument("--work", default=str(Path.home() / ".cache" / "tacluster" / "datasets"),
+                    help="where archives are extracted")
+    ap.add_argument("--cache-dir", default=None, help="embedding cache (default ~/.cache/tacluster)")
+    ap.add_argument("--out", default="benchmarks/results/domains", help="output directory")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    limits = dict(SETS)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    bad = [m for m in methods if m not in METHODS] + [s for s in sets if s not in limits]
+    if bad or args.seeds < 1:
+        ap.error(f"unknown --methods / --sets {bad}, or --seeds < 1")
+    # the candidates (k-means, the pairing baseline, first) are always run: the LODO check needs them
+    methods = list(CANDIDATES) + [m for m in methods if m not in CANDIDATES]
+
+    from tacluster.backbones import load_backbone
+    from tacluster.nounbank import default_cache_dir
+
+    shared = Path(args.shared)
+    if not shared.is_dir():
+        raise InputError(f"--shared {str(shared)!r} does not exist; it should hold the nine .tar.gz sets")
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    bb = load_backbone("lite", device="cpu")
+    results: dict[str, dict[str, list[dict]]] = {}
+    auto_k: dict[str, list[dict]] = {}
+    meta: dict[str, dict] = {}
+    for name in sets:
+        tic = time.perf_counter()
+        data = load_domain(name, limits[name], bb, cache, Path(args.work).expanduser(), shared)
+        meta[name] = {"k": data["k"], "n": data["n"], "n_fit": len(data["y_fit"]), "n_ho": len(data["y_ho"]),
+                      "limit_per_class": limits[name], "n_skipped": data["n_skipped"],
+                      "embed_s": round(time.perf_counter() - tic, 1)}
+        results[name] = {}
+        tic = time.perf_counter()
+        cand = [run_candidates(data, seed) for seed in range(args.seeds)]
+        for c in CANDIDATES:
+            results[name][c] = [runs[c] for runs in cand]
+        print(f"{name:15s} candidates {', '.join(CANDIDATES)} ({time.perf_counter() - tic:.0f} s)", flush=True)
+        for m in methods:
+            tic = time.perf_counter()
+            if m not in CANDIDATES:
+                results[name][m] = [run_one(m, data, seed) for seed in range(args.seeds)]
+            acc = statistics.fmean(r["heldout"]["acc"] for r in results[name][m])
+            print(f"{name:15s} {m:13s} held-out ACC {acc:5.1f}  ({time.perf_counter() - tic:.0f} s)", flush=True)
+        if args.auto_k_seeds > 0:
+            tic = time.perf_counter()
+            auto_k[name] = [run_auto_k(data, seed) for seed in range(args.auto_k_seeds)]
+            print(f"{name:15s} auto K {[r['k'] for r in auto_k[name]]} (true {data['k']}, "
+                  f"{time.perf_counter() - tic:.0f} s)", flush=True)
+    md_table = table(results, methods, args.seeds, meta, auto_k or None)
+    title = (f"Held-out ACC / NMI (%), backbone lite, K = classes, fit 70 % / held-out 30 % (split seed 0), "
+             f"{args.seeds} seeds; (Δ ACC vs k-means, seeds up)")
+    md = f"### {title}\n\n{md_table}\n"
+    lodo_res = lodo(results) if len(results) >= 3 else None
+    if lodo_res:
+        md += (f"\n### Leave-one-domain-out check of the label-free choice (rule family: keep k-means or "
+               f"spectral unless another candidate's criterion is higher by a relative margin in "
+               f"{list(MARGINS)}, or always one candidate)\n\n{lodo_table(lodo_res)}\n\nRule fixed on all nine fit parts: "
+               f"{lodo_res['all_nine_rule']} (fit gain mean / worst {lodo_res['all_nine_fit_gain'][0]:+.1f} / "
+               f"{lodo_res['all_nine_fit_gain'][1]:+.1f}); the package's (tacluster.choose_method): keep "
+               f"{REFERENCE} unless beaten by > {MARGIN:.1%}.\n")
+    md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
+    print("\n" + md)
+    payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
+               "lodo": lodo_res, "auto_k": auto_k,
+               "environment": environment(), "markdown": md}
+    out = Path(args.out)
+    write_json(out / "domains.json", payload)
+    (out / "domains.md").write_text(md)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

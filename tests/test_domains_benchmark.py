@@ -1,0 +1,53 @@
+"""benchmarks/domains.py: the leave-one-domain-out bookkeeping on made-up results (no data needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("domains_bench", REPO / "benchmarks" / "domains.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(fit_acc, ho_acc, crit):
+    return {"fit": {"acc": fit_acc}, "heldout": {"acc": ho_acc}, "criterion": crit}
+
+
+def _set(accs_and_crit):
+    """{candidate: (fit acc, held-out acc, criterion)} -> one seed of results per candidate."""
+    return {name: [_run(*v)] for name, v in accs_and_crit.items()}
+
+
+def test_rules_follow_the_criterion_and_the_margin():
+    d = _load()
+    runs = _set({"kmeans": (50, 50, 0.50), "spectral": (60, 58, 0.60), "spectral-pow": (70, 69, 0.605)})
+    assert d.apply_rule(("always", "kmeans"), runs, "heldout") == [50]
+    assert d.apply_rule(("keep", ("spectral", 0.0)), runs, "heldout") == [69]  # higher criterion wins
+    assert d.apply_rule(("keep", ("spectral", 0.02)), runs, "heldout") == [58]  # within 2 %: keep spectral
+    assert d.rule_gain(("keep", ("kmeans", 0.0)), runs, "fit") == pytest.approx(20)
+
+
+def test_lodo_fixes_the_rule_without_the_held_out_set():
+    d = _load()
+    # On "a" and "b" a higher criterion means higher ACC; on "c" it misleads.
+    results = {
+        "a": _set({"kmeans": (50, 50, 0.5), "spectral": (60, 60, 0.6), "spectral-pow": (55, 55, 0.55)}),
+        "b": _set({"kmeans": (40, 40, 0.4), "spectral": (45, 45, 0.5), "spectral-pow": (50, 50, 0.6)}),
+        "c": _set({"kmeans": (70, 70, 0.3), "spectral": (60, 60, 0.6), "spectral-pow": (65, 65, 0.5)}),
+    }
+    res = d.lodo(results)
+    # Without "c", following the criterion is best; applied to "c" it loses 10 there.
+    assert res["per_set"]["c"]["heldout_gain"] == pytest.approx(-10)
+    assert res["per_set"]["c"]["rule"].startswith("keep")
+    # With "c" among the fitted sets, a rule that loses 10 somewhere is not "safe": always k-means wins.
+    assert res["all_nine_rule"] == "always kmeans"
