@@ -203,7 +203,7 @@ def test_lite_needs_joint_embeddings(tmp_path, capsys):
 
 
 def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_joint(tmp_path):
-    """The offline backbone: 1280-d visual vectors clustered (spectral, its default), joint vectors for names."""
+    """The offline backbone: 1280-d visual vectors clustered (its default method), joint vectors for names."""
     pytest.importorskip("efficientnet_lite_pytorch")
     from tacluster.backbones import load_backbone
     from tacluster.estimator import TextAidedClustering
@@ -237,7 +237,7 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     expected = est.fit(u, bank.embeddings, bank.words, joint_embeddings=j).labels_
     np.testing.assert_array_equal(labels, expected)
     info = json.loads((out / "run.json").read_text())
-    assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == "spectral"
+    assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == recommended_params("lite")["method"]
     # joint rows must belong to the image rows
     (tmp_path / "joint.paths.txt").write_text("\n".join(reversed(names)))
     from tacluster.errors import InputError
