@@ -277,38 +277,56 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self
         """
         self._check_params()
-        t0 = time.perf_counter()
+        from tacluster import scale
+
         timings: dict[str, float] = {}
         u_in = as_float_matrix(image_embeddings, "image_embeddings")
         self.choice_ = None
         self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
         u = self._image_view(u_in)
-        n = u.shape[0]
-        seed = self._seed()
-        self.auto_k_ = None
-        if isinstance(self.n_clusters, str):
-            check_choice(self.n_clusters, "n_clusters", ("auto",))
-            from tacluster.autok import estimate_n_clusters
-
-            tic = time.perf_counter()
-            # The noun-space view joins the search when it differs from the image side.
-            text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
-            # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
-            # (30 photos of one cat gave K = 23 without it; the real-image sets
-            # measured in docs/stability.md, n >= 900, are unaffected), and the
-            # search can never fit more than 0.8 n clusters on its subsamples.
-            k_lo, k_hi = self.k_range
-            k_hi = min(k_hi, max(k_lo, int(np.sqrt(n / 2)), 2), (4 * n) // 5)
-            self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
-            k = int(self.auto_k_.k)
-            timings["auto_k"] = time.perf_counter() - tic
-        else:
-            k = check_n_clusters(self.n_clusters, n)
-        self.n_clusters_ = k
-        from tacluster import scale
-
+        n, seed = u.shape[0], self._seed()
+        k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
         large = self.large_scale_ = scale.use_large_scale(n, self.large_scale)
-        k_iter = min(self.kmeans_n_iter, scale.KMEANS_N_ITER) if large else self.kmeans_n_iter
+        self._reset_fitted(u)
+        if self.method == "auto":
+            self._fit_auto(u_in, k, seed, timings)
+        elif self.method == "kmeans":
+            self._fit_kmeans(u, k, large, seed, timings)
+        elif self.method == "spectral":
+            self._fit_spectral(u, k, large, seed, timings)
+        else:
+            s = self._fit_text_side(u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings)
+            if self.method == "no-train":
+                self._fit_no_train(u, s, k, large, seed, timings)
+            else:
+                self._fit_tac(u, s, k, large, seed, timings)
+        self.timings_ = timings
+        return self
+
+    # ------------------------------------------------------------ fit stages
+    def _resolve_k(self, u: np.ndarray, joint_embeddings, seed: int, timings: dict) -> int:
+        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.autok`)."""
+        n = u.shape[0]
+        self.auto_k_ = None
+        if not isinstance(self.n_clusters, str):
+            return check_n_clusters(self.n_clusters, n)
+        check_choice(self.n_clusters, "n_clusters", ("auto",))
+        from tacluster.autok import estimate_n_clusters
+
+        tic = time.perf_counter()
+        # The noun-space view joins the search when it differs from the image side.
+        text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
+        # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
+        # (30 photos of one cat gave K = 23 without it; the real-image sets
+        # measured in docs/stability.md, n >= 900, are unaffected), and the
+        # search can never fit more than 0.8 n clusters on its subsamples.
+        k_lo, k_hi = self.k_range
+        k_hi = min(k_hi, max(k_lo, int(np.sqrt(n / 2)), 2), (4 * n) // 5)
+        self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
+        timings["auto_k"] = time.perf_counter() - tic
+        return int(self.auto_k_.k)
+
+    def _reset_fitted(self, u: np.ndarray) -> None:
         self.n_features_in_ = u.shape[1]
         self.cluster_centers_ = None
         self.image_head_ = self.text_head_ = None
@@ -321,56 +339,64 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.trust_ = None
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
-        if self.method == "auto":
-            from tacluster.choose_method import choose_method
+    def _kmeans_iter(self, large: bool) -> int:
+        from tacluster import scale
 
-            tic = time.perf_counter()
-            shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
-                      "large_scale": self.large_scale, "knn_method": self.knn_method}
-            self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
-            self.feature_power_ = float(chosen.feature_power_)
-            self.cluster_centers_ = chosen.cluster_centers_
-            self.probabilities_ = chosen.probabilities_
-            self.labels_, self.confidence_ = chosen.labels_, chosen.confidence_
-            timings["choose_method"] = time.perf_counter() - tic
-            self.timings_ = timings
-            return self
-        if self.method == "kmeans":
-            if large:
-                res, conf = scale.sampled_kmeans([u], k, n_iter=k_iter, seed=seed + 1)
-                self.cluster_centers_ = res.centroids
-                self._set_labels(res.labels, conf)
-            else:
-                res = self._final_kmeans(u, k, seed + 1)
-                self.cluster_centers_ = res.centroids
-                self._set_assignment(*assign([u], res.centroids, proba=True))
-            timings["kmeans"] = time.perf_counter() - t0
-            self.timings_ = timings
-            return self
-        if self.method == "spectral":
-            tic = time.perf_counter()
-            if large:  # the exact graph's eigensolver cannot finish at this size (docs/scaling.md)
-                labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=self.kmeans_n_init)
-            else:
-                labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
-                                          n_init=self.kmeans_n_init)
-            # Every image, fitted or new, goes to the nearest normalised mean of
-            # the graph's clusters, so `predict` agrees with `labels_`. That one
-            # reassignment also scored higher than the graph's own labels
-            # (transductive ACC, 3 seeds: 15-Scene 85.7 vs 84.8, CIFAR-10 3k
-            # 49.8 vs 48.5).
-            self.cluster_centers_ = normalised_means(u, labels, k)
-            timings["spectral"] = time.perf_counter() - tic
-            if large:  # no N x K probability matrix
-                self._set_labels(*assign([u], self.cluster_centers_))
-            else:
-                self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
-            self.timings_ = timings
-            return self
+        return min(self.kmeans_n_iter, scale.KMEANS_N_ITER) if large else self.kmeans_n_iter
 
+    def _fit_auto(self, u_in: np.ndarray, k: int, seed: int, timings: dict) -> None:
+        from tacluster.choose_method import choose_method
+
+        tic = time.perf_counter()
+        shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
+                  "large_scale": self.large_scale, "knn_method": self.knn_method}
+        self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
+        self.feature_power_ = float(chosen.feature_power_)
+        self.cluster_centers_ = chosen.cluster_centers_
+        self.probabilities_ = chosen.probabilities_
+        self.labels_, self.confidence_ = chosen.labels_, chosen.confidence_
+        timings["choose_method"] = time.perf_counter() - tic
+
+    def _fit_kmeans(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
+        from tacluster import scale
+
+        tic = time.perf_counter()
+        if large:
+            res, conf = scale.sampled_kmeans([u], k, n_iter=self._kmeans_iter(large), seed=seed + 1)
+            self.cluster_centers_ = res.centroids
+            self._set_labels(res.labels, conf)
+        else:
+            res = self._final_kmeans(u, k, seed + 1)
+            self.cluster_centers_ = res.centroids
+            self._set_assignment(*assign([u], res.centroids, proba=True))
+        timings["kmeans"] = time.perf_counter() - tic
+
+    def _fit_spectral(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
+        tic = time.perf_counter()
+        if large:  # the exact graph's eigensolver cannot finish at this size (docs/scaling.md)
+            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=self.kmeans_n_init)
+        else:
+            labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
+                                      n_init=self.kmeans_n_init)
+        # Every image, fitted or new, goes to the nearest normalised mean of
+        # the graph's clusters, so `predict` agrees with `labels_`. That one
+        # reassignment also scored higher than the graph's own labels
+        # (transductive ACC, 3 seeds: 15-Scene 85.7 vs 84.8, CIFAR-10 3k
+        # 49.8 vs 48.5).
+        self.cluster_centers_ = normalised_means(u, labels, k)
+        timings["spectral"] = time.perf_counter() - tic
+        if large:  # no N x K probability matrix
+            self._set_labels(*assign([u], self.cluster_centers_))
+        else:
+            self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
+
+    def _fit_text_side(self, u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings) -> np.ndarray:
+        """Semantic centres, noun selection and retrieval (METHOD.md stages 1-2); returns s."""
+        from tacluster import scale
+
+        n = u.shape[0]
         joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns, k)
         self.n_joint_features_ = joint.shape[1]
-
         tic = time.perf_counter()
         n_centres = self.n_centres if self.n_centres is not None else default_n_centres(n, k)
         if n_centres > n:
@@ -393,35 +419,41 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_noun_embeddings_ = np.ascontiguousarray(bank[sel.indices])
 
         tic = time.perf_counter()
-        s = self._counterparts(joint)
+        s = self.counterparts_ = self._counterparts(joint)
         timings["retrieval"] = time.perf_counter() - tic
-        self.counterparts_ = s
+        return s
 
-        if self.method == "no-train":
-            if self.text_weight == "auto":
-                from tacluster.trust import choose_text_weight
+    def _fit_no_train(self, u, s, k, large, seed, timings) -> None:
+        """k-means on ``[u, w s]`` (TAC without training)."""
+        from tacluster import scale
 
-                tic = time.perf_counter()
-                self.trust_ = choose_text_weight(u, s, k, seed=seed)
-                self.text_weight_ = self.trust_.text_weight
-                timings["trust"] = time.perf_counter() - tic
+        if self.text_weight == "auto":
+            from tacluster.trust import choose_text_weight
+
             tic = time.perf_counter()
-            if large:
-                res, conf = scale.sampled_kmeans([u, s], k, weights=[1.0, self.text_weight_], n_iter=k_iter,
-                                                 seed=seed + 1)
-                self.cluster_centers_ = res.centroids
-                self._set_labels(res.labels, conf)
-            else:
-                res = self._final_kmeans(joint_features(u, s, self.text_weight_), k, seed + 1)
-                self.cluster_centers_ = res.centroids
-                self._set_assignment(*assign([u, s], res.centroids, weights=[1.0, self.text_weight_], proba=True))
-            timings["kmeans"] = time.perf_counter() - tic
-            self.timings_ = timings
-            return self
+            self.trust_ = choose_text_weight(u, s, k, seed=seed)
+            self.text_weight_ = self.trust_.text_weight
+            timings["trust"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        w = self.text_weight_
+        if large:
+            res, conf = scale.sampled_kmeans([u, s], k, weights=[1.0, w], n_iter=self._kmeans_iter(large),
+                                             seed=seed + 1)
+            self.cluster_centers_ = res.centroids
+            self._set_labels(res.labels, conf)
+        else:
+            res = self._final_kmeans(joint_features(u, s, w), k, seed + 1)
+            self.cluster_centers_ = res.centroids
+            self._set_assignment(*assign([u, s], res.centroids, weights=[1.0, w], proba=True))
+        timings["kmeans"] = time.perf_counter() - tic
 
+    def _fit_tac(self, u, s, k, large, seed, timings) -> None:
+        """Neighbours of both views, then the two heads by cross-modal mutual distillation."""
+        from tacluster import scale
         from tacluster._device import resolve_device
         from tacluster.train import head_probabilities, train_heads  # torch-heavy; "tac" only
 
+        n = u.shape[0]
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
         if resolve_device(self.device).startswith("cuda") and self.knn_method in ("auto", "exact"):
@@ -452,8 +484,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             self._set_labels(labels, conf)
         else:
             self._set_outputs(head_probabilities(self.image_head_, u))
-        self.timings_ = timings
-        return self
 
     def _final_kmeans(self, x: np.ndarray, k: int, seed: int):
         if self.consensus >= 2:
