@@ -472,33 +472,7 @@ def cluster_images(
             "vocabulary": settings["vocabulary"],
             "outlier_below": outlier_thresholds(labels, conf, n_clusters),
         })
-        name_col = [names[c] for c in labels]
-        atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
-            "path": [path_to_text(p) for p in emb.paths], "cluster": labels.astype(np.int64), "confidence": conf.astype(np.float64),
-            "cluster_name": name_col, "outlier": outlier,
-            "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
-        }))
-        atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
-            ["path", "cluster", "confidence", "cluster_name", "outlier"],
-            ((path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
-             for p, c, s, n, o in zip(emb.paths, labels, conf, name_col, outlier)),
-        ))
-        atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(emb.skipped)))
-        clusters = []
-        for c in range(n_clusters):
-            idx = np.flatnonzero(labels == c)
-            order = idx[np.argsort(-conf[idx], kind="stable")]
-            clusters.append({
-                "id": c, "size": int(idx.size), "name": names[c],
-                "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[c]],
-                "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-                "representatives": [path_to_text(emb.paths[i]) for i in order[:8]],
-                "n_outliers": int(outlier[idx].sum()),
-                "outliers": [path_to_text(emb.paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
-            })
-        atomic_write_bytes(stage / "clusters.json", json.dumps(
-            {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
-        ).encode("utf-8"))
+        _write_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, names, named.top_nouns, xy)
         timings["write"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - t_start
         run = {
@@ -683,6 +657,38 @@ class Prediction:
     names: list[str]
     skipped: list[tuple[str, str]]
     outlier: np.ndarray | None = None
+
+
+def _write_tables(stage: Path, paths, skipped, labels, conf, outlier, names, top_nouns, xy) -> None:
+    """assignments.parquet / .csv, skipped.csv and clusters.json of a run, into its staging folder."""
+    n_clusters = len(names)
+    name_col = [names[c] for c in labels]
+    atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
+        "path": [path_to_text(p) for p in paths], "cluster": labels.astype(np.int64),
+        "confidence": conf.astype(np.float64), "cluster_name": name_col, "outlier": outlier,
+        "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+    }))
+    atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
+        ["path", "cluster", "confidence", "cluster_name", "outlier"],
+        ((path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
+         for p, c, s, n, o in zip(paths, labels, conf, name_col, outlier)),
+    ))
+    atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(skipped)))
+    clusters = []
+    for c in range(n_clusters):
+        idx = np.flatnonzero(labels == c)
+        order = idx[np.argsort(-conf[idx], kind="stable")]
+        clusters.append({
+            "id": c, "size": int(idx.size), "name": names[c],
+            "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in top_nouns[c]],
+            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
+            "representatives": [path_to_text(paths[i]) for i in order[:8]],
+            "n_outliers": int(outlier[idx].sum()),
+            "outliers": [path_to_text(paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
+        })
+    atomic_write_bytes(stage / "clusters.json", json.dumps(
+        {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
+    ).encode("utf-8"))
 
 
 def predict_images(
