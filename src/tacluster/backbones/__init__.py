@@ -46,6 +46,7 @@ from typing import Callable, Union
 
 from tacluster._device import resolve_device
 from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
+from tacluster.backbones.catalog import CARDS
 from tacluster.errors import BackboneError
 
 __all__ = [
@@ -71,7 +72,7 @@ _REGISTRY: dict[str, Union[str, Factory]] = {
     "openclip": "tacluster.backbones.openclip:load",
     "hf": "tacluster.backbones.hf:load",
 }
-for _short in ("clip", "clip-l", "siglip", "siglip2"):
+for _short in CARDS:  # the short names: one entry per model card
     _REGISTRY[_short] = "tacluster.backbones:_load_short"
 
 
@@ -162,7 +163,7 @@ def load_backbone(name: str = "lite", device: str = "cpu", offline: bool | None 
         )
     resolved = resolve_device(device)
     factory = _resolve_factory(scheme)
-    if scheme in ("clip", "clip-l", "siglip", "siglip2"):
+    if scheme in CARDS:
         if argument:
             raise BackboneError(f"backbone {name!r}: the short name {scheme!r} takes no ':' argument")
         return factory(scheme, device=resolved, offline=offline)
@@ -176,7 +177,6 @@ def load_backbone(name: str = "lite", device: str = "cpu", offline: bool | None 
 
 
 def _load_short(short: str, device: str = "cpu", offline: bool | None = None) -> Backbone:
-    from tacluster.backbones.catalog import CARDS
     from tacluster.backbones.hf import HFTwoTowerBackbone
 
     return HFTwoTowerBackbone(CARDS[short].repo_id, device=device, offline=offline, name=short)
