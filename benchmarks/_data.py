@@ -22,9 +22,9 @@ SCENE = SHARED / "scene15-train.tar.gz"
 def labelled_embeddings(data: str | Path, limit_per_class: int | None = None, *, backbone: str = "lite",
                         cache_dir: str | None = None, work: str | Path | None = None) -> dict:
     """``{"image", "joint", "labels", "class_names"}`` for an ImageFolder dir or tarball."""
-    from tacluster.backbones import load_backbone
-    from tacluster.embedding import embed_images
-    from tacluster.nounbank import default_cache_dir
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.embed import embed_images
+    from tacluster.nouns.bank import default_cache_dir
 
     work = Path(work) if work else Path.home() / ".cache" / "tacluster" / "datasets"
     root = dataset_root(Path(data), work)

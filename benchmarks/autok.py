@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from _common import environment, markdown_table, write_json  # noqa: E402
 
 from tacluster import TextAidedClustering  # noqa: E402
-from tacluster.autok import estimate_n_clusters  # noqa: E402
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster.cluster.choose_k import estimate_n_clusters  # noqa: E402
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 
 def _load(emb_dir: str | None, name: str, data: Path, limit: int | None) -> dict:

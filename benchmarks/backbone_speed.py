@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from tacluster.backbones import load_backbone
+from tacluster.embed.backbones import load_backbone
 from tacluster.testing import save_random_real_size_model
 
 N_NOUNS = 117_798

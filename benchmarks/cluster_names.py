@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/cluster_names.json")
     args = ap.parse_args(argv)
 
-    from tacluster.pipeline import cluster_images
+    from tacluster.run.workflows import cluster_images
 
     root = dataset_root(Path(args.data), Path(args.work).expanduser())
     paths, labels = list_labelled(root, args.limit_per_class)

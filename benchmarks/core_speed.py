@@ -24,8 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
 
-from tacluster import TextAidedClustering, _faiss  # noqa: E402
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster import TextAidedClustering  # noqa: E402
+
+from tacluster.cluster import _faiss
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 from tacluster.synthetic import make_world  # noqa: E402
 
 

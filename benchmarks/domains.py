@@ -28,7 +28,7 @@ mean and the worst per-set difference. Methods (``METHODS``):
   pipeline's offline default before issue 19).
 * ``spectral-pow``: the same on power-normalised features (signed square
   root, then L2; ``feature_power=0.5``).
-  These three are the candidates of :mod:`tacluster.choose_method`; each is
+  These three are the candidates of :mod:`tacluster.cluster.choose_method`; each is
   fitted once per seed, and the label-free criterion (modularity of the
   partition on the fit part's kNN graphs) is recorded with it.
 * ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (half a
@@ -41,7 +41,7 @@ mean and the worst per-set difference. Methods (``METHODS``):
   ``method="auto"`` the candidates it chose are listed in brackets.
 
 The last column (``--auto-k-seeds``, default 1 seed) is ``--k auto`` with the
-default method: the K estimated on the fit part (:mod:`tacluster.autok`,
+default method: the K estimated on the fit part (:mod:`tacluster.cluster.choose_k`,
 searched in 2..30 and capped at sqrt(n / 2) by the estimator) and the held-out
 ACC at that K; the summary cell counts the sets where it was exact / within 2.
 
@@ -74,10 +74,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
 from quality import dataset_root, default_estimator, fit_heldout_split, list_labelled  # noqa: E402
 
-from tacluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, partition_scores  # noqa: E402
+from tacluster.cluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, partition_scores  # noqa: E402
 from tacluster.errors import InputError  # noqa: E402
 from tacluster.estimator import TextAidedClustering  # noqa: E402
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: (archive stem, images per class or None for all)
@@ -124,7 +124,7 @@ def _method_default(data, k, seed):
     return est, est.predict(data["u_ho"], joint_embeddings=data["j_ho"])
 
 
-#: The candidates of tacluster.choose_method, fitted once per seed (rows of their own too).
+#: The candidates of tacluster.cluster.choose_method, fitted once per seed (rows of their own too).
 CANDIDATES = tuple(IMAGE_CANDIDATES)
 METHODS = {
     **{name: None for name in CANDIDATES},
@@ -139,7 +139,7 @@ MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
 
 def load_domain(name: str, limit: int | None, bb, cache: Path, work: Path, shared: Path) -> dict:
     """Embeddings, labels and the fit / held-out split of one set (quality.py's helpers)."""
-    from tacluster.embedding import embed_images
+    from tacluster.embed import embed_images
 
     root = dataset_root(shared / f"{name}.tar.gz", work)
     paths, classes = list_labelled(root, limit)
@@ -330,8 +330,8 @@ def main(argv=None) -> dict:
     # the candidates (k-means, the pairing baseline, first) are always run: the LODO check needs them
     methods = list(CANDIDATES) + [m for m in methods if m not in CANDIDATES]
 
-    from tacluster.backbones import load_backbone
-    from tacluster.nounbank import default_cache_dir
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import default_cache_dir
 
     shared = Path(args.shared)
     if not shared.is_dir():
@@ -374,7 +374,7 @@ def main(argv=None) -> dict:
                f"spectral unless another candidate's criterion is higher by a relative margin in "
                f"{list(MARGINS)}, or always one candidate)\n\n{lodo_table(lodo_res)}\n\nRule fixed on all nine fit parts: "
                f"{lodo_res['all_nine_rule']} (fit gain mean / worst {lodo_res['all_nine_fit_gain'][0]:+.1f} / "
-               f"{lodo_res['all_nine_fit_gain'][1]:+.1f}); the package's (tacluster.choose_method): keep "
+               f"{lodo_res['all_nine_fit_gain'][1]:+.1f}); the package's (tacluster.cluster.choose_method): keep "
                f"{REFERENCE} unless beaten by > {MARGIN:.1%}.\n")
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)

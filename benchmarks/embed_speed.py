@@ -1,6 +1,6 @@
 """How close does the full embedding path come to the bare model forward?
 
-Measures images/s of :func:`tacluster.embedding.embed_images` (listing,
+Measures images/s of :func:`tacluster.embed.embed_images` (listing,
 hashing, decoding, preprocessing, forward, cache writes; fresh cache folder)
 against the backbone's ``encode_images`` alone on the same batch size over
 tensors decoded beforehand. The ratio is the pipeline's efficiency; the
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from tacluster.embedding import decode_image, embed_images, list_inputs
+from tacluster.embed import decode_image, embed_images, list_inputs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -53,10 +53,10 @@ def extract_cifar(n: int, dest: Path) -> Path:
 
 def load(name: str, device: str):
     try:
-        from tacluster.backbones import load_backbone
+        from tacluster.embed.backbones import load_backbone
     except ImportError:  # registry not written yet: use the lite class directly
-        print("note: tacluster.backbones.load_backbone missing; using LiteBackbone directly")
-        from tacluster.backbones.lite import LiteBackbone
+        print("note: tacluster.embed.backbones.load_backbone missing; using LiteBackbone directly")
+        from tacluster.embed.backbones.lite import LiteBackbone
 
         return LiteBackbone().to(device)
     return load_backbone(name, device=device)

@@ -55,8 +55,8 @@ def _register_projection_backbone() -> None:
     import torch
     from PIL import Image
 
-    from tacluster.backbones import register_backbone
-    from tacluster.backbones.base import Backbone, NounBank
+    from tacluster.embed.backbones import register_backbone
+    from tacluster.embed.backbones.base import Backbone, NounBank
 
     class Projection(Backbone):
         name = "memproj"
@@ -93,12 +93,12 @@ def _register_projection_backbone() -> None:
 
 # Pipeline stages whose resident-memory growth is reported separately: the
 # function wrapped, and the name it is reported under (in call order).
-STAGES = [("tacluster.embedding.runner", "_resolve_inputs", "list inputs"),
-          ("tacluster.embedding.runner", "_map_threads", "hash files"),
-          ("tacluster.embedding.runner", "run_tasks", "decode + embed + cache"),
-          ("tacluster.embedding.runner", "_assemble", "assemble arrays"),
+STAGES = [("tacluster.embed.runner", "_resolve_inputs", "list inputs"),
+          ("tacluster.embed.runner", "_map_threads", "hash files"),
+          ("tacluster.embed.runner", "run_tasks", "decode + embed + cache"),
+          ("tacluster.embed.runner", "_assemble", "assemble arrays"),
           ("tacluster.estimator", "TextAidedClustering.fit", "fit (k-means)"),
-          ("tacluster.pipeline", "_map_2d", "2-D map")]
+          ("tacluster.run.workflows", "_map_2d", "2-D map")]
 
 
 def _current_rss_mb() -> float:
@@ -132,7 +132,7 @@ def child(list_file: Path, work: Path, vocab: Path, k: int) -> dict:
     """One measurement, in its own process: peak RSS before and after the pipeline,
     and the resident memory after each stage."""
     _register_projection_backbone()
-    from tacluster.pipeline import cluster_images
+    from tacluster.run.workflows import cluster_images
 
     import faiss  # noqa: F401  (imported before the baseline, like torch)
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child(Path(lst), Path(work), Path(vocab), int(k))))
         return {}
 
-    from tacluster.vocabulary import load_wordnet_nouns
+    from tacluster.nouns.vocabulary import load_wordnet_nouns
 
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="tacluster-mem-") as tmp:

@@ -6,7 +6,7 @@ Data: a synthetic world (tacluster.synthetic, 10 classes, noise 1.0). Each
 projection is scored with scikit-learn's ``trustworthiness`` (10 neighbours)
 on a fixed random subsample of 2,000 points (the score needs the n x n
 distances). Candidates: PCA (the old map), and tacluster's map
-(``tacluster.pipeline._map_2d``: t-SNE on at most 1,000 points, the others
+(``tacluster.run.workflows._map_2d``: t-SNE on at most 1,000 points, the others
 placed at the mean of their 5 nearest fitted points). umap-learn is not a
 dependency and was not measured. Results in docs/map.md.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
 
-from tacluster.pipeline import _map_2d
+from tacluster.run.workflows import _map_2d
 from tacluster.synthetic import make_world
 
 

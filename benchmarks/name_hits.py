@@ -18,7 +18,7 @@ or one of its next three nouns, is that class's WordNet synset (a synonym),
 a hyponym of it (any depth), or a hypernym of it within two steps. The hit
 rate of a set is hits / K, averaged over seeds. Clusters: ``--method auto``
 with ``lite`` fitted on each set's fit part (``benchmarks/domains.py``'s
-split and data), named by :func:`tacluster.naming.name_clusters` exactly as
+split and data), named by :func:`tacluster.evaluate.naming.name_clusters` exactly as
 ``tacluster cluster`` names them.
 
 Class -> synset: ``CLASS_NOUNS`` below, by hand, the first (most frequent)
@@ -183,11 +183,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/name_hits")
     args = ap.parse_args(argv)
 
-    from tacluster.backbones import load_backbone
-    from tacluster.embedding import embed_images  # noqa: F401  (load_domain embeds)
-    from tacluster.naming import name_clusters
-    from tacluster.nounbank import cached_noun_bank, default_cache_dir
-    from tacluster.vocabulary import load_vocabulary
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.embed import embed_images  # noqa: F401  (load_domain embeds)
+    from tacluster.evaluate.naming import name_clusters
+    from tacluster.nouns.bank import cached_noun_bank, default_cache_dir
+    from tacluster.nouns.vocabulary import load_vocabulary
 
     wn = WordNet(Path(args.wordnet))
     cache = default_cache_dir()

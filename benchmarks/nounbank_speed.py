@@ -24,7 +24,7 @@ from tacluster.testing import save_tiny_hf_clip
 
 def _words(n: int | None) -> tuple[list[str], str]:
     try:
-        from tacluster.vocabulary import load_wordnet_nouns
+        from tacluster.nouns.vocabulary import load_wordnet_nouns
 
         words, source = load_wordnet_nouns(), "wordnet"
     except ImportError:
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tacluster.backbones import load_backbone
-    from tacluster.nounbank import cached_noun_bank
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import cached_noun_bank
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -80,7 +80,7 @@ def _image_folder_split(root: Path, split: str) -> tuple[list[str], list[str]] |
     for name in names:
         d = root / name
         if d.is_dir():
-            from tacluster.embedding import list_inputs
+            from tacluster.embed import list_inputs
 
             found = list_inputs(d)
             return found.paths, [Path(p).parent.name for p in found.paths]
@@ -178,11 +178,11 @@ def load_split(dataset: str, root: Path, work: Path, split: str) -> tuple[list[s
 
 def run(args) -> dict:
     from tacluster import TextAidedClustering
-    from tacluster.backbones import load_backbone
-    from tacluster.embedding import embed_images
-    from tacluster.evaluate import evaluate_clustering
-    from tacluster.nounbank import cached_noun_bank
-    from tacluster.vocabulary import load_vocabulary
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.embed import embed_images
+    from tacluster.evaluate.metrics import evaluate_clustering
+    from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.nouns.vocabulary import load_vocabulary
 
     setting = SETTINGS[args.dataset]
     root, work = Path(args.root), Path(args.work)

@@ -25,11 +25,11 @@ Rows (K = --k, one fit per seed, mean ± std over --seeds seeds):
 * ``kmeans-joint``: k-means on the joint (noun-space) vectors.
 * ``tac-no-train``: TAC without training, k-means on ``[u, s]`` (paper settings).
 * ``tac-trained``: TAC with the heads trained (paper settings).
-* ``trust``: :func:`tacluster.trust.choose_text_weight` on the fit part, then
+* ``trust``: :func:`tacluster.cluster.text_weight.choose_text_weight` on the fit part, then
   k-means on ``[u, w s]`` (image-only k-means when w = 0).
 * ``default``: what ``tacluster cluster --method auto`` does for this backbone,
   built by :func:`default_estimator` (one place, so this row follows changes
-  to :mod:`tacluster.pipeline`).
+  to :mod:`tacluster.run.workflows`).
 
 Prints a markdown table and writes ``quality.json`` + ``quality.md`` to --out.
 """
@@ -51,7 +51,7 @@ from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa
 
 from tacluster.errors import InputError  # noqa: E402
 from tacluster.estimator import TextAidedClustering  # noqa: E402
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METHOD_ROWS = ("kmeans-image", "kmeans-joint", "tac-no-train", "tac-trained", "trust", "default")
@@ -105,7 +105,7 @@ def default_estimator(backbone_name: str, k: int, seed: int, device: str) -> Tex
     plus settings such as ``text_weight="auto"``), else
     ``pipeline.recommended_method``.
     """
-    from tacluster import pipeline
+    from tacluster.run import workflows as pipeline
 
     if hasattr(pipeline, "recommended_params"):
         params = dict(pipeline.recommended_params(backbone_name))
@@ -117,7 +117,7 @@ def default_estimator(backbone_name: str, k: int, seed: int, device: str) -> Tex
 
 def run_method(name: str, data: dict, k: int, seed: int, device: str, backbone_name: str) -> dict:
     """Fit one method on the fit part, predict the held-out part; metrics and seconds."""
-    from tacluster.trust import choose_text_weight
+    from tacluster.cluster.text_weight import choose_text_weight
 
     u, j, bank, words = data["u_fit"], data["j_fit"], data["bank"], data["words"]
     uh, jh = data["u_ho"], data["j_ho"]
@@ -194,10 +194,10 @@ def main(argv=None) -> dict:
     if bad or args.seeds < 1 or not 0 < args.fit_frac < 1:
         ap.error(f"bad --methods {bad} / --seeds / --fit-frac")
 
-    from tacluster.backbones import load_backbone
-    from tacluster.embedding import embed_images
-    from tacluster.nounbank import cached_noun_bank, default_cache_dir
-    from tacluster.vocabulary import load_vocabulary
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.embed import embed_images
+    from tacluster.nouns.bank import cached_noun_bank, default_cache_dir
+    from tacluster.nouns.vocabulary import load_vocabulary
 
     stages: dict[str, float] = {}
     tic = time.perf_counter()

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.cluster import KMeans
 
-from tacluster.counterpart import retrieve_counterparts
-from tacluster.evaluate import cluster_accuracy
+from tacluster.counterparts import retrieve_counterparts
+from tacluster.evaluate.metrics import cluster_accuracy
 from tacluster.synthetic import make_world
 
 TAUS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12]

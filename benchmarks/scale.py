@@ -7,10 +7,10 @@ image i = normalise(t_{y_i} + noise * g_i), g_i Gaussian of norm ~1.
 
 Paths:
 
-* ``large`` -- ``tacluster.scale``: centres fitted on 32 points per centre,
+* ``large`` -- each stage's large-collection setting: centres fitted on 32 points per centre,
   retrieval over each image's top-64 kept nouns, final k-means fitted on 256
   points per cluster and assigned in blocks (``[u, s]`` never materialised).
-* ``exact`` -- ``tacluster.counterpart`` + ``tacluster.cluster`` on all points
+* ``exact`` -- ``tacluster.counterparts.retrieval`` + ``tacluster.cluster.kmeans`` on all points
   (run where it fits: ``--exact-max``, default 200k).
 
 Both use the same iteration caps and one k-means restart (``--centre-iters``,
@@ -42,15 +42,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
 
-from tacluster import _faiss, scale  # noqa: E402
-from tacluster.cluster import joint_features, kmeans_cluster, soft_assign  # noqa: E402
-from tacluster.counterpart import (  # noqa: E402
+from tacluster.cluster import _faiss, neighbours  # noqa: E402
+
+from tacluster._blocks import iter_blocks  # noqa: E402
+from tacluster.cluster.kmeans import sampled_kmeans  # noqa: E402
+from tacluster.counterparts import CENTRE_POINTS_PER_CENTRE, RETRIEVAL_TOP  # noqa: E402
+from tacluster.cluster.kmeans import joint_features, kmeans_cluster, soft_assign  # noqa: E402
+from tacluster.counterparts import (  # noqa: E402
     default_n_centres,
     retrieve_counterparts,
     select_nouns,
     semantic_centres,
 )
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 
 def frugal_world(n: int, k: int, dim: int, n_nouns: int, *, noise: float, seed: int, block: int = 65536):
@@ -61,12 +65,12 @@ def frugal_world(n: int, k: int, dim: int, n_nouns: int, *, noise: float, seed: 
     syn = np.repeat(t_class, 3, axis=0) + 0.5 * rng.standard_normal((3 * k, dim), dtype=np.float32) / np.sqrt(dim)
     bank = np.empty((n_nouns, dim), dtype=np.float32)
     bank[:k], bank[k : 4 * k] = t_class, syn
-    for sl in scale.iter_blocks(n_nouns - 4 * k, block):
+    for sl in iter_blocks(n_nouns - 4 * k, block):
         bank[4 * k + sl.start : 4 * k + sl.stop] = rng.standard_normal((sl.stop - sl.start, dim), dtype=np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     labels = rng.integers(0, k, n)
     u = np.empty((n, dim), dtype=np.float32)
-    for sl in scale.iter_blocks(n, block):
+    for sl in iter_blocks(n, block):
         x = t_class[labels[sl]] + np.float32(noise / np.sqrt(dim)) * rng.standard_normal((sl.stop - sl.start, dim), dtype=np.float32)
         u[sl] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return u, labels, bank
@@ -97,11 +101,13 @@ class Recorder:
 
 
 def run_large(u, bank, labels, k, L, args, rec: Recorder):
-    centres = rec("centres", scale.sampled_semantic_centres, u, L, n_iter=args.centre_iters, seed=0)
+    centres = rec("centres", semantic_centres, u, L, points_per_centre=CENTRE_POINTS_PER_CENTRE,
+                  n_iter=args.centre_iters, n_init=1, seed=0)
     sel = rec("noun_selection", select_nouns, centres, bank)
     kept = bank[sel.indices]
-    s = rec("retrieval", scale.retrieve_counterparts_topk, u, kept, out=np.empty(u.shape, dtype=np.float16))
-    res, conf = rec("kmeans", scale.sampled_kmeans, [u, s], k, n_iter=args.kmeans_iters, seed=1)
+    s = rec("retrieval", retrieve_counterparts, u, kept, top=RETRIEVAL_TOP,
+            out=np.empty(u.shape, dtype=np.float16))
+    res, conf = rec("kmeans", sampled_kmeans, [u, s], k, n_iter=args.kmeans_iters, seed=1)
     rec.note(n_kept=int(len(kept)), metrics=evaluate_clustering(labels, res.labels))
     return s, res.labels
 
@@ -132,13 +138,13 @@ def knn_and_training(u, s, labels, k, rec: Recorder, args):
     _, exact = index.search(u[q], 51)
     exact = np.array([row[row != j][:50] for row, j in zip(exact, q)])
     rec.note(knn_exact_purity=round(float((labels[exact] == labels[q][:, None]).mean()), 4))
-    for name, fn in (("knn_hnsw", lambda: _faiss.knn_hnsw(u, 50)), ("knn_ivf", lambda: _faiss.knn(u, 50, method="ivf"))):
+    for name, fn in (("knn_hnsw", lambda: neighbours.knn_hnsw(u, 50)), ("knn_ivf", lambda: neighbours.knn(u, 50, method="ivf"))):
         nn = rec(name, fn)[q]
         recall = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(nn, exact)])
         rec.note(**{f"{name}_recall_at_50": round(float(recall), 4),
                     f"{name}_purity": round(float((labels[nn] == labels[q][:, None]).mean()), 4)})
 
-    from tacluster.train import train_heads
+    from tacluster.train.loop import train_heads
 
     m = min(n, args.train_steps * 8192)
     rng = np.random.default_rng(0)

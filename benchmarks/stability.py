@@ -17,7 +17,7 @@ Configurations:
 * ``kmeans n_init=30``: more restarts, best objective kept;
 * ``kmeans consensus=20`` / ``no-train consensus=20``: the estimator's
   ``consensus=20`` option: 20 single-restart k-means partitions combined by
-  their co-association (:func:`tacluster.cluster.consensus_kmeans`) instead
+  their co-association (:func:`tacluster.cluster.kmeans.consensus_kmeans`) instead
   of the best of 10 restarts.
 
     python benchmarks/stability.py                      # kmeans, spectral, no-train + fixes
@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from _common import environment, markdown_table, write_json  # noqa: E402
 
 from tacluster import TextAidedClustering  # noqa: E402
-from tacluster.evaluate import evaluate_clustering  # noqa: E402
+from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 
 def set_threads(n: int) -> None:
@@ -96,8 +96,8 @@ def main(argv=None) -> dict:
         data = labelled_embeddings(CIFAR, 300) if args.data == "cifar10" else labelled_embeddings(SCENE)
     bank = None
     if any(m in ("no-train", "tac") for m in args.methods) or any("no-train" in f for f in args.fixes):
-        from tacluster.backbones import load_backbone
-        from tacluster.vocabulary import load_wordnet_nouns
+        from tacluster.embed.backbones import load_backbone
+        from tacluster.nouns.vocabulary import load_wordnet_nouns
 
         bank = load_backbone("lite").noun_bank(load_wordnet_nouns())
     y = data["labels"]

@@ -1,4 +1,4 @@
-"""Choosing K from the data (tacluster.autok)."""
+"""Choosing K from the data (tacluster.cluster.choose_k)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.autok import _ari, estimate_n_clusters
-from tacluster.cluster import consensus_labels
-from tacluster.counterpart import retrieve_counterparts
+from tacluster.cluster.choose_k import _ari, estimate_n_clusters
+from tacluster.cluster.kmeans import consensus_labels
+from tacluster.counterparts import retrieve_counterparts
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world
 

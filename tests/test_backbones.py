@@ -8,15 +8,15 @@ import types
 import numpy as np
 import pytest
 
-import tacluster.backbones as backbones
-from tacluster.backbones import (
+import tacluster.embed.backbones as backbones
+from tacluster.embed.backbones import (
     available_backbones,
     file_digest,
     load_backbone,
     register_backbone,
     resolve_device,
 )
-from tacluster.backbones.base import Backbone, NounBank
+from tacluster.embed.backbones.base import Backbone, NounBank
 from tacluster.errors import BackboneError, InputError
 
 
@@ -103,9 +103,9 @@ def test_lite_goes_to_litebackbone_from_spec(monkeypatch):
             self.device = device
             return self
 
-    fake = types.ModuleType("tacluster.backbones.lite")
+    fake = types.ModuleType("tacluster.embed.backbones.lite")
     fake.LiteBackbone = FakeLite
-    monkeypatch.setitem(sys.modules, "tacluster.backbones.lite", fake)
+    monkeypatch.setitem(sys.modules, "tacluster.embed.backbones.lite", fake)
     assert load_backbone().arg == ""  # default name is "lite"
     assert load_backbone("lite:b0-384").arg == "b0-384"
     assert seen == ["", "b0-384"]

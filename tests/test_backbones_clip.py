@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
-from tacluster.backbones import load_backbone  # noqa: E402
-from tacluster.backbones.base import PROMPT_TEMPLATES  # noqa: E402
+from tacluster.embed.backbones import load_backbone  # noqa: E402
+from tacluster.embed.backbones.base import PROMPT_TEMPLATES  # noqa: E402
 from tacluster.errors import BackboneError  # noqa: E402
-from tacluster.nounbank import cached_noun_bank  # noqa: E402
+from tacluster.nouns.bank import cached_noun_bank  # noqa: E402
 
 from helpers import WIDTH, save_tiny_hf_clip  # noqa: E402
 
@@ -98,7 +98,7 @@ def test_hf_loads_offline_in_fresh_process(hf_dir):
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(src)}
     code = (
-        "from tacluster.backbones import load_backbone;"
+        "from tacluster.embed.backbones import load_backbone;"
         f"b = load_backbone({('hf:' + str(hf_dir))!r});"
         "print(b.noun_bank(['cat'], progress=False).embeddings.shape)"
     )
@@ -207,7 +207,7 @@ def test_openclip_checkpoint_path_syntax_and_fingerprint(oc_dir, tmp_path):
 
 def test_openclip_uncached_tag_and_bad_names(tmp_path):
     _open_clip()
-    from tacluster.backbones.openclip import OpenCLIPBackbone
+    from tacluster.embed.backbones.openclip import OpenCLIPBackbone
 
     with pytest.raises(BackboneError, match="not available locally.*offline.*openclip:ViT-B-32//path"):
         OpenCLIPBackbone("ViT-B-32/openai", cache_dir=str(tmp_path), offline=True)

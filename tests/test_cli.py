@@ -14,7 +14,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from tacluster.cli import main
+from tacluster.run.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "cifar10-mini"
@@ -231,12 +231,12 @@ def test_debug_is_accepted_before_or_after_the_subcommand(tmp_path, where):
 
 
 def test_interrupt_before_anything_was_cached_does_not_claim_cached_work(monkeypatch, tmp_path, capsys):
-    import tacluster.pipeline
+    import tacluster.run.workflows
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tacluster.pipeline, "cluster_images", interrupted)
+    monkeypatch.setattr(tacluster.run.workflows, "cluster_images", interrupted)
     assert main(["cluster", str(tmp_path), "--k", "2", "--out", str(tmp_path / "o"), "--quiet"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "cached" not in err.replace("nothing was cached", ""), err
@@ -244,7 +244,7 @@ def test_interrupt_before_anything_was_cached_does_not_claim_cached_work(monkeyp
 
 
 def test_every_subcommand_help_has_a_description():
-    from tacluster.cli import _parser
+    from tacluster.run.cli import _parser
 
     sub = next(a for a in _parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, parser in sub.choices.items():

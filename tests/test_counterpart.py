@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tacluster.counterpart import (
+from tacluster.counterparts import (
     default_n_centres,
     retrieval_weights,
     retrieve_counterparts,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tacluster.embedding import (
+from tacluster.embed import (
     CorruptShardWarning,
     EmbeddingCache,
     content_key,
@@ -22,8 +22,8 @@ from tacluster.embedding import (
     list_inputs,
     run_tasks,
 )
-from tacluster.embedding import runner as runner_mod
-from tacluster.embedding.reader import ImageDecodeError
+from tacluster.embed import runner as runner_mod
+from tacluster.embed.reader import ImageDecodeError
 from tacluster.errors import BackboneError, InputError
 from tacluster.testing import TinyBackbone
 
@@ -378,7 +378,7 @@ def test_csv_and_txt_lists(tmp_path, folder):
 
 
 def test_real_lite_backbone_on_cifar_images(tmp_path):
-    from tacluster.backbones.lite import LiteBackbone  # a core dependency: its failure is a failure
+    from tacluster.embed.backbones.lite import LiteBackbone  # a core dependency: its failure is a failure
     archive = SHARED / "data" / "cifar10-train.tar.gz"
     if not archive.exists():
         pytest.skip(f"{archive} not found (../shared is absent)")

@@ -13,7 +13,7 @@ from tacluster import (
     TaclusterError,
     TextAidedClustering,
 )
-from tacluster.evaluate import cluster_accuracy
+from tacluster.evaluate.metrics import cluster_accuracy
 
 FAST = dict(min_steps=60, n_epochs=5, kmeans_n_init=3)
 
@@ -183,7 +183,7 @@ def test_text_weight_auto_is_chosen_saved_and_reused(style_world, tmp_path):
 
 def test_spectral_follows_the_neighbour_graph():
     """Two interleaved rings: k-means cuts across them, the kNN graph follows them."""
-    from tacluster.cluster import spectral_cluster
+    from tacluster.cluster.spectral import spectral_cluster
 
     rng = np.random.default_rng(0)
     t = rng.uniform(0, 2 * np.pi, 600)
@@ -228,7 +228,7 @@ def test_consensus_steadier_than_best_restart_on_a_flat_objective():
     a second world)."""
     from sklearn.metrics import adjusted_rand_score
 
-    from tacluster.cluster import consensus_kmeans, kmeans_cluster
+    from tacluster.cluster.kmeans import consensus_kmeans, kmeans_cluster
     from tacluster.synthetic import make_world
 
     x = make_world(800, 8, 32, 50, noise=3.0, seed=0).image_embeddings

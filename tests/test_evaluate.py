@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from tacluster.errors import InputError
-from tacluster.evaluate import cluster_accuracy, confusion, evaluate_clustering, hungarian_mapping
+from tacluster.evaluate.metrics import cluster_accuracy, confusion, evaluate_clustering, hungarian_mapping
 
 
 def test_acc_is_invariant_to_relabelling():

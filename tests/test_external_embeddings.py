@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tacluster.cli import main
+from tacluster.run.cli import main
 
 VOCAB = ["airplane", "frog", "ship", "car", "dog", "tree", "sky", "water", "grass"]
 SIZES = (25, 35)  # rows of the two clip-retrieval shards
@@ -24,8 +24,8 @@ def world(tmp_path_factory):
     from helpers import save_tiny_hf_clip
     from PIL import Image
 
-    from tacluster.backbones import load_backbone
-    from tacluster.nounbank import cached_noun_bank
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import cached_noun_bank
 
     work = tmp_path_factory.mktemp("byo")
     model = save_tiny_hf_clip(work / "clip", seed=0)
@@ -124,7 +124,7 @@ def test_clip_retrieval_folder_and_parquet_file_give_the_api_labels(world, tmp_p
 
 
 def test_python_api_cluster_embeddings(world, tmp_path):
-    from tacluster import pipeline
+    from tacluster.run import workflows as pipeline
 
     npy = tmp_path / "emb.npy"
     np.save(npy, w16 := world["x16"])
@@ -205,10 +205,10 @@ def test_lite_needs_joint_embeddings(tmp_path, capsys):
 def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_joint(tmp_path):
     """The offline backbone: 1280-d visual vectors clustered (its default method), joint vectors for names."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    from tacluster.backbones import load_backbone
+    from tacluster.embed.backbones import load_backbone
     from tacluster.estimator import TextAidedClustering
-    from tacluster.nounbank import cached_noun_bank
-    from tacluster.pipeline import recommended_params
+    from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.run.workflows import recommended_params
 
     rng = np.random.default_rng(1)
     truth = np.repeat(np.arange(3), 15)
@@ -241,7 +241,7 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     # joint rows must belong to the image rows
     (tmp_path / "joint.paths.txt").write_text("\n".join(reversed(names)))
     from tacluster.errors import InputError
-    from tacluster.pipeline import cluster_embeddings
+    from tacluster.run.workflows import cluster_embeddings
 
     with pytest.raises(InputError, match="row 0 is 'photos/44.jpg' but --embeddings row 0 is 'photos/0.jpg'"):
         cluster_embeddings(tmp_path / "visual.npy", tmp_path / "out3", 3, backbone="lite",
@@ -311,7 +311,7 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path, capsys):
 
 def test_readers_stream_in_blocks_and_normalise_rows(tmp_path, monkeypatch):
     """Every layout gives the same unit rows and paths, read in blocks smaller than a row group / shard."""
-    import tacluster.embedding.external as ext
+    import tacluster.embed.external as ext
 
     monkeypatch.setattr(ext, "LOAD_BLOCK", 5)
     rng = np.random.default_rng(3)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tacluster import _faiss
+from tacluster.cluster import _faiss, neighbours
 
 
 def test_knn_excludes_self_even_with_duplicates():
@@ -9,7 +9,7 @@ def test_knn_excludes_self_even_with_duplicates():
     x = rng.standard_normal((50, 8)).astype(np.float32)
     x[10] = x[11]  # an exact duplicate pair
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    nn = _faiss.knn(x, 5)
+    nn = neighbours.knn(x, 5)
     assert nn.shape == (50, 5)
     assert not (nn == np.arange(50)[:, None]).any()
     assert nn[10, 0] == 11 and nn[11, 0] == 10
@@ -36,18 +36,18 @@ def test_ivf_knn_recalls_most_exact_neighbours():
     from tacluster.synthetic import make_world
 
     x = make_world(6000, 10, 64, 100, noise=1.0, seed=0).image_embeddings
-    exact = _faiss.knn(x, 10, method="exact")
-    approx = _faiss.knn(x, 10, method="ivf")
+    exact = neighbours.knn(x, 10, method="exact")
+    approx = neighbours.knn(x, 10, method="ivf")
     assert approx.shape == exact.shape
     assert not (approx == np.arange(len(x))[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall > 0.8, recall
-    np.testing.assert_array_equal(approx, _faiss.knn(x, 10, method="ivf"))  # deterministic
+    np.testing.assert_array_equal(approx, neighbours.knn(x, 10, method="ivf"))  # deterministic
 
 
 def test_torch_knn_equals_faiss_exact():
     """The GPU path's exact kNN (run here on CPU torch) finds faiss's neighbours."""
-    from tacluster._faiss import knn, knn_torch
+    from tacluster.cluster.neighbours import knn, knn_torch
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((700, 24)).astype(np.float32)

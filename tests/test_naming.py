@@ -1,6 +1,6 @@
 import numpy as np
 
-from tacluster.naming import name_clusters, noun_zscores
+from tacluster.evaluate.naming import name_clusters, noun_zscores
 
 
 def test_zscores_match_the_direct_computation(easy_world):
@@ -76,7 +76,7 @@ def _old_noun_zscores(joint_embeddings, labels, n_clusters, noun_embeddings, *, 
 def test_blockwise_zscores_and_names_equal_the_full_matrix_implementation(style_world, monkeypatch):
     """Blockwise float32 statistics (blocks smaller than n, an empty cluster, float16 input)
     give the old implementation's z-scores to float32 precision and exactly its names."""
-    import tacluster.naming as naming
+    import tacluster.evaluate.naming as naming
     from tacluster.synthetic import make_world
 
     w = make_world(n_samples=3000, n_classes=12, dim=48, n_nouns=600, noise=0.9, seed=7)

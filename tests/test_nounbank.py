@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tacluster.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
+from tacluster.embed.backbones.base import PROMPT_TEMPLATES, Backbone, NounBank
 from tacluster.errors import CacheError, InputError
-from tacluster.nounbank import (
+from tacluster.nouns.bank import (
     cached_noun_bank,
     default_cache_dir,
     embed_with_templates,

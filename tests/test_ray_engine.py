@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tacluster.embedding import EmbeddingCache, embed_images
-from tacluster.embedding import runner as runner_mod
-from tacluster.embedding.ray_engine import _split_progress, run_tasks_ray
+from tacluster.embed import EmbeddingCache, embed_images
+from tacluster.embed import runner as runner_mod
+from tacluster.embed.ray_engine import _split_progress, run_tasks_ray
 from tacluster.errors import BackboneError, InputError
 from tacluster.testing import TinyBackbone
 

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tacluster import report
+from tacluster.report import html as report
 from tacluster.errors import InputError
-from tacluster.report import build_report, save_confusion_png
+from tacluster.report.html import build_report, save_confusion_png
 
 XSS = "<script>alert(1)</script>"
 NOUN_AMP = 'salt & "pepper" \'shaker\''
@@ -456,7 +456,7 @@ def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):
 
 def test_map_labels_do_not_overlap(tmp_path):
     """Eight clusters whose centres almost coincide: their names are moved apart."""
-    from tacluster.report import _Assignments, _cluster_colors, _draw_map
+    from tacluster.report.html import _Assignments, _cluster_colors, _draw_map
 
     rng = np.random.default_rng(0)
     cluster = np.repeat(np.arange(8), 20)
@@ -477,7 +477,7 @@ def test_map_keeps_neighbourhoods():
     """The map is a projection that keeps neighbourhoods (t-SNE; PCA scored 0.85 here)."""
     from sklearn.manifold import trustworthiness
 
-    from tacluster.pipeline import _map_2d
+    from tacluster.run.workflows import _map_2d
     from tacluster.synthetic import make_world
 
     x = make_world(n_samples=600, n_classes=10, dim=64, n_nouns=100, noise=1.0, seed=0).image_embeddings

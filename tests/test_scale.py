@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster import scale
-from tacluster.cluster import assign, joint_features, kmeans_cluster, soft_assign
-from tacluster.counterpart import retrieve_counterparts, select_nouns, semantic_centres
+from tacluster.cluster.kmeans import assign, joint_features, kmeans_cluster, sampled_kmeans, soft_assign
+from tacluster.counterparts import retrieve_counterparts, select_nouns, semantic_centres
+from tacluster.estimator import LARGE_SCALE_MIN_SAMPLES, use_large_scale
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world
 
@@ -21,11 +21,11 @@ def world():
 
 
 def test_auto_threshold_and_forcing():
-    n = scale.LARGE_SCALE_MIN_SAMPLES
-    assert scale.use_large_scale(n) and not scale.use_large_scale(n - 1)
-    assert scale.use_large_scale(10, True) and not scale.use_large_scale(10**7, False)
+    n = LARGE_SCALE_MIN_SAMPLES
+    assert use_large_scale(n) and not use_large_scale(n - 1)
+    assert use_large_scale(10, True) and not use_large_scale(10**7, False)
     with pytest.raises(InputError, match="large_scale='yes'"):
-        scale.use_large_scale(10, "yes")
+        use_large_scale(10, "yes")
 
 
 def test_large_path_forced_on_small_data_matches_exact_path(world):
@@ -39,10 +39,10 @@ def test_large_path_forced_on_small_data_matches_exact_path(world):
     exact = kmeans_cluster(joint_features(u, exact_s), k, seed=1, n_iter=20, n_init=10).labels
 
     # 8 points per centre and 30 per cluster: both k-means really are fitted on subsamples.
-    large_c = scale.sampled_semantic_centres(u, L, points_per_centre=8, n_iter=20, seed=0)
+    large_c = semantic_centres(u, L, points_per_centre=8, n_iter=20, n_init=1, seed=0)
     kept = bank[select_nouns(large_c, bank).indices]
-    large_s = scale.retrieve_counterparts_topk(u, kept, top=16, block=700)
-    res, conf = scale.sampled_kmeans([u, large_s], k, points_per_cluster=30, n_iter=20, n_init=10, seed=1, block=900)
+    large_s = retrieve_counterparts(u, kept, top=16, block=700)
+    res, conf = sampled_kmeans([u, large_s], k, points_per_cluster=30, n_iter=20, n_init=10, seed=1, block=900)
 
     assert adjusted_rand_score(exact, res.labels) >= 0.95
     assert adjusted_rand_score(world.labels, res.labels) >= 0.95
@@ -73,22 +73,22 @@ def test_blocked_assignment_equals_whole_soft_assign(world):
 def test_topk_retrieval_matches_full_softmax(world):
     u, kept = world.image_embeddings, world.noun_embeddings[:400]
     exact = retrieve_counterparts(u, kept)
-    top64 = scale.retrieve_counterparts_topk(u, kept, top=64, block=512)
+    top64 = retrieve_counterparts(u, kept, top=64, block=512)
     assert (np.sum(top64 * exact, axis=1) > 0.999).all()
-    every = scale.retrieve_counterparts_topk(u, kept, top=10_000)  # capped at n_kept: the full softmax
+    every = retrieve_counterparts(u, kept, top=10_000)  # capped at n_kept: the full softmax
     np.testing.assert_allclose(every, exact, atol=2e-5)
     # A crude cut (1 noun) is measurably different: the check above can fail.
-    assert np.sum(scale.retrieve_counterparts_topk(u, kept, top=1) * exact, axis=1).min() < 0.999
+    assert np.sum(retrieve_counterparts(u, kept, top=1) * exact, axis=1).min() < 0.999
 
 
-def test_float16_memmap_roundtrip_and_use(world, tmp_path):
+def test_topk_retrieval_reads_a_float16_memmap_and_writes_into_out(world, tmp_path):
+    # clip-retrieval writes float16 .npy files; they are read in blocks, never copied whole.
     u = world.image_embeddings
-    mm = scale.to_float16_memmap(u, tmp_path / "u.npy", block=1000)
-    assert mm.dtype == np.float16 and mm.shape == u.shape and not mm.flags.writeable
-    assert np.abs(mm.astype(np.float32) - u).max() < 1e-3
+    np.save(tmp_path / "u.npy", u.astype(np.float16))
+    mm = np.load(tmp_path / "u.npy", mmap_mode="r")
     kept = world.noun_embeddings[:200]
     out = np.lib.format.open_memmap(tmp_path / "s.npy", mode="w+", dtype=np.float16, shape=(len(u), 64))
-    s = scale.retrieve_counterparts_topk(mm, kept, out=out)
+    s = retrieve_counterparts(mm, kept, top=64, out=out)
     assert s is out
     ref = retrieve_counterparts(u, kept)
     assert np.sum(np.asarray(s, np.float32) * ref, axis=1).min() > 0.995
@@ -97,42 +97,42 @@ def test_float16_memmap_roundtrip_and_use(world, tmp_path):
 def test_bad_input(world):
     u = world.image_embeddings
     with pytest.raises(InputError, match="k=5000"):
-        scale.sampled_kmeans([u], 5000)
+        sampled_kmeans([u], 5000)
     with pytest.raises(InputError, match="feature part 1"):
-        scale.sampled_kmeans([u, u[:10]], 5)
+        sampled_kmeans([u, u[:10]], 5)
     with pytest.raises(InputError, match="points_per_cluster=0"):
-        scale.sampled_kmeans([u], 5, points_per_cluster=0)
+        sampled_kmeans([u], 5, points_per_cluster=0)
     with pytest.raises(InputError, match="no feature arrays"):
         assign([], u[:3])
     with pytest.raises(InputError, match="kept_noun_embeddings has shape"):
-        scale.retrieve_counterparts_topk(u, np.ones((5, 3), np.float32))
+        retrieve_counterparts(u, np.ones((5, 3), np.float32))
     with pytest.raises(InputError, match="top=0"):
-        scale.retrieve_counterparts_topk(u, u[:5], top=0)
+        retrieve_counterparts(u, u[:5], top=0)
     with pytest.raises(InputError, match="n_centres=0"):
-        scale.sampled_semantic_centres(u, 0)
+        semantic_centres(u, 0, points_per_centre=32)
 
 
 def test_hnsw_neighbours_match_exact_and_exclude_self(world):
-    from tacluster import _faiss
+    from tacluster.cluster import neighbours
 
     u = world.image_embeddings[:2000]
-    approx = _faiss.knn_hnsw(u, 10)
-    exact = _faiss.knn(u, 10, method="exact")
+    approx = neighbours.knn_hnsw(u, 10)
+    exact = neighbours.knn(u, 10, method="exact")
     assert approx.shape == (2000, 10)
     assert not (approx == np.arange(2000)[:, None]).any()
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.9
     with pytest.raises(ValueError, match="k=2000"):
-        _faiss.knn_hnsw(u, 2000)
+        neighbours.knn_hnsw(u, 2000)
 
 
 def test_training_accepts_float16_features_without_upcasting(world):
-    from tacluster import _faiss
-    from tacluster.train import _feature_tensor, train_heads
+    from tacluster.cluster import neighbours
+    from tacluster.train.loop import _feature_tensor, train_heads
 
     u = world.image_embeddings[:1000]
     assert _feature_tensor(u.astype(np.float16)).dtype == torch.float16  # no float32 copy kept
-    nn = _faiss.knn(u, 10, method="exact")
+    nn = neighbours.knn(u, 10, method="exact")
     h32 = train_heads(u, u, nn, nn, 10, n_epochs=1, min_steps=10, batch_size=256, seed=0).history
     h16 = train_heads(u.astype(np.float16), u.astype(np.float16), nn, nn, 10, n_epochs=1, min_steps=10,
                       batch_size=256, seed=0).history
@@ -184,7 +184,7 @@ def test_spectral_on_the_large_path_goes_through_landmarks_and_predict_agrees():
     """Spectral at large N (forced here on 3k rows) is the landmark form; it finds the
     classes as the exact graph does, and predict assigns every fitted row as fit did."""
     from tacluster.estimator import TextAidedClustering
-    from tacluster.evaluate import cluster_accuracy
+    from tacluster.evaluate.metrics import cluster_accuracy
     from tacluster.synthetic import make_world
 
     w = make_world(n_samples=3000, n_classes=10, dim=64, n_nouns=400, noise=2.0, seed=0)

@@ -25,7 +25,7 @@ from tacluster._threads import (
     one_thread_if_busy,
     one_torch_thread,
 )
-from tacluster.counterpart import _flush_denormals
+from tacluster._threads import flush_denormals as _flush_denormals
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -1,16 +1,16 @@
-"""tacluster.trust: the text weight falls to 0 for useless text and rises for informative text."""
+"""tacluster.cluster.text_weight: the text weight falls to 0 for useless text and rises for informative text."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tacluster.cluster import joint_features, kmeans_cluster
+from tacluster.cluster.kmeans import joint_features, kmeans_cluster
 from tacluster.errors import InputError
 from tacluster.estimator import TextAidedClustering
-from tacluster.evaluate import cluster_accuracy
+from tacluster.evaluate.metrics import cluster_accuracy
 from tacluster.synthetic import make_world
-from tacluster.trust import choose_text_weight, neighbour_agreement
+from tacluster.cluster.text_weight import choose_text_weight, neighbour_agreement
 
 K = 10
 

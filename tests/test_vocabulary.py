@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tacluster.errors import InputError
-from tacluster.vocabulary import (
+from tacluster.nouns.vocabulary import (
     load_imagenet_hierarchy,
     load_vocabulary,
     load_wordnet_nouns,

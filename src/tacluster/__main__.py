@@ -2,6 +2,6 @@
 
 import sys
 
-from tacluster.cli import main
+from tacluster.run.cli import main
 
 sys.exit(main())

@@ -147,7 +147,7 @@ def one_faiss_thread():
     """Run the block with 1 faiss (OpenMP) thread, whatever the machine.
 
     For k-means on data with exact ties (the one-hot co-association rows of
-    :func:`tacluster.cluster.consensus_labels`): which of two equidistant
+    :func:`tacluster.cluster.kmeans.consensus_labels`): which of two equidistant
     centroids wins depends on the rounding of the distance sums, which
     depends on the thread count (measured: 7 of 10 seeds gave the same
     consensus labels at 1 and 2 threads before this).

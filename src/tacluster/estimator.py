@@ -11,24 +11,29 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
-from tacluster import _faiss
 from tacluster._atomic import atomic_write
+from tacluster._blocks import iter_blocks
 from tacluster._validation import (
     as_float_matrix,
     check_choice,
     check_n_clusters,
     check_positive,
 )
-from tacluster.cluster import (
+from tacluster.cluster import neighbours
+from tacluster.cluster.kmeans import (
+    KMEANS_N_ITER,
+    assign,
     consensus_kmeans,
     joint_features,
     kmeans_cluster,
     normalised_means,
-    assign,
-    landmark_spectral_cluster,
-    spectral_cluster,
+    sampled_kmeans,
 )
-from tacluster.counterpart import (
+from tacluster.cluster.spectral import landmark_spectral_cluster, spectral_cluster
+from tacluster.counterparts import (
+    CENTRE_N_ITER,
+    CENTRE_POINTS_PER_CENTRE,
+    RETRIEVAL_TOP,
     default_n_centres,
     retrieve_counterparts,
     select_nouns,
@@ -40,6 +45,32 @@ METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 MODEL_FORMAT = "tacluster-model"
 MODEL_FORMAT_VERSION = 1
 
+#: ``large_scale="auto"`` switches every stage to its large-collection
+#: setting at this many samples. Below it the exact path fits in a few GB and minutes (200k x 512: about 0.4 GB
+#: per matrix); above it, its (n, K) probabilities and full-data k-means fits
+#: grow past what a laptop holds or waits for (benchmarks/scale.py).
+LARGE_SCALE_MIN_SAMPLES = 100_000
+
+
+def use_large_scale(n_samples: int, large_scale: bool | str = "auto") -> bool:
+    """Resolve the ``large_scale`` setting for a collection of ``n_samples``.
+
+    Parameters
+    ----------
+    n_samples : int
+    large_scale : {"auto", True, False}
+        ``"auto"``: the large-collection settings from :data:`LARGE_SCALE_MIN_SAMPLES` samples.
+
+    Returns
+    -------
+    bool
+    """
+    if large_scale == "auto":
+        return n_samples >= LARGE_SCALE_MIN_SAMPLES
+    if isinstance(large_scale, (bool, np.bool_)):
+        return bool(large_scale)
+    raise InputError(f"large_scale={large_scale!r}; use 'auto', True or False")
+
 
 class TextAidedClustering(ClusterMixin, BaseEstimator):
     """Text-Aided Clustering (TAC, Li et al., ICML 2024) on embedding arrays.
@@ -48,21 +79,21 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     ----------
     n_clusters : int or "auto", default=10
         K, the number of clusters; ``"auto"`` estimates it from the data
-        (:func:`tacluster.autok.estimate_n_clusters`, within ``k_range``).
+        (:func:`tacluster.cluster.choose_k.estimate_n_clusters`, within ``k_range``).
     method : {"tac", "no-train", "kmeans", "spectral", "auto"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);
         ``"spectral"``: spectral clustering of the image kNN graph (image side
         only); ``"auto"``: each image-side candidate of
-        :data:`tacluster.choose_method.IMAGE_CANDIDATES` is fitted and the one
+        :data:`tacluster.cluster.choose_method.IMAGE_CANDIDATES` is fitted and the one
         whose partition best follows the collection's kNN graph is kept
-        (label-free, :func:`tacluster.choose_method.choose_method`; the
+        (label-free, :func:`tacluster.cluster.choose_method.choose_method`; the
         decision is ``choice_``, and a saved model is the chosen method's).
         ``"auto"`` is tacluster's default with the offline backbone.
     n_centres : int or None, default=None
         Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
-        capped at N // 2 (see :func:`tacluster.counterpart.default_n_centres`).
+        capped at N // 2 (see :func:`tacluster.counterparts.retrieval.default_n_centres`).
     nouns_per_centre : int, default=5
         Nouns each centre keeps.
     noun_temperature : float, default=1.0
@@ -72,19 +103,20 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     text_weight : float or "auto", default=1.0
         Weight of the counterpart in ``[u, w * s]`` for ``"no-train"``.
         ``"auto"``: chosen per collection, without labels, by
-        :func:`tacluster.trust.choose_text_weight` (0 = image-only k-means
+        :func:`tacluster.cluster.text_weight.choose_text_weight` (0 = image-only k-means
         when the text side is weak); the value used is ``text_weight_``.
     n_neighbors : int, default=50
         Neighbours per sample for the distillation (capped at N - 1).
     knn_method : {"auto", "exact", "hnsw", "ivf"}, default="auto"
         Neighbour search: exact up to 100,000 samples, a faiss HNSW graph
-        above (see :func:`tacluster._faiss.knn`).
+        above (see :func:`tacluster.cluster.neighbours.knn`).
     large_scale : {"auto", True, False}, default="auto"
-        The large-N path (:mod:`tacluster.scale`) from 100,000 samples:
-        centres and k-means fitted on subsamples with capped iterations (1
-        restart) and every point assigned in blocks, retrieval over each
-        image's top 64 kept nouns, HNSW neighbours, ``"spectral"`` through
-        landmarks (:func:`tacluster.cluster.landmark_spectral_cluster`, linear
+        Each stage's large-collection setting from
+        :data:`LARGE_SCALE_MIN_SAMPLES` (100,000) samples: centres and
+        k-means fitted on subsamples with capped iterations (1 restart) and
+        every point assigned in blocks, retrieval over each image's top 64
+        kept nouns, HNSW neighbours, ``"spectral"`` through landmarks
+        (:func:`tacluster.cluster.spectral.landmark_spectral_cluster`, linear
         in N); ``probabilities_`` is not kept (it would be N x K floats).
         ``True``/``False`` force either path.
     spectral_neighbors : int, default=20
@@ -112,7 +144,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         ``"kmeans"`` and ``"no-train"`` only: 0 keeps the best of
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
         of ``n`` single-restart partitions instead
-        (:func:`tacluster.cluster.consensus_kmeans`), steadier where the
+        (:func:`tacluster.cluster.kmeans.consensus_kmeans`), steadier where the
         k-means objective is flat (``docs/stability.md``). Not used on the
         large-N path.
     device : {"cpu", "cuda", "auto"}, default="cpu"
@@ -220,8 +252,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
         check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
-        from tacluster.scale import use_large_scale
-
         use_large_scale(1, self.large_scale)  # validates the value
         for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
@@ -277,8 +307,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self
         """
         self._check_params()
-        from tacluster import scale
-
         timings: dict[str, float] = {}
         u_in = as_float_matrix(image_embeddings, "image_embeddings")
         self.choice_ = None
@@ -286,7 +314,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         u = self._image_view(u_in)
         n, seed = u.shape[0], self._seed()
         k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
-        large = self.large_scale_ = scale.use_large_scale(n, self.large_scale)
+        large = self.large_scale_ = use_large_scale(n, self.large_scale)
         self._reset_fitted(u)
         if self.method == "auto":
             self._fit_auto(u_in, k, seed, timings)
@@ -305,13 +333,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fit stages
     def _resolve_k(self, u: np.ndarray, joint_embeddings, seed: int, timings: dict) -> int:
-        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.autok`)."""
+        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`)."""
         n = u.shape[0]
         self.auto_k_ = None
         if not isinstance(self.n_clusters, str):
             return check_n_clusters(self.n_clusters, n)
         check_choice(self.n_clusters, "n_clusters", ("auto",))
-        from tacluster.autok import estimate_n_clusters
+        from tacluster.cluster.choose_k import estimate_n_clusters
 
         tic = time.perf_counter()
         # The noun-space view joins the search when it differs from the image side.
@@ -340,12 +368,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
 
     def _kmeans_iter(self, large: bool) -> int:
-        from tacluster import scale
-
-        return min(self.kmeans_n_iter, scale.KMEANS_N_ITER) if large else self.kmeans_n_iter
+        return min(self.kmeans_n_iter, KMEANS_N_ITER) if large else self.kmeans_n_iter
 
     def _fit_auto(self, u_in: np.ndarray, k: int, seed: int, timings: dict) -> None:
-        from tacluster.choose_method import choose_method
+        from tacluster.cluster.choose_method import choose_method
 
         tic = time.perf_counter()
         shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
@@ -358,11 +384,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         timings["choose_method"] = time.perf_counter() - tic
 
     def _fit_kmeans(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
-        from tacluster import scale
-
         tic = time.perf_counter()
         if large:
-            res, conf = scale.sampled_kmeans([u], k, n_iter=self._kmeans_iter(large), seed=seed + 1)
+            res, conf = sampled_kmeans([u], k, n_iter=self._kmeans_iter(large), seed=seed + 1)
             self.cluster_centers_ = res.centroids
             self._set_labels(res.labels, conf)
         else:
@@ -392,8 +416,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_text_side(self, u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings) -> np.ndarray:
         """Semantic centres, noun selection and retrieval (METHOD.md stages 1-2); returns s."""
-        from tacluster import scale
-
         n = u.shape[0]
         joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns, k)
         self.n_joint_features_ = joint.shape[1]
@@ -402,8 +424,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if n_centres > n:
             raise InputError(f"n_centres={n_centres} is larger than the {n} samples; use n_centres <= {n}")
         if large:
-            centres = scale.sampled_semantic_centres(
-                joint, n_centres, n_iter=min(self.kmeans_n_iter, scale.CENTRE_N_ITER), seed=seed)
+            centres = semantic_centres(joint, n_centres, points_per_centre=CENTRE_POINTS_PER_CENTRE,
+                                       n_iter=min(self.kmeans_n_iter, CENTRE_N_ITER), n_init=1, seed=seed)
         else:
             centres = semantic_centres(joint, n_centres, seed=seed, n_iter=self.kmeans_n_iter,
                                        n_init=self.centres_n_init)
@@ -425,10 +447,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_no_train(self, u, s, k, large, seed, timings) -> None:
         """k-means on ``[u, w s]`` (TAC without training)."""
-        from tacluster import scale
-
         if self.text_weight == "auto":
-            from tacluster.trust import choose_text_weight
+            from tacluster.cluster.text_weight import choose_text_weight
 
             tic = time.perf_counter()
             self.trust_ = choose_text_weight(u, s, k, seed=seed)
@@ -437,7 +457,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         tic = time.perf_counter()
         w = self.text_weight_
         if large:
-            res, conf = scale.sampled_kmeans([u, s], k, weights=[1.0, w], n_iter=self._kmeans_iter(large),
+            res, conf = sampled_kmeans([u, s], k, weights=[1.0, w], n_iter=self._kmeans_iter(large),
                                              seed=seed + 1)
             self.cluster_centers_ = res.centroids
             self._set_labels(res.labels, conf)
@@ -449,20 +469,19 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_tac(self, u, s, k, large, seed, timings) -> None:
         """Neighbours of both views, then the two heads by cross-modal mutual distillation."""
-        from tacluster import scale
         from tacluster._device import resolve_device
-        from tacluster.train import head_probabilities, train_heads  # torch-heavy; "tac" only
+        from tacluster.train.loop import head_probabilities, train_heads  # torch-heavy; "tac" only
 
         n = u.shape[0]
         tic = time.perf_counter()
         n_nb = min(self.n_neighbors, n - 1)
         if resolve_device(self.device).startswith("cuda") and self.knn_method in ("auto", "exact"):
             # exact on the GPU: at 50k x 512 on an H200 far faster than faiss-cpu
-            nn_u = _faiss.knn_torch(u, n_nb, device="cuda")
-            nn_s = _faiss.knn_torch(s, n_nb, device="cuda")
+            nn_u = neighbours.knn_torch(u, n_nb, device="cuda")
+            nn_s = neighbours.knn_torch(s, n_nb, device="cuda")
         else:
-            nn_u = _faiss.knn(u, n_nb, method=self.knn_method, seed=seed)
-            nn_s = _faiss.knn(s, n_nb, method=self.knn_method, seed=seed)
+            nn_u = neighbours.knn(u, n_nb, method=self.knn_method, seed=seed)
+            nn_s = neighbours.knn(s, n_nb, method=self.knn_method, seed=seed)
         timings["knn"] = time.perf_counter() - tic
         tic = time.perf_counter()
         result = train_heads(
@@ -478,7 +497,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if large:  # argmax and max per block; the full N x K matrix is not kept
             labels = np.empty(n, dtype=np.int64)
             conf = np.empty(n, dtype=np.float32)
-            for sl in scale.iter_blocks(n):
+            for sl in iter_blocks(n):
                 p = head_probabilities(self.image_head_, u[sl])
                 labels[sl], conf[sl] = p.argmax(1), p.max(1)
             self._set_labels(labels, conf)
@@ -536,14 +555,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _counterparts(self, joint: np.ndarray) -> np.ndarray:
         """Text counterparts by the retrieval ``fit`` used (top-k on the large-N path)."""
-        if getattr(self, "large_scale_", False):
-            from tacluster import scale
-
-            return scale.retrieve_counterparts_topk(joint, self.kept_noun_embeddings_, tau=self.tau)
-        return retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+        top = RETRIEVAL_TOP if getattr(self, "large_scale_", False) else None
+        return retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau, top=top)
 
     def _assign_new(self, u: np.ndarray, joint: np.ndarray, proba: bool):
-        """:func:`tacluster.cluster.assign` of new rows, exactly as ``fit`` assigned its own."""
+        """:func:`tacluster.cluster.kmeans.assign` of new rows, exactly as ``fit`` assigned its own."""
         if self.method in ("kmeans", "spectral", "auto"):
             return assign([u], self.cluster_centers_, proba=proba)
         s = self._counterparts(joint)
@@ -599,14 +615,14 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
         if self.method != "tac":
             return self._assign_new(u, joint, proba=True)[2]
-        from tacluster.train import head_probabilities
+        from tacluster.train.loop import head_probabilities
 
         return head_probabilities(self.image_head_, u)
 
     def predict(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
         """Cluster index of each new image, shape (n_samples,). For ``"tac"``
         only the image embeddings are needed (argmax of the image head); the
-        other methods assign exactly as ``fit`` did (:func:`tacluster.cluster.assign`)."""
+        other methods assign exactly as ``fit`` did (:func:`tacluster.cluster.kmeans.assign`)."""
         if self.method == "tac":
             return self.predict_proba(image_embeddings, joint_embeddings=joint_embeddings).argmax(axis=1)
         self._check_fitted()
@@ -628,7 +644,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 f"embeddings have width {joint.shape[1]}, the noun space has width "
                 f"{self.kept_noun_embeddings_.shape[1]}; pass joint_embeddings from the same backbone"
             )
-        return retrieve_counterparts(joint, self.kept_noun_embeddings_, tau=self.tau)
+        return self._counterparts(joint)
 
     # ------------------------------------------------------------ save/load
     def save(self, path, *, metadata: dict | None = None) -> Path:
@@ -732,7 +748,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return model
 
     def _restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
-        from tacluster.heads import ClusterHead  # torch only when heads exist
+        from tacluster.train.heads import ClusterHead  # torch only when heads exist
         import torch
 
         self._loaded = True

@@ -8,7 +8,7 @@ import os
 import numpy as np
 from pathlib import Path
 
-from tacluster.backbones.base import Backbone, NounBank
+from tacluster.embed.backbones.base import Backbone, NounBank
 from tacluster.errors import BackboneError
 
 WIDTH = 16  # projection width shared by both towers of the tiny CLIPs
@@ -157,7 +157,7 @@ def save_tiny_hf_siglip(folder: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def real_size_config(short: str):
-    """The architecture of a short-name model (:mod:`tacluster.backbones.catalog`) as a
+    """The architecture of a short-name model (:mod:`tacluster.embed.backbones.catalog`) as a
     ``transformers`` config, for speed measurements with random weights (no download)."""
     import transformers
 

@@ -51,8 +51,8 @@ def shared_cache(reli_root) -> Path:
 
 @pytest.fixture
 def cli(capsys):
-    """Run ``tacluster.cli.main`` in-process; returns (exit code, stdout, stderr)."""
-    from tacluster.cli import main
+    """Run ``tacluster.run.cli.main`` in-process; returns (exit code, stdout, stderr)."""
+    from tacluster.run.cli import main
 
     def run(argv: list[str]) -> tuple[int, str, str]:
         capsys.readouterr()

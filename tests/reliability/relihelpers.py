@@ -2,7 +2,7 @@
 fuzz corpus (generated, never committed) and a CLI runner.
 
 The backbone is registered as ``relitiny`` (and ``relinan``, a wrapper that
-returns NaN for all-white images) through :func:`tacluster.backbones.register_backbone`.
+returns NaN for all-white images) through :func:`tacluster.embed.backbones.register_backbone`.
 Subprocesses get the same registration through a ``sitecustomize.py`` written
 by :func:`write_sitecustomize`, so the real ``python -m tacluster`` entry point
 runs unmodified.
@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from tacluster.backbones import register_backbone
-from tacluster.backbones.base import Backbone, NounBank
+from tacluster.embed.backbones import register_backbone
+from tacluster.embed.backbones.base import Backbone, NounBank
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -18,13 +18,13 @@ import pytest
 
 import relihelpers
 from relihelpers import assert_one_line_error, read_csv, read_run
-from tacluster.edit import EDIT_STAGING, JOURNAL
+from tacluster.run.edit import EDIT_STAGING, JOURNAL
 
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """A finished 3-cluster run (report included) of 24 images; tests work on copies."""
-    from tacluster.pipeline import cluster_images
+    from tacluster.run.workflows import cluster_images
 
     root = tmp_path_factory.mktemp("edit")
     data = root / "photos"

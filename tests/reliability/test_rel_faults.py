@@ -25,8 +25,8 @@ from safetensors.numpy import load_file
 
 import relihelpers
 from relihelpers import assert_one_line_error, good_image, read_csv, read_run
-from tacluster.embedding import EmbeddingCache
-from tacluster.pipeline import STAGING, cluster_images
+from tacluster.embed import EmbeddingCache
+from tacluster.run.workflows import STAGING, cluster_images
 
 N_IMAGES = 60
 BATCH = 4

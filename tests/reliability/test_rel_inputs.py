@@ -18,10 +18,10 @@ import pytest
 
 import relihelpers
 from relihelpers import KINDS, assert_one_line_error, build, read_csv, read_run
-from tacluster.embedding import EmbeddingCache, content_key, embed_images
-from tacluster.embedding import runner as runner_mod
+from tacluster.embed import EmbeddingCache, content_key, embed_images
+from tacluster.embed import runner as runner_mod
 from tacluster.errors import InputError, TaclusterError
-from tacluster.pipeline import cluster_images
+from tacluster.run.workflows import cluster_images
 
 
 def test_corpus_has_at_least_30_kinds():
@@ -453,7 +453,7 @@ def test_cluster_summary_reads_well_and_names_the_k_searched(tmp_path, cli, clus
 
 
 def test_outliers_are_far_below_their_clusters_typical_confidence():
-    from tacluster.pipeline import outlier_mask
+    from tacluster.run.workflows import outlier_mask
 
     rng = np.random.default_rng(0)
     confident = rng.uniform(0.96, 0.996, 40)  # a confident, correct cluster: no outlier

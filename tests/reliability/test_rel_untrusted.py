@@ -19,7 +19,7 @@ import relihelpers
 from relihelpers import assert_one_line_error, build, read_csv
 from tacluster.errors import ModelFileError
 from tacluster.estimator import TextAidedClustering
-from tacluster.pipeline import cluster_images, predict_images
+from tacluster.run.workflows import cluster_images, predict_images
 
 
 class _Boom:

@@ -1,0 +1,104 @@
+"""Spectral clustering of the image kNN graph: exact (scikit-learn's solver on
+the sparse graph) and through landmarks (LSC-K, linear in N) for large
+collections."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tacluster.cluster import _faiss, neighbours
+
+
+def spectral_cluster(
+    features: np.ndarray, n_clusters: int, *, n_neighbors: int = 20, seed: int = 0, n_init: int = 10
+) -> np.ndarray:
+    """Spectral clustering of the symmetrised k-nearest-neighbour graph of ``features``.
+
+    The graph comes from faiss (:func:`tacluster.cluster.neighbours.knn`, cosine on unit
+    rows; each point joined to itself and its ``n_neighbors - 1`` nearest
+    others, as scikit-learn's ``kneighbors_graph(include_self=True)``), the
+    embedding and its k-means from scikit-learn's ``SpectralClustering``.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), int64
+    """
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    n = features.shape[0]
+    if n_clusters >= n:
+        # K = N: the only partition is one image per cluster (the spectral
+        # embedding itself cannot be computed: it needs K < N eigenvectors).
+        return np.arange(n, dtype=np.int64)
+    k = max(1, min(n_neighbors - 1, n - 1))
+    nn = neighbours.knn(features, k, seed=seed)
+    rows = np.repeat(np.arange(n), k + 1)
+    cols = np.hstack([np.arange(n)[:, None], nn]).ravel()
+    conn = sparse.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n, n))
+    affinity = 0.5 * (conn + conn.T)
+    model = SpectralClustering(
+        n_clusters, affinity="precomputed", random_state=seed, n_init=n_init, assign_labels="kmeans"
+    )
+    return model.fit_predict(affinity).astype(np.int64)
+
+
+
+def landmark_spectral_cluster(
+    features: np.ndarray,
+    n_clusters: int,
+    *,
+    n_landmarks: int | None = None,
+    n_nearest: int = 5,
+    seed: int = 0,
+    n_init: int = 10,
+    block: int = 65_536,
+) -> np.ndarray:
+    """Spectral clustering through landmarks (LSC-K, Chen & Cai 2011): linear in N.
+
+    ``p`` landmarks are spherical k-means centroids of a sample; each point is
+    joined to its ``n_nearest`` landmarks with Gaussian weights (bandwidth:
+    the mean distance to the farthest of them), rows normalised; the spectral
+    embedding is the top ``n_clusters`` left singular vectors of that sparse
+    (N x p) matrix with its columns degree-normalised, found from the (p x p)
+    eigenproblem, and k-means on its rows gives the labels. Time O(N p d) for
+    the landmark search, memory O(N (n_nearest + K)): the exact graph's
+    eigensolver grows much faster with N and K (docs/scaling.md).
+
+    Parameters
+    ----------
+    n_landmarks : default ``max(1000, 3 * n_clusters)``, capped at N / 4
+    """
+    import faiss
+    from scipy import sparse
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n, d = x.shape
+    if n_clusters >= n:
+        return np.arange(n, dtype=np.int64)
+    p = n_landmarks or max(1000, 3 * n_clusters)
+    p = int(max(n_clusters + 1, min(p, n // 4 if n >= 4 * (n_clusters + 1) else n)))
+    rng = np.random.default_rng(seed)
+    sample = x[np.sort(rng.choice(n, size=min(n, 20 * p), replace=False))]
+    landmarks = _faiss.kmeans(sample, p, n_iter=10, n_init=1, seed=seed, spherical=True).centroids
+    landmarks = landmarks / np.maximum(np.linalg.norm(landmarks, axis=1, keepdims=True), 1e-12)
+    index = faiss.IndexFlatIP(d)
+    index.add(np.ascontiguousarray(landmarks, dtype=np.float32))
+    r = min(n_nearest, p)
+    sims = np.empty((n, r), dtype=np.float32)
+    idx = np.empty((n, r), dtype=np.int64)
+    for start in range(0, n, block):
+        sims[start:start + block], idx[start:start + block] = index.search(x[start:start + block], r)
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
+    sigma = max(float(dist[:, -1].mean()), 1e-6)
+    w = np.exp(-(dist ** 2) / (2 * sigma ** 2))
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    z = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), r), idx.ravel())), shape=(n, p))
+    col = np.asarray(z.sum(axis=0)).ravel()
+    z = z @ sparse.diags(1.0 / np.sqrt(np.maximum(col, 1e-12)))
+    gram = (z.T @ z).toarray()
+    values, vectors = np.linalg.eigh(gram)  # ascending
+    top = np.argsort(values)[::-1][:n_clusters]
+    sv = np.sqrt(np.maximum(values[top], 1e-12))
+    embedding = np.asarray(z @ (vectors[:, top] / sv), dtype=np.float32)
+    return _faiss.kmeans(embedding, n_clusters, n_init=n_init, seed=seed).labels.astype(np.int64)

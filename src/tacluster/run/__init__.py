@@ -1,0 +1,6 @@
+"""Running tacluster: the run directory, the cluster / predict / evaluate
+workflows, edits of a finished run, and the command line."""
+
+from tacluster.run.workflows import cluster_embeddings, cluster_images, evaluate_assignments, predict_images
+
+__all__ = ["cluster_embeddings", "cluster_images", "evaluate_assignments", "predict_images"]

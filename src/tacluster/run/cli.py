@@ -1,0 +1,360 @@
+"""``tacluster`` command line: cluster, predict, evaluate, report.
+
+The CLI is thin: every command is a call of :mod:`tacluster.run.workflows` or
+:mod:`tacluster.report.html`. Errors tacluster raises on purpose are printed as one
+line (exit code 2); anything unexpected prints a one-line summary and the
+traceback only with ``--debug`` (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import shlex
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  tacluster cluster examples/cifar10-mini --k 10 --out runs/example
+  tacluster cluster --embeddings clip_out/ --backbone clip --k 50 --out runs/byo
+  tacluster predict runs/example/model new_photos/ --out preds.csv
+  tacluster evaluate runs/example --labels parent-dir
+  tacluster report runs/example
+  tacluster backbones fetch clip      # pre-fetch a model for offline use
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="tacluster",
+        description="Cluster image collections with external guidance (Text-Aided Clustering).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from tacluster import __version__
+
+    ap.add_argument("--version", action="version", version=f"tacluster {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p, *, cache=True):
+        p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
+                       help="where the models run (default: auto = cuda if available)")
+        p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+        if cache:
+            p.add_argument("--cache-dir", default=None,
+                           help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+        p.add_argument("--offline", action="store_true",
+                       help="never download a model: read the caches only (as HF_HUB_OFFLINE=1)")
+
+    c = sub.add_parser("cluster", help="cluster a folder (or list) of images",
+                       description="Cluster every image of INPUT into K clusters and write DIR: "
+                                   "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
+    c.add_argument("input", nargs="?", default=None,
+                   help="folder of images (recursive) or a .csv/.txt list of paths (or give --embeddings)")
+    c.add_argument("--k", type=_k_value, required=True, metavar="K",
+                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to 30, "
+                        "and up to sqrt(n/2) for n images: 2..8 for 150)")
+    c.add_argument("--out", required=True, help="output directory")
+    c.add_argument("--backbone", default="lite",
+                   help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
+                        "openclip:<arch>/<tag or //path.pt>; named models are downloaded on first use "
+                        "(`tacluster backbones` lists them)")
+    c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],
+                   help="auto = the measured best for the backbone (see README)")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--consensus", type=int, default=0, metavar="N",
+                   help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
+                        "(steadier across seeds; default 0 = best of 10 restarts)")
+    c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
+    c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    c.add_argument("--no-report", action="store_true", help="skip report.html")
+    c.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="cluster vectors made elsewhere instead of INPUT: clip-retrieval's output folder "
+                        "(img_emb/ + metadata/), a .npy (paths in <name>.paths.txt/.csv beside it) or a "
+                        ".parquet (vector + path columns); --backbone names the model that made them")
+    c.add_argument("--joint-embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="with --embeddings and a backbone whose noun space differs from its image "
+                        "features (lite): the images' joint (noun-space) vectors, same layout")
+    c.add_argument("--embedding-column", default=None, metavar="NAME",
+                   help="with a .parquet: the vector column (default: embedding, emb or vector)")
+    c.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
+                        "RAY_ADDRESS selects the cluster)")
+    common(c)
+
+    p = sub.add_parser("predict", help="assign new images with a saved model",
+                       description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
+    p.add_argument("model", help="the model/ directory of a run (or the run directory)")
+    p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
+    p.add_argument("--out", required=True,
+                   help="file to write (.csv or .parquet): path, cluster, confidence, cluster_name")
+    common(p)
+
+    e = sub.add_parser("evaluate", help="ACC / NMI / ARI of assignments against labels",
+                       description="Score an assignments file (or a run directory) against ground truth.")
+    e.add_argument("assignments", help="assignments.parquet/.csv, predictions CSV, or a run directory")
+    e.add_argument("--labels", required=True, help="'parent-dir' (class = folder name) or a CSV with path,label")
+    e.add_argument("--json", default=None, help="write the metrics here (default: next to the assignments)")
+    e.add_argument("--confusion", default=None, help="confusion-matrix PNG (default: next to the assignments)")
+
+    b = sub.add_parser(
+        "backbones", help="list the backbones (short names, cached models) or pre-fetch one",
+        description="Without arguments: list the short names and every image-text model in the "
+                    "Hugging Face cache, with embedding width, size and whether the weights are present. "
+                    "`backbones fetch NAME` downloads NAME into the cache and prints where it is: fetch "
+                    "once, then copy the cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) to an "
+                    "offline machine.",
+    )
+    b.add_argument("action", nargs="?", choices=["list", "fetch"], default="list", help="list (default) or fetch")
+    b.add_argument("name", nargs="?", help="with fetch: clip, clip-l, siglip, siglip2, hf:<id>, openclip:<arch>/<tag>")
+    b.add_argument("--cache-dir", default=None, help="Hugging Face cache to use (default: the standard one)")
+
+    r = sub.add_parser("report", help="(re)build report.html of a run directory",
+                       description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
+                                   "of a finished run, e.g. after editing clusters.json.")
+    r.add_argument("dir", help="run directory")
+
+    x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers",
+                       description="Make one folder per cluster under DIR (named by the cluster's name, made "
+                                   "safe for file systems) holding a link to, or a copy of, each of its images.")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--to", required=True, metavar="DIR", help="new or empty folder to fill")
+    how = x.add_mutually_exclusive_group()
+    how.add_argument("--link", dest="mode", action="store_const", const="link",
+                     help="symbolic links to the original files (default)")
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the files")
+    x.set_defaults(mode="link")
+
+    n = sub.add_parser("rename", help="rename a cluster everywhere (assignments, model, report)",
+                       description="Rename cluster CLUSTER (an id or its current name) to NAME in the assignments, "
+                                   "clusters.json, the model (so predict uses it), run.json's history and the "
+                                   "report, all at once.")
+    n.add_argument("run", help="run directory")
+    n.add_argument("cluster", help="cluster id or current name")
+    n.add_argument("name", help="the new name")
+
+    m = sub.add_parser("merge", help="merge clusters into the first one given",
+                       description="Merge clusters B... into A (ids or names): assignments, clusters.json, the "
+                                   "model (so predict assigns the merged cluster), run.json's history and the "
+                                   "report are updated at once; later clusters are renumbered to keep ids 0..K-1.")
+    m.add_argument("run", help="run directory")
+    m.add_argument("clusters", nargs="+", metavar="CLUSTER", help="A B [...]: ids or names; merged into A")
+    m.add_argument("--name", default=None, help="name of the merged cluster (default: A's name)")
+
+    for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
+    return ap
+
+
+def _k_value(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an integer nor 'auto'") from None
+
+
+def _cmd_cluster(a) -> int:
+    from tacluster.run.workflows import cluster_images
+
+    from tacluster.errors import InputError
+
+    if (a.input is None) == (a.embeddings is None):
+        raise InputError("give INPUT (a folder or list of images) or --embeddings DIR_OR_FILE, not both"
+                         if a.input is not None else
+                         "nothing to cluster: give INPUT (a folder or list of images) or --embeddings DIR_OR_FILE")
+    run = cluster_images(
+        a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
+        embeddings=a.embeddings, joint_embeddings=a.joint_embeddings, embedding_column=a.embedding_column,
+        batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
+        progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
+        estimator_params={"consensus": a.consensus} if a.consensus else None,
+        command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+    )
+    if not a.quiet:
+        k = len(run.names)
+        sizes = {i: int((run.labels == i).sum()) for i in range(k)}
+        notes = []
+        if a.k == "auto":
+            try:
+                cand = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]["candidates"]
+                notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
+            except (OSError, ValueError, KeyError, TypeError):
+                notes.append("K chosen automatically")
+        if run.skipped:
+            notes.append(f"{len(run.skipped)} skipped")
+        print(f"clustered {len(run.paths)} {'rows' if a.embeddings else 'images'} into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
+              + (f" ({'; '.join(notes)})" if notes else ""))
+        if run.skipped:
+            from tacluster.run.workflows import top_reasons
+
+            print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
+        if run.vocabulary_use is not None and run.vocabulary_use[2]:
+            usable, total, unknown = run.vocabulary_use
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            print(f"{usable} of {total} vocabulary words usable with backbone {a.backbone!r}; "
+                  f"not known to it: {shown} (all listed in run.json)")
+        if run.duplicates:
+            print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
+                  "(a file listed again) clustered once")
+        for i in sorted(sizes, key=lambda i: -sizes[i]):
+            print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
+        if run.report:
+            print(f"report: {run.report}")
+        print(f"outputs: {Path(a.out)}")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from tacluster.run.workflows import predict_images
+
+    pred = predict_images(a.model, a.input, a.out, device=a.device, batch_size=a.batch_size,
+                          cache_dir=a.cache_dir, progress=not a.quiet, offline=a.offline or None)
+    if not a.quiet:
+        print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
+        sizes: dict[int, int] = {}
+        name_of: dict[int, str] = {}
+        for c, n in zip(pred.labels.tolist(), pred.names):
+            sizes[c] = sizes.get(c, 0) + 1
+            name_of[c] = n
+        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+            print(f"  {i:>3}  {sizes[i]:>6}  {name_of[i]}")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from tacluster.run.workflows import evaluate_assignments
+
+    src = Path(a.assignments)
+    base = src if src.is_dir() else src.parent
+    confusion = a.confusion or str(base / "confusion.png")
+    result = evaluate_assignments(a.assignments, a.labels, confusion_png=confusion)
+    json_path = Path(a.json) if a.json else base / "evaluation.json"
+    json_path.write_text(json.dumps(result, indent=2))
+    print(f"{'metric':<8}{'value':>8}")
+    for k in ("acc", "nmi", "ari"):
+        print(f"{k.upper():<8}{result[k]:>8.2f}")
+    print(f"images  {result['n']:>8}")
+    print(f"metrics: {json_path}\nconfusion matrix: {confusion}")
+    return 0
+
+
+def _cmd_backbones(a) -> int:
+    from tacluster.embed.backbones.listing import fetch_backbone, list_backbones
+    from tacluster.errors import InputError
+
+    cache = Path(a.cache_dir) if a.cache_dir else None
+    if a.action == "fetch":
+        if not a.name:
+            raise InputError("backbones fetch needs a NAME, e.g. `tacluster backbones fetch clip`")
+        where = fetch_backbone(a.name, cache_dir=cache)
+        print(f"{a.name}: fetched into {where}")
+        return 0
+    if a.name:
+        raise InputError(f"unexpected argument {a.name!r}: use `tacluster backbones` or `tacluster backbones fetch NAME`")
+    rows = list_backbones(cache)
+    wn = max(len(r.name) for r in rows)
+    wl = max(len("licence"), *(len(r.licence) for r in rows))
+    print(f"{'name':<{wn}} {'dim':>5} {'size':>9}  {'weights':<11} {'licence':<{wl}} model")
+    for r in rows:
+        size = f"{r.size_mb:,.0f} MB" if r.size_mb is not None else "?"
+        state = "present" if r.present else "not fetched"
+        print(f"{r.name:<{wn}} {r.dim or '?':>5} {size:>9}  {state:<11} {r.licence:<{wl}} {r.model}")
+    print("fetch one with `tacluster backbones fetch NAME`; `--backbone NAME` fetches on first use")
+    return 0
+
+
+def _cmd_report(a) -> int:
+    from tacluster.run.workflows import _recover_pending
+    from tacluster.report.html import build_report
+
+    if Path(a.dir).is_dir():
+        _recover_pending(Path(a.dir))  # an interrupted rename/merge is finished first
+    print(f"report: {build_report(a.dir)}")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from tacluster.run.edit import export_run
+
+    counts = export_run(a.run, a.to, mode=a.mode)
+    print(f"exported {sum(counts.values())} images into {len(counts)} folders under {a.to} "
+          f"({'links' if a.mode == 'link' else 'copies'})")
+    for folder, n in counts.items():
+        print(f"  {n:>6}  {folder}")
+    return 0
+
+
+def _cmd_rename(a) -> int:
+    from tacluster.run.edit import rename_cluster
+
+    cid, old, new = rename_cluster(a.run, a.cluster, a.name)
+    print(f"cluster {cid}: {old!r} -> {new!r} (assignments, clusters.json, model, report updated)")
+    return 0
+
+
+def _cmd_merge(a) -> int:
+    from tacluster.run.edit import merge_clusters
+
+    new_id, ids = merge_clusters(a.run, a.clusters, name=a.name)
+    print(f"merged clusters {', '.join(map(str, ids))} into cluster {new_id} "
+          "(assignments, clusters.json, model, report updated; later ids renumbered)")
+    return 0
+
+
+def _rows_cached() -> int:
+    """Embeddings this process has cached so far (0 before the cache was ever used)."""
+    cache_mod = sys.modules.get("tacluster.embed.cache")
+    return cache_mod.rows_written_this_process() if cache_mod is not None else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if not args.command:
+        ap.print_help()
+        return 2
+    from tacluster.errors import TaclusterError
+
+    handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
+               "evaluate": _cmd_evaluate, "report": _cmd_report,
+               "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge}[args.command]
+    cached_before = _rows_cached()
+    try:
+        return handler(args)
+    except TaclusterError as exc:
+        if args.debug:
+            raise
+        print(f"tacluster: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        n = _rows_cached() - cached_before
+        if n:
+            print(f"tacluster: interrupted; the {n} images embedded so far are cached and a rerun resumes "
+                  "from there", file=sys.stderr)
+        else:
+            print("tacluster: interrupted; nothing was cached by this run", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        hint = (" (free some disk space, or choose another --out or --cache-dir)"
+                if exc.errno == errno.ENOSPC else "")
+        print(f"tacluster: error: {exc.strerror or exc}{where}{hint}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback
+        if args.debug:
+            raise
+        print(f"tacluster: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

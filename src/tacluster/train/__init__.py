@@ -1,0 +1,7 @@
+"""Training stage: the two cluster heads and cross-modal mutual distillation
+(METHOD.md, TAC with training). Imports torch."""
+
+from tacluster.train.heads import ClusterHead
+from tacluster.train.loop import TrainResult, head_probabilities, train_heads
+
+__all__ = ["ClusterHead", "TrainResult", "head_probabilities", "train_heads"]
