@@ -128,14 +128,14 @@ def test_hnsw_neighbours_match_exact_and_exclude_self(world):
 
 def test_training_accepts_float16_features_without_upcasting(world):
     from tacluster.cluster import neighbours
-    from tacluster.train.loop import _feature_tensor, train_heads
+    from tacluster.train.loop import TrainSettings, _feature_tensor, train_heads
 
     u = world.image_embeddings[:1000]
     assert _feature_tensor(u.astype(np.float16)).dtype == torch.float16  # no float32 copy kept
     nn = neighbours.knn(u, 10, method="exact")
-    h32 = train_heads(u, u, nn, nn, 10, n_epochs=1, min_steps=10, batch_size=256, seed=0).history
-    h16 = train_heads(u.astype(np.float16), u.astype(np.float16), nn, nn, 10, n_epochs=1, min_steps=10,
-                      batch_size=256, seed=0).history
+    quick = TrainSettings(n_epochs=1, min_steps=10, batch_size=256)
+    h32 = train_heads(u, u, nn, nn, 10, quick, seed=0).history
+    h16 = train_heads(u.astype(np.float16), u.astype(np.float16), nn, nn, 10, quick, seed=0).history
     assert abs(h32[-1]["loss"] - h16[-1]["loss"]) < 1e-2
 
 

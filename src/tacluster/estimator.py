@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Sequence
@@ -11,7 +10,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
-from tacluster._atomic import atomic_write
 from tacluster._blocks import iter_blocks
 from tacluster._validation import (
     as_float_matrix,
@@ -39,11 +37,9 @@ from tacluster.counterparts import (
     select_nouns,
     semantic_centres,
 )
-from tacluster.errors import InputError, ModelFileError, NotFittedError
+from tacluster.errors import InputError, NotFittedError
 
 METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
-MODEL_FORMAT = "tacluster-model"
-MODEL_FORMAT_VERSION = 1
 
 #: ``large_scale="auto"`` switches every stage to its large-collection
 #: setting at this many samples. Below it the exact path fits in a few GB and minutes (200k x 512: about 0.4 GB
@@ -470,7 +466,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     def _fit_tac(self, u, s, k, large, seed, timings) -> None:
         """Neighbours of both views, then the two heads by cross-modal mutual distillation."""
         from tacluster._device import resolve_device
-        from tacluster.train.loop import head_probabilities, train_heads  # torch-heavy; "tac" only
+        from tacluster.train.loop import TrainSettings, head_probabilities, train_heads  # torch-heavy; "tac" only
 
         n = u.shape[0]
         tic = time.perf_counter()
@@ -484,13 +480,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             nn_s = neighbours.knn(s, n_nb, method=self.knn_method, seed=seed)
         timings["knn"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        result = train_heads(
-            u, s, nn_u, nn_s, k,
-            n_epochs=self.n_epochs, min_steps=self.min_steps, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, temperature=self.temperature,
-            balance_weight=self.balance_weight, seed=seed + 2, device=self.device,
-            progress=self.verbose,
-        )
+        settings = TrainSettings(**{f: getattr(self, f) for f in TrainSettings.__dataclass_fields__})
+        result = train_heads(u, s, nn_u, nn_s, k, settings, seed=seed + 2, device=self.device, progress=self.verbose)
         timings["train"] = time.perf_counter() - tic
         self.image_head_, self.text_head_ = result.image_head, result.text_head
         self.loss_history_ = result.history
@@ -652,54 +643,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         ``arrays.safetensors`` (no pickle). ``metadata`` (e.g. the backbone name
         and fingerprint) is stored in the config and returned by :meth:`load`
         as ``metadata_``. Returns the directory."""
-        from safetensors.numpy import save_file
+        from tacluster.persistence import save_model
 
-        self._check_fitted()
-        out = Path(path)
-        arrays: dict[str, np.ndarray] = {}
-        if self.cluster_centers_ is not None:
-            arrays["cluster_centers"] = self.cluster_centers_
-        if self.kept_noun_embeddings_ is not None:
-            arrays["kept_noun_embeddings"] = self.kept_noun_embeddings_
-            arrays["kept_noun_indices"] = self.kept_noun_indices_
-        for prefix, head in (("image_head.", self.image_head_), ("text_head.", self.text_head_)):
-            if head is not None:
-                for key, val in head.state_dict().items():
-                    arrays[prefix + key] = val.detach().cpu().numpy()
-        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        params = {k: _plain(v) for k, v in self.get_params().items()}
-        if not isinstance(params["random_state"], (int, type(None))):
-            params["random_state"] = None
-        choice = getattr(self, "choice_", None)
-        if self.method == "auto" and choice is not None:
-            # A saved "auto" model is the candidate it chose: load() rebuilds that method.
-            params.update({k: _plain(v) for k, v in choice.params.items()})
-        config = {
-            "format": MODEL_FORMAT,
-            "format_version": MODEL_FORMAT_VERSION,
-            "tacluster_version": _version(),
-            "params": params,
-            "n_clusters": int(self.n_clusters_),
-            "n_features_in": int(self.n_features_in_),
-            "n_joint_features": None if self.n_joint_features_ is None else int(self.n_joint_features_),
-            "text_head_in": None if self.text_head_ is None else int(self.n_joint_features_),
-            "kept_nouns": list(self.kept_nouns_),
-            "text_weight_used": self.text_weight_,
-            "large_scale_used": bool(getattr(self, "large_scale_", False)),
-            **({"method_choice": {"chosen": choice.method, "scores": choice.scores, "criterion": choice.criterion}}
-               if self.method == "auto" and choice is not None else {}),
-            "metadata": metadata if metadata is not None else getattr(self, "metadata_", {}),
-        }
-        # Everything is checked before the first byte is written: a model
-        # directory is either whole or untouched.
-        try:
-            config_text = json.dumps(config, indent=2, default=_plain_or_raise)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"cannot save the model: params or metadata are not JSON-serialisable ({exc})") from None
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "arrays.safetensors", lambda p: save_file(arrays, str(p)))
-        atomic_write(out / "config.json", lambda p: p.write_text(config_text))
-        return out
+        return save_model(self, path, metadata=metadata)
 
     @classmethod
     def load(cls, path) -> "TextAidedClustering":
@@ -709,116 +655,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         :class:`ModelFileError` when files are missing, corrupted or
         inconsistent.
         """
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from tacluster.persistence import load_model
 
-        d = Path(path)
-        cfg_path, arr_path = d / "config.json", d / "arrays.safetensors"
-        if not d.is_dir():
-            raise ModelFileError(f"model directory {str(d)!r} does not exist")
-        for p in (cfg_path, arr_path):
-            if not p.is_file():
-                raise ModelFileError(f"{p.name} is missing from model directory {str(d)!r}; it is not a tacluster model")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{cfg_path} is not valid JSON ({exc}); the model is corrupted") from None
-        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-            raise ModelFileError(f"{cfg_path} is not a tacluster model config")
-        if config.get("format_version") != MODEL_FORMAT_VERSION:
-            raise ModelFileError(
-                f"{cfg_path} has format_version {config.get('format_version')!r}; this tacluster reads "
-                f"{MODEL_FORMAT_VERSION}"
-            )
-        try:
-            arrays = load_file(str(arr_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelFileError(f"{arr_path} is corrupted ({exc})") from None
-        try:
-            params = dict(config["params"])
-            if isinstance(params.get("k_range"), list):  # JSON has no tuples
-                params["k_range"] = tuple(params["k_range"])
-            model = cls(**params)
-            model._check_params()
-            model._restore(config, arrays)
-        except ModelFileError as exc:
-            raise ModelFileError(f"model {str(d)!r}: {exc}; re-run `tacluster cluster` to rebuild it") from None
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"model in {str(d)!r} is inconsistent ({type(exc).__name__}: {exc})") from None
-        return model
-
-    def _restore(self, config: dict, arrays: dict[str, np.ndarray]) -> None:
-        from tacluster.train.heads import ClusterHead  # torch only when heads exist
-        import torch
-
-        self._loaded = True
-        self.metadata_ = config.get("metadata") or {}
-        self.n_features_in_ = int(config["n_features_in"])
-        k_saved = config.get("n_clusters", self.n_clusters)
-        if isinstance(k_saved, bool) or not isinstance(k_saved, int) or k_saved < 2:
-            raise ModelFileError(f"config.json n_clusters={k_saved!r} is not an integer >= 2; the model is corrupted")
-        self.n_clusters_ = k_saved
-        self.auto_k_ = None
-        nj = config.get("n_joint_features")
-        self.n_joint_features_ = None if nj is None else int(nj)
-        self.kept_nouns_ = list(config.get("kept_nouns", []))
-        used = config.get("text_weight_used", None if self.text_weight == "auto" else self.text_weight)
-        if self.method == "no-train" and used is None:
-            raise ModelFileError("config.json lacks text_weight_used for a text_weight='auto' model")
-        self.text_weight_ = None if used is None else float(used)
-        self.large_scale_ = bool(config.get("large_scale_used", False))  # models before it: the exact path
-        self.trust_ = None
-        self.choice_ = None
-        self.feature_power_ = float(self.feature_power)
-        self.cluster_centers_ = arrays.get("cluster_centers")
-        self.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
-        self.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
-        self.image_head_ = self.text_head_ = None
-        self.loss_history_ = []
-        k = self.n_clusters_
-        if self.method in ("kmeans", "no-train", "spectral"):
-            c = self.cluster_centers_
-            want = self.n_features_in_ + (self.n_joint_features_ or 0) * (self.method == "no-train")
-            if c is None or c.shape != (k, want):
-                raise ModelFileError(f"cluster_centers missing or of the wrong shape (want {(k, want)})")
-        if self.method in ("tac", "no-train"):
-            e = self.kept_noun_embeddings_
-            if e is None or e.ndim != 2 or e.shape[1] != self.n_joint_features_ or len(self.kept_nouns_) != e.shape[0]:
-                raise ModelFileError("kept noun embeddings missing or inconsistent with config.json")
-        if self.method == "tac":
-            heads = []
-            for prefix, width in (("image_head.", self.n_features_in_), ("text_head.", int(config["text_head_in"]))):
-                head = ClusterHead(width, k)
-                state = {key[len(prefix):]: torch.from_numpy(v.copy()) for key, v in arrays.items() if key.startswith(prefix)}
-                head.load_state_dict(state, strict=True)
-                heads.append(head.eval())
-            self.image_head_, self.text_head_ = heads
-        for a in (self.cluster_centers_, self.kept_noun_embeddings_):
-            if a is not None and not np.isfinite(a).all():
-                raise ModelFileError("model arrays hold NaN or inf values")
-
-
-def _plain(value):
-    """numpy scalars (np.int64(10) is a valid K) and tuples as plain JSON values."""
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _plain_or_raise(value):
-    plain = _plain(value)
-    if plain is value:
-        raise TypeError(f"{type(value).__name__} {value!r} is not JSON-serialisable")
-    return plain
-
-
-def _version() -> str:
-    from tacluster import __version__
-
-    return __version__
+        return load_model(cls, path)

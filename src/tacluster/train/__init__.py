@@ -2,6 +2,6 @@
 (METHOD.md, TAC with training). Imports torch."""
 
 from tacluster.train.heads import ClusterHead
-from tacluster.train.loop import TrainResult, head_probabilities, train_heads
+from tacluster.train.loop import TrainResult, TrainSettings, head_probabilities, train_heads
 
-__all__ = ["ClusterHead", "TrainResult", "head_probabilities", "train_heads"]
+__all__ = ["ClusterHead", "TrainResult", "TrainSettings", "head_probabilities", "train_heads"]

@@ -49,6 +49,36 @@ def balance_entropy(p: torch.Tensor) -> torch.Tensor:
     return -(m * torch.log(m)).sum()
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings of the mutual-distillation training (METHOD.md; defaults are the paper's).
+
+    Attributes
+    ----------
+    n_epochs : int
+        Passes over the data (paper: 20).
+    min_steps : int
+        tacluster's addition: at least this many optimiser steps in total, so
+        small collections (a few hundred images = one batch per epoch) are
+        trained as long as a 5,000-image set is with the paper's 20 epochs.
+    batch_size : int
+        Rows per step (the last partial batch of an epoch is dropped).
+    learning_rate : float
+        Adam's learning rate (betas 0.9, 0.99).
+    temperature : float
+        Of the cluster-level contrastive loss.
+    balance_weight : float
+        Weight w of the entropy of the mean assignment.
+    """
+
+    n_epochs: int = 20
+    min_steps: int = 200
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    temperature: float = 0.5
+    balance_weight: float = 5.0
+
+
 @dataclass
 class TrainResult:
     image_head: ClusterHead
@@ -63,13 +93,8 @@ def train_heads(
     image_neighbours: np.ndarray,
     text_neighbours: np.ndarray,
     n_clusters: int,
+    settings: TrainSettings | None = None,
     *,
-    n_epochs: int = 20,
-    min_steps: int = 200,
-    batch_size: int = 512,
-    learning_rate: float = 1e-3,
-    temperature: float = 0.5,
-    balance_weight: float = 5.0,
     seed: int = 0,
     device: str = "cpu",
     progress: bool = False,
@@ -82,12 +107,8 @@ def train_heads(
     counterparts : ndarray of shape (n_samples, d_s)
     image_neighbours, text_neighbours : ndarray of shape (n_samples, n_neighbors)
         Nearest neighbours of each sample on u and on s (self excluded).
-    n_epochs : int
-        Passes over the data (paper: 20).
-    min_steps : int
-        tacluster's addition: at least this many optimiser steps in total, so
-        small collections (a few hundred images = one batch per epoch) are
-        trained as long as a 5,000-image set is with the paper's 20 epochs.
+    settings : TrainSettings, optional
+        Epochs, batch, optimiser and loss settings (default: the paper's).
 
     Returns
     -------
@@ -101,14 +122,7 @@ def train_heads(
     # also make it independent of the core count, but measured 49.6 s instead of
     # 35.8 s on the 50k core world (2 cores) and far more on many cores, while
     # the neighbour lists still depend on the thread count (docs/stability.md).
-    return _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
-                  n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
-                  seed, dev, progress)
-
-
-def _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_clusters,
-           n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight,
-           seed, dev, progress) -> TrainResult:
+    cfg = settings or TrainSettings()
     n = image_embeddings.shape[0]
     u = _feature_tensor(image_embeddings).to(dev)
     s = _feature_tensor(counterparts).to(dev)
@@ -122,43 +136,46 @@ def _train(image_embeddings, counterparts, image_neighbours, text_neighbours, n_
         f = ClusterHead(u.shape[1], n_clusters).to(dev)
         g = ClusterHead(s.shape[1], n_clusters).to(dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    opt = torch.optim.Adam(list(f.parameters()) + list(g.parameters()), lr=learning_rate, betas=(0.9, 0.99))
+    opt = torch.optim.Adam(list(f.parameters()) + list(g.parameters()), lr=cfg.learning_rate, betas=(0.9, 0.99))
 
-    bs = min(batch_size, n)
+    bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)  # drop the last partial batch (BatchNorm needs >1 row)
-    epochs = max(n_epochs, math.ceil(min_steps / steps_per_epoch))
+    epochs = max(cfg.n_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     history: list[dict] = []
     f.train()
     g.train()
     bar = tqdm(range(epochs), desc="training heads", unit="epoch", disable=not progress, leave=False)
-    steps = 0
     for _ in bar:
-        perm = torch.randperm(n, generator=gen).to(dev)
-        picks = torch.randint(0, nn_u.shape[1], (2, n), generator=gen).to(dev)
-        sums = torch.zeros(4, device=dev)  # loss, distill, consistency, entropy; one sync per epoch
-        for step in range(steps_per_epoch):
-            idx = perm[step * bs : (step + 1) * bs]
-            nu = nn_u[idx, picks[0, idx]]
-            ns = nn_s[idx, picks[1, idx]]
-            p = f(u[idx].float())
-            q = g(s[idx].float())
-            p_n = f(u[nu].float())
-            q_n = g(s[ns].float())
-            l_dis = cluster_contrastive_loss(p, q_n, temperature) + cluster_contrastive_loss(q, p_n, temperature)
-            l_con = consistency_loss(p, q)
-            ent = balance_entropy(p) + balance_entropy(q)
-            loss = l_dis + l_con - balance_weight * ent
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            sums += torch.stack([loss, l_dis, l_con, ent]).detach()
-        means = (sums / steps_per_epoch).tolist()
-        history.append(dict(zip(("loss", "distill", "consistency", "entropy"), means)))
+        history.append(_epoch(f, g, opt, (u, s), (nn_u, nn_s), gen, bs, steps_per_epoch, cfg))
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     f.eval().cpu()
     g.eval().cpu()
-    return TrainResult(image_head=f, text_head=g, history=history, n_steps=steps)
+    return TrainResult(image_head=f, text_head=g, history=history, n_steps=epochs * steps_per_epoch)
+
+
+def _epoch(f, g, opt, views, neighbours, gen, bs: int, steps: int, cfg: TrainSettings) -> dict:
+    """One pass: each sample, a random neighbour of it in the other view, both heads' losses.
+
+    Returns the epoch's mean losses (one device sync per epoch)."""
+    (u, s), (nn_u, nn_s) = views, neighbours
+    dev, n = u.device, u.shape[0]
+    perm = torch.randperm(n, generator=gen).to(dev)
+    picks = torch.randint(0, nn_u.shape[1], (2, n), generator=gen).to(dev)
+    sums = torch.zeros(4, device=dev)  # loss, distill, consistency, entropy
+    for step in range(steps):
+        idx = perm[step * bs : (step + 1) * bs]
+        p, q = f(u[idx].float()), g(s[idx].float())
+        p_n = f(u[nn_u[idx, picks[0, idx]]].float())
+        q_n = g(s[nn_s[idx, picks[1, idx]]].float())
+        l_dis = cluster_contrastive_loss(p, q_n, cfg.temperature) + cluster_contrastive_loss(q, p_n, cfg.temperature)
+        l_con = consistency_loss(p, q)
+        ent = balance_entropy(p) + balance_entropy(q)
+        loss = l_dis + l_con - cfg.balance_weight * ent
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums += torch.stack([loss, l_dis, l_con, ent]).detach()
+    return dict(zip(("loss", "distill", "consistency", "entropy"), (sums / steps).tolist()))
 
 
 def _feature_tensor(x: np.ndarray) -> torch.Tensor:
