@@ -98,7 +98,7 @@ STAGES = [("tacluster.embed.runner", "_resolve_inputs", "list inputs"),
           ("tacluster.embed.runner", "run_tasks", "decode + embed + cache"),
           ("tacluster.embed.runner", "_assemble", "assemble arrays"),
           ("tacluster.estimator", "TextAidedClustering.fit", "fit (k-means)"),
-          ("tacluster.run.workflows", "_map_2d", "2-D map")]
+          ("tacluster.report.layout", "map_coordinates", "2-D map")]
 
 
 def _current_rss_mb() -> float:

@@ -6,7 +6,7 @@ Data: a synthetic world (tacluster.synthetic, 10 classes, noise 1.0). Each
 projection is scored with scikit-learn's ``trustworthiness`` (10 neighbours)
 on a fixed random subsample of 2,000 points (the score needs the n x n
 distances). Candidates: PCA (the old map), and tacluster's map
-(``tacluster.run.workflows._map_2d``: t-SNE on at most 1,000 points, the others
+(``tacluster.report.layout.map_coordinates``: t-SNE on at most 1,000 points, the others
 placed at the mean of their 5 nearest fitted points). umap-learn is not a
 dependency and was not measured. Results in docs/map.md.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
 
-from tacluster.run.workflows import _map_2d
+from tacluster.report.layout import map_coordinates
 from tacluster.synthetic import make_world
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         x = make_world(n_samples=n, n_classes=10, dim=a.dim, n_nouns=100, noise=1.0, seed=0).image_embeddings
         sub = np.sort(np.random.default_rng(1).choice(n, min(n, 2000), replace=False))
         for name, fn in (("pca", lambda v: PCA(2, random_state=0).fit_transform(v)),
-                         ("t-SNE (tacluster)", lambda v: _map_2d(v, 0))):
+                         ("t-SNE (tacluster)", lambda v: map_coordinates(v, 0))):
             t = time.perf_counter()
             xy = fn(x)
             sec = time.perf_counter() - t

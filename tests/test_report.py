@@ -477,8 +477,8 @@ def test_map_keeps_neighbourhoods():
     """The map is a projection that keeps neighbourhoods (t-SNE; PCA scored 0.85 here)."""
     from sklearn.manifold import trustworthiness
 
-    from tacluster.run.workflows import _map_2d
+    from tacluster.report.layout import map_coordinates
     from tacluster.synthetic import make_world
 
     x = make_world(n_samples=600, n_classes=10, dim=64, n_nouns=100, noise=1.0, seed=0).image_embeddings
-    assert trustworthiness(x, _map_2d(x, 0), n_neighbors=10) > 0.95
+    assert trustworthiness(x, map_coordinates(x, 0), n_neighbors=10) > 0.95

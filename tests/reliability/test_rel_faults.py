@@ -26,7 +26,8 @@ from safetensors.numpy import load_file
 import relihelpers
 from relihelpers import assert_one_line_error, good_image, read_csv, read_run
 from tacluster.embed import EmbeddingCache
-from tacluster.run.workflows import STAGING, cluster_images
+from tacluster.run.rundir import STAGING
+from tacluster.run.workflows import cluster_images
 
 N_IMAGES = 60
 BATCH = 4

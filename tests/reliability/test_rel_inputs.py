@@ -453,7 +453,7 @@ def test_cluster_summary_reads_well_and_names_the_k_searched(tmp_path, cli, clus
 
 
 def test_outliers_are_far_below_their_clusters_typical_confidence():
-    from tacluster.run.workflows import outlier_mask
+    from tacluster.run.outliers import outlier_mask
 
     rng = np.random.default_rng(0)
     confident = rng.uniform(0.96, 0.996, 40)  # a confident, correct cluster: no outlier

@@ -270,11 +270,11 @@ def _cmd_backbones(a) -> int:
 
 
 def _cmd_report(a) -> int:
-    from tacluster.run.workflows import _recover_pending
+    from tacluster.run.rundir import recover_pending
     from tacluster.report.html import build_report
 
     if Path(a.dir).is_dir():
-        _recover_pending(Path(a.dir))  # an interrupted rename/merge is finished first
+        recover_pending(Path(a.dir))  # an interrupted rename/merge is finished first
     print(f"report: {build_report(a.dir)}")
     return 0
 

@@ -113,7 +113,7 @@ class _Run:
 
     def write(self, action: dict) -> None:
         """Write every changed file through the journal, with ``action`` in run.json's history."""
-        from tacluster.run.workflows import _csv_bytes, _parquet_bytes
+        from tacluster.run.tables import csv_bytes, parquet_bytes
 
         t = self.table
         outlier = t.get("outlier") or [False] * len(t["path"])
@@ -122,8 +122,8 @@ class _Run:
         action = {**action, "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         self.run.setdefault("history", []).append(action)
         files = {
-            "assignments.parquet": _parquet_bytes(t),
-            "assignments.csv": _csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], csv_rows),
+            "assignments.parquet": parquet_bytes(t),
+            "assignments.csv": csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], csv_rows),
             "clusters.json": json.dumps(self.clusters, indent=2, ensure_ascii=False).encode("utf-8"),
             "model/config.json": json.dumps(self.config, indent=2).encode(),
             "run.json": json.dumps(self.run, indent=2).encode(),
@@ -170,7 +170,7 @@ def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], na
     ones as the assignments do; confidences stay those of the original
     clusters), run.json's history and the report are updated together.
     Returns ``(new id of the merged cluster, old ids merged)``."""
-    from tacluster.run.workflows import OUTLIERS_LISTED, outlier_mask, outlier_thresholds
+    from tacluster.run.outliers import OUTLIERS_LISTED, outlier_mask, outlier_thresholds
 
     run = _Run(run_dir)
     ids = list(dict.fromkeys(run.cluster_id(c) for c in clusters))

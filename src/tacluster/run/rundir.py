@@ -1,5 +1,6 @@
-"""The run directory: what ``tacluster cluster`` writes, by name, and the one
-reader of its assignments table.
+"""The run directory: what ``tacluster cluster`` writes, by name; how a run is
+staged and committed so a failure never loses the previous outputs; and the
+one reader of its assignments table.
 
 Writers (:mod:`tacluster.run.workflows`), the report (:mod:`tacluster.report.html`),
 the editing commands (:mod:`tacluster.run.edit`) and ``evaluate`` all name the
@@ -9,9 +10,12 @@ files through these constants and read ``assignments.parquet`` through
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
+from tacluster._atomic import atomic_write_bytes, commit_staged
 from tacluster.errors import InputError
 
 RUN_FILE = "run.json"
@@ -26,7 +30,7 @@ AUTO_K_FILE = "auto_k.png"
 THUMBS_DIR = "thumbs"
 CLUSTER_PAGES_DIR = "clusters"
 #: Hidden folder inside ``--out`` where a run writes every output before
-#: moving them in (:func:`tacluster.run.workflows._commit_outputs`).
+#: moving them in (:func:`commit_outputs`).
 STAGING = ".tacluster-staging"
 
 
@@ -56,3 +60,153 @@ def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", 
     if missing:
         raise InputError(f"{path} lacks column(s) {missing}; expected {list(required)}")
     return table
+
+
+#: What a run writes, relative to ``--out``, in the order they are moved in
+#: (``run.json`` goes last, see :func:`commit_outputs`).
+STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.parquet",
+                "assignments.csv", "skipped.csv", "clusters.json"]
+
+
+
+OUR_FILES = (
+    "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
+    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
+)
+
+
+
+def begin_writing(out: Path) -> Path:
+    """Prepare ``out`` for a run's outputs and return the empty staging folder.
+
+    Every output is first written whole into ``out/.tacluster-staging`` (each
+    through a temp file and a rename); only when all are there does
+    :func:`commit_outputs` move them in. So an error while the bytes are
+    written (disk full, a bad path, a kill) leaves the previous outputs in
+    ``out`` untouched, ``run.json`` included. Leftovers of a killed writer
+    (temp files, an old staging folder) are removed first: one run writes a
+    directory at a time.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "model", out / "thumbs"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "model").mkdir(parents=True)
+    return stage
+
+
+
+def commit_outputs(out: Path, stage: Path, run_key: str) -> None:
+    """Move the staged outputs into ``out``, marking it as being written meanwhile.
+
+    The mark (``run.json`` with ``"status": "incomplete"``) is the only byte
+    written in ``out`` before the renames; it tells readers the directory is
+    not a finished run while files are swapped, and lets the same command
+    resume there after a kill (:func:`check_out_dir`). The staged ``run.json``
+    (``"status": "complete"``) moves in last.
+    """
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
+    _clear_previous_outputs(out)
+    commit_staged(stage, out, STAGED_FILES, RUN_FILE)
+
+
+
+#: Files other commands write into a run directory (``tacluster evaluate``).
+_DERIVED_FILES = ("evaluation.json", "confusion.png")
+
+
+
+def _holds_run(out: Path) -> bool:
+    try:
+        info = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "run_key" in info
+
+
+
+def _clear_previous_outputs(out: Path) -> None:
+    """Remove what a previous run (and commands run on it) left in ``out``,
+    once the new outputs are staged: evaluations, figures, thumbnails and
+    cluster pages of the old labels must not survive next to the new ones.
+    Only names tacluster writes are removed (whole folders: ``thumbs``,
+    ``model``, ``clusters``), so a user's own files in ``out`` (even INPUT
+    itself) are never touched."""
+    for name in OUR_FILES + _DERIVED_FILES:
+        entry = out / name
+        if name == RUN_FILE or not (entry.exists() or entry.is_symlink()):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+
+def record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None:
+    """Write ``skipped.csv`` and a ``run.json`` saying ``"status": "failed"`` into
+    ``out`` when a run cannot start (no usable image), so the reasons are kept.
+    A directory that holds a finished run is left alone. Returns the CSV's path."""
+    if _holds_run(out) and not _failed_run(out):
+        return None
+    if out.exists() and any(not p.name.startswith(".") and p.name not in (RUN_FILE, "skipped.csv")
+                            for p in out.iterdir()):
+        return None  # someone's files (written into with --overwrite): add nothing
+    from tacluster.run.tables import csv_bytes, text_rows
+
+    atomic_write_bytes(out / "skipped.csv", csv_bytes(["path", "reason"], text_rows(skipped)))
+    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "failed", "reason": why}).encode())
+    return out / "skipped.csv"
+
+
+
+def recover_pending(run_dir: Path) -> None:
+    """Finish (or drop) an interrupted rename/merge before the run is read or replaced."""
+    from tacluster.run.edit import EDIT_STAGING, JOURNAL
+
+    if (run_dir / JOURNAL).exists() or (run_dir / EDIT_STAGING).exists():
+        from tacluster.run.edit import recover
+
+        recover(run_dir)
+
+
+
+def _failed_run(out: Path) -> bool:
+    try:
+        return json.loads((out / RUN_FILE).read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+
+def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
+    """Refuse to write into a directory that holds something else, unless ``overwrite``."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
+    recover_pending(out_dir)
+    entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
+    if not entries or overwrite or _failed_run(out_dir):
+        return  # a failed run holds only its skipped.csv: any run may replace it
+    run_file = out_dir / RUN_FILE
+    if run_file.is_file():
+        try:
+            previous = json.loads(run_file.read_text()).get("run_key")
+        except (OSError, ValueError, AttributeError):
+            previous = None
+        if previous == run_key:
+            return  # the same run again (e.g. after an interruption): safe to redo
+        raise InputError(
+            f"{str(out_dir)!r} already holds a different tacluster run; "
+            "pass --overwrite to replace it, or choose another --out"
+        )
+    raise InputError(
+        f"{str(out_dir)!r} is not empty and holds no tacluster run; "
+        "choose an empty or new --out directory (or pass --overwrite)"
+    )

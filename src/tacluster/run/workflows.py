@@ -7,9 +7,7 @@ the clustering; this module only wires stages and files together.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import platform
@@ -21,18 +19,19 @@ from typing import Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes, commit_staged
-from tacluster._paths import path_to_text, text_to_path
+from tacluster._atomic import atomic_write_bytes
+from tacluster._paths import path_to_text
 from tacluster.errors import InputError, ModelFileError
-from tacluster.run.rundir import RUN_FILE, STAGING, read_assignments_table
-
-#: What a run writes, relative to ``--out``, in the order they are moved in
-#: (``run.json`` goes last, see :func:`_commit_outputs`).
-STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.parquet",
-                "assignments.csv", "skipped.csv", "clusters.json"]
-OUR_FILES = (
-    "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
-    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
+from tacluster.report.layout import map_coordinates
+from tacluster.run.outliers import outlier_mask, outlier_thresholds
+from tacluster.run.rundir import RUN_FILE, begin_writing, check_out_dir, commit_outputs, record_failed_run, recover_pending
+from tacluster.run.tables import (
+    csv_bytes,
+    parquet_bytes,
+    read_assignments,
+    read_labels,
+    text_rows,
+    write_run_tables,
 )
 
 
@@ -86,139 +85,6 @@ def recommended_method(backbone_name: str) -> str:
     return recommended_params(backbone_name)["method"]
 
 
-def _begin_writing(out: Path) -> Path:
-    """Prepare ``out`` for a run's outputs and return the empty staging folder.
-
-    Every output is first written whole into ``out/.tacluster-staging`` (each
-    through a temp file and a rename); only when all are there does
-    :func:`_commit_outputs` move them in. So an error while the bytes are
-    written (disk full, a bad path, a kill) leaves the previous outputs in
-    ``out`` untouched, ``run.json`` included. Leftovers of a killed writer
-    (temp files, an old staging folder) are removed first: one run writes a
-    directory at a time.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "model", out / "thumbs"):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-    stage = out / STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "model").mkdir(parents=True)
-    return stage
-
-
-def _commit_outputs(out: Path, stage: Path, run_key: str) -> None:
-    """Move the staged outputs into ``out``, marking it as being written meanwhile.
-
-    The mark (``run.json`` with ``"status": "incomplete"``) is the only byte
-    written in ``out`` before the renames; it tells readers the directory is
-    not a finished run while files are swapped, and lets the same command
-    resume there after a kill (:func:`check_out_dir`). The staged ``run.json``
-    (``"status": "complete"``) moves in last.
-    """
-    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "incomplete"}).encode())
-    _clear_previous_outputs(out)
-    commit_staged(stage, out, STAGED_FILES, RUN_FILE)
-
-
-#: Files other commands write into a run directory (``tacluster evaluate``).
-_DERIVED_FILES = ("evaluation.json", "confusion.png")
-
-
-def _holds_run(out: Path) -> bool:
-    try:
-        info = json.loads((out / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and "run_key" in info
-
-
-def _clear_previous_outputs(out: Path) -> None:
-    """Remove what a previous run (and commands run on it) left in ``out``,
-    once the new outputs are staged: evaluations, figures, thumbnails and
-    cluster pages of the old labels must not survive next to the new ones.
-    Only names tacluster writes are removed (whole folders: ``thumbs``,
-    ``model``, ``clusters``), so a user's own files in ``out`` (even INPUT
-    itself) are never touched."""
-    for name in OUR_FILES + _DERIVED_FILES:
-        entry = out / name
-        if name == RUN_FILE or not (entry.exists() or entry.is_symlink()):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-#: An outlier's confidence lies this many robust standard deviations (1.4826 MAD) below its
-#: cluster's median, and at least :data:`OUTLIER_MIN_GAP` below it.
-OUTLIER_ROBUST_Z = 3.0
-OUTLIER_MIN_GAP = 0.1
-#: Outliers listed per cluster in clusters.json (the lowest first); assignments flag every one.
-OUTLIERS_LISTED = 20
-
-
-def outlier_mask(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Which images are outliers of their cluster: confidence far below the cluster's typical one.
-
-    Typical is the median confidence of the cluster; "far below" is more than
-    :data:`OUTLIER_ROBUST_Z` robust standard deviations (1.4826 x the median
-    absolute deviation) and at least :data:`OUTLIER_MIN_GAP` (probability)
-    below it. A cluster whose members are all confident has none; the rule
-    never just takes the lowest few.
-    """
-    labels = np.asarray(labels)
-    conf = np.asarray(confidence, dtype=np.float64)
-    below = outlier_thresholds(labels, conf, n_clusters)
-    limit = np.array([-np.inf if b is None else b for b in below])
-    return conf < limit[labels] if labels.size else np.zeros(0, dtype=bool)
-
-
-def outlier_thresholds(labels: np.ndarray, confidence: np.ndarray, n_clusters: int) -> list[float | None]:
-    """Per cluster, the confidence below which a member is an outlier (see
-    :func:`outlier_mask`); None for a cluster of fewer than 3 images. Saved
-    with the model so ``predict`` flags new images by the same rule."""
-    labels = np.asarray(labels)
-    conf = np.asarray(confidence, dtype=np.float64)
-    out: list[float | None] = []
-    for c in range(n_clusters):
-        member = conf[labels == c]
-        if member.size < 3:
-            out.append(None)
-            continue
-        med = float(np.median(member))
-        spread = 1.4826 * float(np.median(np.abs(member - med)))
-        out.append(med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP))
-    return out
-
-
-def _text_rows(pairs) -> list[tuple[str, str]]:
-    """``(path, reason)`` pairs with the path written by the outputs' rule (tacluster._paths)."""
-    return [(path_to_text(p), r) for p, r in pairs]
-
-
-def _csv_bytes(header: Sequence[str], rows) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    # Paths come through path_to_text (valid UTF-8); a reason quoting an odd file
-    # name shows its bytes as \xNN: the file itself is named by the path column.
-    return buf.getvalue().encode("utf-8", "backslashreplace")
-
-
-def _parquet_bytes(columns: dict) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink)
-    return sink.getvalue()
-
-
 def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
     """The commonest skip reasons with their counts, e.g. ``"2 missing, 1 not an image"``."""
     from collections import Counter
@@ -227,65 +93,6 @@ def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
     top = [f"{c} {r}" for r, c in counts.most_common(n)]
     rest = len(counts) - len(top)
     return ", ".join(top) + (f" and {rest} other reason(s)" if rest > 0 else "")
-
-
-def _record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None:
-    """Write ``skipped.csv`` and a ``run.json`` saying ``"status": "failed"`` into
-    ``out`` when a run cannot start (no usable image), so the reasons are kept.
-    A directory that holds a finished run is left alone. Returns the CSV's path."""
-    if _holds_run(out) and not _failed_run(out):
-        return None
-    if out.exists() and any(not p.name.startswith(".") and p.name not in (RUN_FILE, "skipped.csv")
-                            for p in out.iterdir()):
-        return None  # someone's files (written into with --overwrite): add nothing
-    atomic_write_bytes(out / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(skipped)))
-    atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "failed", "reason": why}).encode())
-    return out / "skipped.csv"
-
-
-def _recover_pending(run_dir: Path) -> None:
-    """Finish (or drop) an interrupted rename/merge before the run is read or replaced."""
-    from tacluster.run.edit import EDIT_STAGING, JOURNAL
-
-    if (run_dir / JOURNAL).exists() or (run_dir / EDIT_STAGING).exists():
-        from tacluster.run.edit import recover
-
-        recover(run_dir)
-
-
-def _failed_run(out: Path) -> bool:
-    try:
-        return json.loads((out / RUN_FILE).read_text()).get("status") == "failed"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
-    """Refuse to write into a directory that holds something else, unless ``overwrite``."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} exists and is not a directory; choose another path")
-    _recover_pending(out_dir)
-    entries = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
-    if not entries or overwrite or _failed_run(out_dir):
-        return  # a failed run holds only its skipped.csv: any run may replace it
-    run_file = out_dir / RUN_FILE
-    if run_file.is_file():
-        try:
-            previous = json.loads(run_file.read_text()).get("run_key")
-        except (OSError, ValueError, AttributeError):
-            previous = None
-        if previous == run_key:
-            return  # the same run again (e.g. after an interruption): safe to redo
-        raise InputError(
-            f"{str(out_dir)!r} already holds a different tacluster run; "
-            "pass --overwrite to replace it, or choose another --out"
-        )
-    raise InputError(
-        f"{str(out_dir)!r} is not empty and holds no tacluster run; "
-        "choose an empty or new --out directory (or pass --overwrite)"
-    )
 
 
 def versions() -> dict[str, str]:
@@ -345,39 +152,118 @@ def cluster_images(
         by default a model such as ``"clip"`` is fetched on first use
     """
     from tacluster.embed import embed_images
-    from tacluster.estimator import METHODS, TextAidedClustering
     from tacluster.evaluate.naming import name_clusters
-    from tacluster.nouns.bank import cached_noun_bank, default_cache_dir
-    from tacluster.nouns.vocabulary import load_vocabulary
+    from tacluster.nouns.bank import default_cache_dir
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out_dir)
+    n_clusters = _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column)
+    external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
+    resolved_method = recommended_method(backbone) if method == "auto" else method
+    settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
+                             estimator_params, joint_embeddings, embedding_column)
+    run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    check_out_dir(out, run_key, overwrite)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    with _timed(timings, "load_backbone"):
+        bb = _load_backbone_quietly(backbone, device, offline, progress)
+    if external is None:
+        with _timed(timings, "embed"):
+            emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+    else:
+        with _timed(timings, "read_embeddings"):
+            emb = _read_external(external, bb, backbone)
+    _check_usable(emb, n_clusters, out, run_key, source, src)
+    u = emb.arrays["image"]
+    joint = emb.arrays.get("joint", u)
+    with _timed(timings, "noun_bank"):
+        words, bank, unknown = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None,
+                                          joint is not u)
+
+    est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
+    with _timed(timings, "fit"):
+        est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
+    timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
+    with _timed(timings, "naming"):
+        named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words)
+
+    tic = time.perf_counter()
+    xy = map_coordinates(u, seed)
+    record = {
+        "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size,
+                     "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
+                     "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
+                     "kept_nouns": len(est.kept_nouns_),
+                     **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
+                         "vocabulary_unknown": unknown} if vocabulary is not None else {})},
+        "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
+                   "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
+                   "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
+        **({"embeddings": {"image": external[0].describe(),
+                           **({"joint": external[1].describe()} if external[1] is not None else {})}}
+           if external is not None else {}),
+    }
+    _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start)
+    report_path = None
+    if report:
+        from tacluster.report.html import build_report
+
+        report_path = build_report(out, progress=progress)
+    return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
+                      duplicates=emb.stats.n_duplicates,
+                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+
+
+class _timed:
+    """``with _timed(timings, "stage"):`` records the block's wall time under ``"stage"``."""
+
+    def __init__(self, timings: dict[str, float], key: str):
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.tic = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.key] = time.perf_counter() - self.tic
+
+
+def _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column):
+    """The arguments of :func:`cluster_images` that need no file: K (as a plain int or "auto") and method."""
+    from tacluster.estimator import METHODS
+
     if method != "auto" and method not in METHODS:
         raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
     if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
                                  or n_clusters < 2):
         raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
-    if n_clusters != "auto":
-        n_clusters = int(n_clusters)  # np.int64(10) is a valid K; run.json needs a plain int
     if (source is None) == (embeddings is None):
         raise InputError("give either INPUT (images) or --embeddings (vectors made elsewhere), not both"
                          if source is not None else "nothing to cluster: give INPUT (images) or --embeddings")
     if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
         raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
-    external = None
-    if embeddings is not None:
-        from tacluster.embed.external import open_embeddings
+    return n_clusters if n_clusters == "auto" else int(n_clusters)  # np.int64(10) is a valid K; run.json needs an int
 
-        external = (open_embeddings(embeddings, column=embedding_column),
-                    None if joint_embeddings is None
-                    else open_embeddings(joint_embeddings, column=embedding_column, what="--joint-embeddings"))
-        src = Path(embeddings)
-    else:
+
+def _open_input(source, embeddings, joint_embeddings, embedding_column):
+    """``(external, src)``: the opened ``--embeddings`` (and joint) sources, or None for images, and the input path."""
+    if embeddings is None:
         src = Path(source)
         if not src.exists():
             raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
-    resolved_method = recommended_method(backbone) if method == "auto" else method
+        return None, src
+    from tacluster.embed.external import open_embeddings
+
+    external = (open_embeddings(embeddings, column=embedding_column),
+                None if joint_embeddings is None
+                else open_embeddings(joint_embeddings, column=embedding_column, what="--joint-embeddings"))
+    return external, Path(embeddings)
+
+
+def _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
+                  estimator_params, joint_embeddings, embedding_column) -> dict:
+    """What defines the run (its ``run_key`` is their hash): a rerun with the same settings may resume."""
     settings = {
         "input": path_to_text(str(src.resolve())) if external is None else None,
         "n_clusters": n_clusters, "backbone": backbone,
@@ -390,24 +276,14 @@ def cluster_images(
             settings["joint_embeddings"] = path_to_text(str(Path(joint_embeddings).resolve()))
         if embedding_column is not None:
             settings["embedding_column"] = embedding_column
-    run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    check_out_dir(out, run_key, overwrite)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return settings
 
-    tic = time.perf_counter()
-    bb = _load_backbone_quietly(backbone, device, offline, progress)
-    timings["load_backbone"] = time.perf_counter() - tic
 
-    tic = time.perf_counter()
-    if external is None:
-        emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
-        timings["embed"] = time.perf_counter() - tic
-    else:
-        emb = _read_external(external, bb, backbone)
-        timings["read_embeddings"] = time.perf_counter() - tic
+def _check_usable(emb, n_clusters, out: Path, run_key: str, source, src: Path) -> None:
+    """No usable image (the reasons are kept in ``out/skipped.csv``), or K above their number: one clear error."""
     n_usable = len(emb.paths)
     if n_usable == 0:
-        listed = _record_failed_run(out, run_key, emb.skipped, "no usable images")
+        listed = record_failed_run(out, run_key, emb.skipped, "no usable images")
         where = f"; every skipped file is listed in {str(listed)!r}" if listed else ""
         if emb.skipped:
             raise InputError(
@@ -423,56 +299,56 @@ def cluster_images(
             f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(src)!r}; "
             f"use --k {n_usable} or fewer"
         )
-    u = emb.arrays["image"]
-    joint = emb.arrays.get("joint", u)
 
-    tic = time.perf_counter()
+
+def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint, external: bool, own_joint: bool):
+    """``(words, bank, unknown)``: the vocabulary, its cached noun bank, and the words the backbone cannot embed."""
+    from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.nouns.vocabulary import load_vocabulary
+
     words = load_vocabulary(vocabulary)
     bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
-    timings["noun_bank"] = time.perf_counter() - tic
-    if external is not None and len(bank.words) and bank.embeddings.shape[1] != joint.shape[1]:
+    if external and len(bank.words) and bank.embeddings.shape[1] != joint.shape[1]:
         raise InputError(
-            f"{'joint ' if joint is not u else ''}embeddings have {joint.shape[1]} dims but backbone {backbone!r} "
+            f"{'joint ' if own_joint else ''}embeddings have {joint.shape[1]} dims but backbone {backbone!r} "
             f"embeds nouns in {bank.embeddings.shape[1]}; pass the backbone that made them with --backbone"
         )
-    known = set(bank.words)
-    unknown = [w for w in words if w not in known] if vocabulary is not None else []
     if len(bank.words) == 0:
         raise InputError(
             f"none of the {len(words)} words of the vocabulary {str(vocabulary)!r} is known to backbone "
             f"{backbone!r} (e.g. {', '.join(repr(w) for w in words[:3])}); use nouns it knows "
             "(WordNet nouns for lite), or no --vocabulary"
         )
+    known = set(bank.words)
+    unknown = [w for w in words if w not in known] if vocabulary is not None else []
+    return words, bank, unknown
+
+
+def _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params):
+    """The estimator a run fits: the backbone's recommended settings, its retrieval tau, the user's overrides."""
+    from tacluster.estimator import TextAidedClustering
 
     auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
     # TAC's retrieval temperature in the backbone's own similarity scale
     # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
     tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
     params = {"random_state": seed, "device": device, "verbose": progress, **tau, **auto, **(estimator_params or {})}
-    est = TextAidedClustering(n_clusters, resolved_method, **params)
-    tic = time.perf_counter()
-    est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
-    timings["fit"] = time.perf_counter() - tic
-    timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
-    n_clusters = est.n_clusters_
+    return TextAidedClustering(n_clusters, resolved_method, **params)
 
-    tic = time.perf_counter()
-    named = name_clusters(joint, est.labels_, n_clusters, bank.embeddings, bank.words)
-    timings["naming"] = time.perf_counter() - tic
 
-    tic = time.perf_counter()
-    xy = _map_2d(u, seed)
-    labels, conf = est.labels_, est.confidence_
-    names = named.names
-    stage = _begin_writing(out)
+def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, command, timings: dict,
+               tic: float, t_start: float) -> None:
+    """Model, tables and run.json staged whole, then moved into ``out``; on any error the previous outputs stay."""
+    labels, conf, k = est.labels_, est.confidence_, est.n_clusters_
+    settings = record["settings"]
+    stage = begin_writing(out)
     try:
-        outlier = outlier_mask(labels, conf, n_clusters)
+        outlier = outlier_mask(labels, conf, k)
         est.save(stage / "model", metadata={
-            "backbone": backbone, "backbone_fingerprint": bb.fingerprint, "cluster_names": names,
-            "vocabulary": settings["vocabulary"],
-            "outlier_below": outlier_thresholds(labels, conf, n_clusters),
+            "backbone": settings["backbone"], "backbone_fingerprint": bb.fingerprint, "cluster_names": named.names,
+            "vocabulary": settings["vocabulary"], "outlier_below": outlier_thresholds(labels, conf, k),
         })
-        _write_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, names, named.top_nouns, xy)
+        write_run_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, named.names, named.top_nouns, xy)
         timings["write"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - t_start
         run = {
@@ -480,44 +356,35 @@ def cluster_images(
             "tacluster_version": versions()["tacluster"],
             "command": command or "tacluster.cluster_images(...)",
             "run_key": run_key,
-            "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())),
-                         "backbone_fingerprint": bb.fingerprint, "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                         "kept_nouns": len(est.kept_nouns_),
-                         **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
-                             "vocabulary_unknown": unknown} if vocabulary is not None else {})},
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "counts": {"inputs": n_usable + len(emb.skipped), "assigned": n_usable, "skipped": len(emb.skipped),
-                       "embedded_now": emb.stats.n_computed, "from_cache": emb.stats.n_cached,
-                       "duplicates": emb.stats.n_duplicates},
+            "settings": settings,
+            "timings_s": {key: round(v, 3) for key, v in timings.items()},
+            "counts": record["counts"],
             "versions": versions(),
+            **({"embeddings": record["embeddings"]} if "embeddings" in record else {}),
+            **_choices(est, settings),
         }
-        if external is not None:
-            run["embeddings"] = {"image": external[0].describe(),
-                                 **({"joint": external[1].describe()} if external[1] is not None else {})}
-        choice = getattr(est, "choice_", None)
-        if choice is not None:
-            run["settings"]["method_chosen"] = choice.method
-            run["settings"]["method_scores"] = {m: round(float(v), 4) for m, v in choice.scores.items()}
-            run["method_choice"] = {"chosen": choice.method, "params": choice.params,
-                                    "scores": {m: float(v) for m, v in choice.scores.items()},
-                                    "criterion": choice.criterion, "reason": choice.reason}
-        if est.auto_k_ is not None:
-            run["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
-                             "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
-                             "criterion": "seed stability minus that of a structureless reference (tacluster.cluster.choose_k)"}
         atomic_write_bytes(stage / RUN_FILE, json.dumps(run, indent=2).encode())
-        _commit_outputs(out, stage, run_key)
+        commit_outputs(out, stage, run_key)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # frees the space; the previous outputs stay
         raise
-    report_path = None
-    if report:
-        from tacluster.report.html import build_report
 
-        report_path = build_report(out, progress=progress)
-    return ClusterRun(out, emb.paths, labels, conf, names, emb.skipped, report_path, timings,
-                      duplicates=emb.stats.n_duplicates,
-                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+
+def _choices(est, settings: dict) -> dict:
+    """run.json's record of what the fit chose without labels: the method (``auto``) and K (``--k auto``)."""
+    out = {}
+    choice = getattr(est, "choice_", None)
+    if choice is not None:
+        settings["method_chosen"] = choice.method
+        settings["method_scores"] = {m: round(float(v), 4) for m, v in choice.scores.items()}
+        out["method_choice"] = {"chosen": choice.method, "params": choice.params,
+                                "scores": {m: float(v) for m, v in choice.scores.items()},
+                                "criterion": choice.criterion, "reason": choice.reason}
+    if est.auto_k_ is not None:
+        out["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
+                         "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
+                         "criterion": "seed stability minus that of a structureless reference (tacluster.cluster.choose_k)"}
+    return out
 
 
 def cluster_embeddings(
@@ -614,41 +481,6 @@ def _device_used(device: str) -> str:
     return resolve_device(device).split(":")[0]
 
 
-#: Images the map's t-SNE is fitted on; the others are placed at the mean position of
-#: their nearest fitted images (docs/map.md: trustworthiness and time at 1k and 100k).
-MAP_FIT_MAX = 1000
-MAP_PLACE_NEIGHBOURS = 5
-
-
-def _map_2d(x: np.ndarray, seed: int) -> np.ndarray:
-    """2-D coordinates for the report's map, shape (n, 2): t-SNE, which keeps
-    neighbourhoods (trustworthiness 0.97-0.98 against PCA's 0.85-0.88 on the
-    synthetic worlds of benchmarks/map_projection.py), fitted on at most
-    :data:`MAP_FIT_MAX` images; every other image sits at the mean position of
-    its :data:`MAP_PLACE_NEIGHBOURS` most similar fitted images."""
-    from sklearn.manifold import TSNE
-
-    n = x.shape[0]
-    if n < 3:
-        return np.zeros((n, 2))
-    rng = np.random.default_rng(seed)
-    fit_idx = np.sort(rng.choice(n, MAP_FIT_MAX, replace=False)) if n > MAP_FIT_MAX else np.arange(n)
-    sample = np.ascontiguousarray(x[fit_idx], dtype=np.float32)
-    perplexity = float(min(30.0, max(2.0, (len(fit_idx) - 1) / 3)))
-    fitted = TSNE(2, init="pca", perplexity=perplexity, random_state=seed, max_iter=500).fit_transform(sample)
-    if len(fit_idx) == n:
-        return fitted.astype(np.float64)
-    xy = np.empty((n, 2))
-    k = min(MAP_PLACE_NEIGHBOURS, len(fit_idx))
-    for start in range(0, n, 8192):
-        block = np.asarray(x[start:start + 8192], dtype=np.float32)
-        sims = block @ sample.T
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        xy[start:start + len(block)] = fitted[nearest].mean(axis=1)
-    xy[fit_idx] = fitted
-    return xy
-
-
 @dataclass
 class Prediction:
     paths: list[str]
@@ -657,38 +489,6 @@ class Prediction:
     names: list[str]
     skipped: list[tuple[str, str]]
     outlier: np.ndarray | None = None
-
-
-def _write_tables(stage: Path, paths, skipped, labels, conf, outlier, names, top_nouns, xy) -> None:
-    """assignments.parquet / .csv, skipped.csv and clusters.json of a run, into its staging folder."""
-    n_clusters = len(names)
-    name_col = [names[c] for c in labels]
-    atomic_write_bytes(stage / "assignments.parquet", _parquet_bytes({
-        "path": [path_to_text(p) for p in paths], "cluster": labels.astype(np.int64),
-        "confidence": conf.astype(np.float64), "cluster_name": name_col, "outlier": outlier,
-        "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
-    }))
-    atomic_write_bytes(stage / "assignments.csv", _csv_bytes(
-        ["path", "cluster", "confidence", "cluster_name", "outlier"],
-        ((path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
-         for p, c, s, n, o in zip(paths, labels, conf, name_col, outlier)),
-    ))
-    atomic_write_bytes(stage / "skipped.csv", _csv_bytes(["path", "reason"], _text_rows(skipped)))
-    clusters = []
-    for c in range(n_clusters):
-        idx = np.flatnonzero(labels == c)
-        order = idx[np.argsort(-conf[idx], kind="stable")]
-        clusters.append({
-            "id": c, "size": int(idx.size), "name": names[c],
-            "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in top_nouns[c]],
-            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-            "representatives": [path_to_text(paths[i]) for i in order[:8]],
-            "n_outliers": int(outlier[idx].sum()),
-            "outliers": [path_to_text(paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
-        })
-    atomic_write_bytes(stage / "clusters.json", json.dumps(
-        {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
-    ).encode("utf-8"))
 
 
 def predict_images(
@@ -715,7 +515,7 @@ def predict_images(
     if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
         model_path = model_path / "model"  # a run directory: its model
     if model_path.parent.is_dir():
-        _recover_pending(model_path.parent)
+        recover_pending(model_path.parent)
     est = TextAidedClustering.load(model_path)
     meta = est.metadata_
     if not isinstance(meta, dict):
@@ -764,8 +564,8 @@ def predict_images(
     limit = np.array([-np.inf if b is None else float(b) for b in below])
     outlier = conf < limit[labels] if len(labels) else np.zeros(0, dtype=bool)
     if out_path is not None and out_path.suffix.lower() == ".parquet":
-        skipped = _text_rows(emb.skipped)
-        atomic_write_bytes(out_path, _parquet_bytes({
+        skipped = text_rows(emb.skipped)
+        atomic_write_bytes(out_path, parquet_bytes({
             "path": [path_to_text(p) for p in emb.paths] + [p for p, _ in skipped],
             "cluster": [int(c) for c in labels] + [None] * len(skipped),
             "confidence": [float(c) for c in conf] + [None] * len(skipped),
@@ -775,8 +575,8 @@ def predict_images(
     elif out_path is not None:
         rows = [(path_to_text(p), int(c), f"{float(s):.4f}", n, "true" if o else "false")
                 for p, c, s, n, o in zip(emb.paths, labels, conf, names, outlier)]
-        rows += [(p, "", "", f"skipped: {r}", "") for p, r in _text_rows(emb.skipped)]
-        atomic_write_bytes(out_path, _csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], rows))
+        rows += [(p, "", "", f"skipped: {r}", "") for p, r in text_rows(emb.skipped)]
+        atomic_write_bytes(out_path, csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], rows))
     return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
 
 
@@ -789,52 +589,6 @@ def _check_prediction_out(out: Path) -> Path:
     return out
 
 
-def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
-    """(paths, clusters, cluster names) from an assignments/predictions .csv or .parquet, or a run dir."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "assignments.parquet"
-    if not p.is_file():
-        raise InputError(f"assignments file {str(p)!r} does not exist")
-    try:
-        if p.suffix == ".parquet":
-            t = read_assignments_table(p).to_pydict()
-            rows = list(zip(t["path"], t["cluster"], t.get("cluster_name", [""] * len(t["path"]))))
-        else:
-            with open(p, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-                rows = [(r["path"], r["cluster"], r.get("cluster_name", "")) for r in csv.DictReader(fh)]
-    except (KeyError, OSError, ValueError) as exc:
-        raise InputError(f"{str(p)!r} is not an assignments file with path and cluster columns ({exc})") from None
-    rows = [r for r in rows if r[1] is not None and str(r[1]).strip() != ""]  # skipped files have no cluster
-    paths = [text_to_path(str(r[0])) for r in rows]
-    try:
-        clusters = np.array([int(r[1]) for r in rows], dtype=np.int64)
-    except ValueError as exc:
-        raise InputError(f"{str(p)!r}: cluster column must hold integers ({exc})") from None
-    return paths, clusters, [str(r[2]) for r in rows]
-
-
-def read_labels(labels: str, paths: Sequence[str]) -> list[str]:
-    """Ground-truth labels for ``paths``: ``"parent-dir"`` or a CSV with path,label columns."""
-    if labels == "parent-dir":
-        return [Path(p).parent.name for p in paths]
-    lp = Path(labels)
-    if not lp.is_file():
-        raise InputError(f"--labels {labels!r}: use 'parent-dir' or an existing CSV file with path,label columns")
-    with open(lp, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "label" not in reader.fieldnames or "path" not in reader.fieldnames:
-            raise InputError(f"{labels!r} must have a header with 'path' and 'label' columns")
-        table = {}
-        for r in reader:
-            table[r["path"]] = r["label"]
-            table[str(Path(r["path"]).resolve())] = r["label"]
-    missing = [p for p in paths if p not in table and str(Path(p).resolve()) not in table]
-    if missing:
-        raise InputError(f"{len(missing)} assigned path(s) have no label in {labels!r} (first: {missing[0]!r})")
-    return [table.get(p, table.get(str(Path(p).resolve()))) for p in paths]
-
-
 def evaluate_assignments(
     assignments: str | os.PathLike, labels: str, *, confusion_png: str | os.PathLike | None = None
 ) -> dict:
@@ -842,7 +596,7 @@ def evaluate_assignments(
     from tacluster.evaluate.metrics import confusion, evaluate_clustering
 
     src = Path(assignments)
-    _recover_pending(src if src.is_dir() else src.parent)
+    recover_pending(src if src.is_dir() else src.parent)
     paths, clusters, cnames = read_assignments(assignments)
     if not paths:
         raise InputError(f"{str(assignments)!r} has no assigned images to evaluate")
