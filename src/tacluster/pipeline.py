@@ -457,7 +457,7 @@ def cluster_images(
     n_clusters = est.n_clusters_
 
     tic = time.perf_counter()
-    named = name_clusters(joint, est.labels_, n_clusters, bank.embeddings, bank.words)
+    named = name_clusters(joint, est.labels_, n_clusters, bank.embeddings, bank.words, class_probs=emb.arrays.get("probs"))
     timings["naming"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
