@@ -5,7 +5,9 @@
 
 ``--naming hierarchy`` (default) names clusters as ``tacluster cluster``
 does (the ``lite`` hierarchy noun side: 3,253 nouns with an ImageNet class
-below them). ``--naming conse`` keeps the same clusters but names them in the
+below them; z-score names, top nouns with two broader nouns from the class
+probabilities). ``--naming hierarchy-z`` leaves the broader nouns out (the
+z-score lists alone). ``--naming conse`` keeps the same clusters but names them in the
 MiniLM (ConSE) space of ``lite:lite0/conse``, which embeds every WordNet noun:
 an image is the probability-weighted mean of the MiniLM embeddings of its top
 5 ImageNet class names (computed from the cached ``probs``, no re-embedding),
@@ -175,7 +177,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sets", default=",".join(s for s, _ in SETS))
-    ap.add_argument("--naming", default="hierarchy", choices=["hierarchy", "conse"],
+    ap.add_argument("--naming", default="hierarchy", choices=["hierarchy", "hierarchy-z", "conse"],
                     help="noun side used to name the (default) clusters")
     ap.add_argument("--wordnet", default="/usr/share/wordnet", help="folder of WordNet 3.0's data.noun / index.noun")
     ap.add_argument("--shared", default=str(SHARED))
@@ -206,8 +208,9 @@ def main(argv=None) -> dict:
         rates, details = [], []
         for seed in range(args.seeds):
             est = default_estimator("lite", data["k"], seed, "cpu").fit(data["u_fit"])
-            joint = data["j_fit"] if args.naming == "hierarchy" else conse_joint(data["p_fit"], class_text)
-            named = name_clusters(joint, est.labels_, data["k"], bank.embeddings, bank.words)
+            joint = data["j_fit"] if args.naming != "conse" else conse_joint(data["p_fit"], class_text)
+            probs = data["p_fit"] if args.naming == "hierarchy" else None  # hierarchy-z: no broader nouns
+            named = name_clusters(joint, est.labels_, data["k"], bank.embeddings, bank.words, class_probs=probs)
             rate, rows = hit_rate(wn, CLASS_NOUNS[name], classes, data["y_fit"], est.labels_, named.names,
                                   named.top_nouns)
             rates.append(rate)

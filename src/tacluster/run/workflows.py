@@ -187,7 +187,8 @@ def cluster_images(
         est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
     timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
     with _timed(timings, "naming"):
-        named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words)
+        named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
+                              class_probs=emb.arrays.get("probs"))
 
     tic = time.perf_counter()
     xy = map_coordinates(u, seed)
