@@ -221,17 +221,7 @@ def estimate_n_clusters(
         ``[2, n]`` or bad search settings.
     """
     tic = time.perf_counter()
-    u = as_float_matrix(image_embeddings, "image_embeddings")
-    n = u.shape[0]
-    text, text_name = None, None
-    for arr, name in ((counterparts, "counterparts"), (joint_embeddings, "joint_embeddings")):
-        if arr is not None:
-            text, text_name = as_float_matrix(arr, name), name
-            break
-    if text is not None and text.shape[0] != n:
-        raise InputError(
-            f"{text_name} has {text.shape[0]} rows but image_embeddings has {n}; give one row per image in both"
-        )
+    u, text, text_name = _check_inputs(image_embeddings, counterparts, joint_embeddings)
     for name in ("max_samples", "n_components", "n_bootstrap", "n_init", "n_references"):
         check_positive(locals()[name], name, integer=True)
     if n_bootstrap < 2:
@@ -243,10 +233,10 @@ def estimate_n_clusters(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer; got {seed!r}")
 
+    n = u.shape[0]
     m = min(n, int(max_samples))
     sub_size = max(int(round(subsample_fraction * m)), 1)
     lo, hi = _check_k_range(k_range, sub_size, n)
-
     rng = np.random.default_rng(_seed(seed, 0))
     search = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
     views = {"image": u[search]}
@@ -256,30 +246,13 @@ def estimate_n_clusters(
     reduced = {name: _unit(z) for name, z in pcs.items()}
     references = {name: [_reference(z, _seed(seed, 1, i, r)) for r in range(n_references)]
                   for i, (name, z) in enumerate(pcs.items())}
-    n_ref_fits = max(2, n_bootstrap // n_references)
-
     candidates = np.arange(lo, hi + 1, dtype=np.int64)
     subsets = [np.sort(rng.choice(m, sub_size, replace=False)) for _ in range(n_bootstrap)]
-    stab = {name: [] for name in reduced}
-    stab_ref = {name: [] for name in reduced}
-    sil_gap, agreement = [], []
     text_only = _unit(_reduce(text[search], n_components, _seed(seed, 7))) if text is not None else None
-    for k in candidates:
-        for v, name in enumerate(reduced):
-            seeds = [_seed(seed, 2, v, k, b) for b in range(n_bootstrap)]
-            stab[name].append(_stability(reduced[name], int(k), subsets, seeds, n_init))
-            stab_ref[name].append(float(np.mean([
-                _stability(ref, int(k), subsets[:n_ref_fits], [_seed(seed, 8, v, k, r, b) for b in range(n_ref_fits)],
-                           n_init)
-                for r, ref in enumerate(references[name])])))
-        x, r = reduced["image"], references["image"][0]
-        fx = _faiss.kmeans(x, int(k), n_init=1, seed=_seed(seed, 3, k), spherical=True)
-        fr = _faiss.kmeans(r, int(k), n_init=1, seed=_seed(seed, 4, k), spherical=True)
-        sil_gap.append(_silhouette(x, fx.labels) - _silhouette(r, fr.labels))
-        if text_only is not None:
-            ft = _faiss.kmeans(text_only, int(k), n_init=1, seed=_seed(seed, 5, k), spherical=True)
-            agreement.append(_ari(fx.labels, ft.labels, int(k)))
 
+    stab, stab_ref = _stability_curves(reduced, references, candidates, subsets, seed, n_init,
+                                       n_ref_fits=max(2, n_bootstrap // n_references))
+    sil_gap, agreement = _diagnostics(reduced["image"], references["image"][0], text_only, candidates, seed)
     gaps = {name: np.asarray(stab[name]) - np.asarray(stab_ref[name]) for name in reduced}
     scores = np.mean(np.stack(list(gaps.values())), axis=0)
     best = int(candidates[int(np.argmax(scores))])  # argmax: first (smallest k) on ties
@@ -303,6 +276,53 @@ def estimate_n_clusters(
         "seconds": time.perf_counter() - tic,
     }
     return AutoKResult(k=best, candidates=candidates, scores=scores.astype(np.float64), details=details)
+
+
+def _check_inputs(image_embeddings, counterparts, joint_embeddings):
+    """``(u, text, text_name)``: the image features and the text side (counterparts preferred), checked."""
+    u = as_float_matrix(image_embeddings, "image_embeddings")
+    text, text_name = None, None
+    for arr, name in ((counterparts, "counterparts"), (joint_embeddings, "joint_embeddings")):
+        if arr is not None:
+            text, text_name = as_float_matrix(arr, name), name
+            break
+    if text is not None and text.shape[0] != u.shape[0]:
+        raise InputError(
+            f"{text_name} has {text.shape[0]} rows but image_embeddings has {u.shape[0]}; "
+            "give one row per image in both"
+        )
+    return u, text, text_name
+
+
+def _stability_curves(reduced: dict, references: dict, candidates, subsets, seed: int, n_init: int,
+                      n_ref_fits: int) -> tuple[dict, dict]:
+    """Per view, the stability of k-means at each candidate K on the data and on its references."""
+    n_bootstrap = len(subsets)
+    stab = {name: [] for name in reduced}
+    stab_ref = {name: [] for name in reduced}
+    for k in candidates:
+        for v, name in enumerate(reduced):
+            seeds = [_seed(seed, 2, v, k, b) for b in range(n_bootstrap)]
+            stab[name].append(_stability(reduced[name], int(k), subsets, seeds, n_init))
+            stab_ref[name].append(float(np.mean([
+                _stability(ref, int(k), subsets[:n_ref_fits], [_seed(seed, 8, v, k, r, b) for b in range(n_ref_fits)],
+                           n_init)
+                for r, ref in enumerate(references[name])])))
+    return stab, stab_ref
+
+
+def _diagnostics(x: np.ndarray, ref: np.ndarray, text_only, candidates, seed: int) -> tuple[list, list]:
+    """Recorded beside the score, not used by it: the silhouette gap to the reference and the
+    image/text agreement (ARI) at each candidate K."""
+    sil_gap, agreement = [], []
+    for k in candidates:
+        fx = _faiss.kmeans(x, int(k), n_init=1, seed=_seed(seed, 3, k), spherical=True)
+        fr = _faiss.kmeans(ref, int(k), n_init=1, seed=_seed(seed, 4, k), spherical=True)
+        sil_gap.append(_silhouette(x, fx.labels) - _silhouette(ref, fr.labels))
+        if text_only is not None:
+            ft = _faiss.kmeans(text_only, int(k), n_init=1, seed=_seed(seed, 5, k), spherical=True)
+            agreement.append(_ari(fx.labels, ft.labels, int(k)))
+    return sil_gap, agreement
 
 
 def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
