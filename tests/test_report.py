@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tacluster.report import html as report
+from tacluster.report import figures
 from tacluster.errors import InputError
-from tacluster.report.html import build_report, save_confusion_png
+from tacluster.report import build_report, save_confusion_png
 
 XSS = "<script>alert(1)</script>"
 NOUN_AMP = 'salt & "pepper" \'shaker\''
@@ -220,7 +220,7 @@ def test_thumbnails_distinct_cached_and_placeholder(run_dir):
 
 def test_map_and_auto_k_are_pngs(run_dir, monkeypatch):
     out, info = run_dir
-    monkeypatch.setattr(report, "MAP_MAX_POINTS", 10)  # force the subsampling path
+    monkeypatch.setattr(figures, "MAP_MAX_POINTS", 10)  # force the subsampling path
     page = build_report(out).read_text(encoding="utf-8")
     for name in ("map.png", "auto_k.png"):
         data = (out / name).read_bytes()
@@ -309,7 +309,7 @@ def test_matched_row_order_puts_matches_on_diagonal():
     perm = np.array([2, 0, 3, 1])
     m = np.eye(4, dtype=int)[perm] * 50 + 1  # cluster i is mostly class perm[i]
     m = np.vstack([m, [3, 3, 3, 3]])  # a fifth, unmatched cluster
-    order = report._matched_row_order(m)
+    order = figures.matched_row_order(m)
     assert sorted(order.tolist()) == list(range(5))
     assert order[-1] == 4
     reordered = m[order]
@@ -456,15 +456,16 @@ def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):
 
 def test_map_labels_do_not_overlap(tmp_path):
     """Eight clusters whose centres almost coincide: their names are moved apart."""
-    from tacluster.report.html import _Assignments, _cluster_colors, _draw_map
+    from tacluster.report.figures import cluster_colors, draw_map
+    from tacluster.report.reading import Assignments
 
     rng = np.random.default_rng(0)
     cluster = np.repeat(np.arange(8), 20)
     x = rng.normal(0, 0.01, cluster.size) + cluster * 0.001
     y = rng.normal(0, 0.01, cluster.size)
-    a = _Assignments([f"/i/{i}.jpg" for i in range(cluster.size)], cluster, np.ones(cluster.size), x, y)
+    a = Assignments([f"/i/{i}.jpg" for i in range(cluster.size)], cluster, np.ones(cluster.size), x, y)
     clusters = [{"id": c, "name": f"cluster name {c}"} for c in range(8)]
-    info = _draw_map(a, clusters, _cluster_colors(list(range(8))), tmp_path / "map.png")
+    info = draw_map(a, clusters, cluster_colors(list(range(8))), tmp_path / "map.png")
     boxes = info["label_boxes"]
     assert len(boxes) == 8
     for i in range(8):

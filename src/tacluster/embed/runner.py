@@ -200,80 +200,23 @@ def embed_images(
         batches finished before that are already cached).
     """
     t0 = time.perf_counter()
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size={batch_size!r} must be a positive integer, e.g. 64")
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise InputError(f"num_workers={num_workers!r} must be an integer >= 0, e.g. 2")
-    if decode_in not in ("threads", "processes"):
-        raise InputError(f"decode_in={decode_in!r} must be 'threads' or 'processes'")
-    if engine not in ("local", "ray"):
-        raise InputError(f"engine={engine!r} must be 'local' or 'ray'")
+    _check_embed_args(batch_size, num_workers, decode_in, engine)
     outputs = tuple(backbone.outputs)
-
     inputs = _resolve_inputs(source_or_paths)
     skipped: list[tuple[str, str]] = list(inputs.skipped)
-
-    # Reader: key every file by its bytes (threads: hashing releases the GIL).
-    keyed = _map_threads(_try_key, inputs.paths, num_workers)
-    paths: list[str] = []
-    keys: list[str] = []
-    for path, (key, reason) in zip(inputs.paths, keyed):
-        if key is None:
-            skipped.append((path, reason))
-        else:
-            paths.append(path)
-            keys.append(key)
-
+    paths, keys = _key_files(inputs.paths, num_workers, skipped)
     unique = list(dict.fromkeys(keys))
-    first_path = {}
+    first_path: dict[str, str] = {}
     for p, k in zip(paths, keys):
         first_path.setdefault(k, p)
 
-    cache = None
-    found: dict[str, tuple[int, int]] = {}  # key -> (block, row)
-    blocks: list[dict[str, np.ndarray]] = []
-    failed: dict[str, str] = {}
-    n_hit_keys: set[str] = set()
-    if cache_dir is not None:
-        cache = EmbeddingCache(cache_dir, backbone.fingerprint, outputs, backbone.name)
-        hits = cache.lookup(unique)
-        if len(hits.positions):
-            blocks.append(hits.arrays)
-            for row, pos in enumerate(hits.positions):
-                found[unique[pos]] = (0, row)
-                n_hit_keys.add(unique[pos])
-        known_bad = cache.failures()
-        for k in unique:
-            if k not in found and k in known_bad:
-                failed[k] = known_bad[k]
-
+    cache = EmbeddingCache(cache_dir, backbone.fingerprint, outputs, backbone.name) if cache_dir is not None else None
+    found, blocks, failed, n_hit_keys = _cache_hits(cache, unique)
     misses = [k for k in unique if k not in found and k not in failed]
-    tasks = [
-        EmbedTask(tuple(chunk), tuple(first_path[k] for k in chunk))
-        for chunk in _chunks(misses, _TASK_IMAGES)
-    ]
-    show = progress and sys.stderr.isatty() and bool(misses)
-    desc = f"embedding ({backbone.name or 'backbone'})"
-    if progress and misses and not show:  # a log file or pipe: plain lines, no bar
-        bar_cm = _LineProgress(len(misses), backbone.name or "backbone")
-    else:
-        bar_cm = tqdm(total=len(misses), unit="img", desc=desc, disable=not show)
-    with bar_cm as bar:
-        worker = partial(
-            _embed_task,
-            backbone=backbone,
-            cache=cache,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            decode_in=decode_in,
-            on_batch=bar.update,
-        )
-        if engine == "ray":
-            from tacluster.embed.ray_engine import run_tasks_ray
-
-            results = run_tasks_ray(tasks, worker)
-        else:
-            results = run_tasks(tasks, worker)
+    tasks = [EmbedTask(tuple(chunk), tuple(first_path[k] for k in chunk)) for chunk in _chunks(misses, _TASK_IMAGES)]
+    worker = partial(_embed_task, backbone=backbone, cache=cache, batch_size=batch_size,
+                     num_workers=num_workers, decode_in=decode_in)
+    results = _run_with_progress(tasks, worker, len(misses), backbone.name, progress, engine)
 
     n_computed = 0
     for res in results:
@@ -298,6 +241,69 @@ def embed_images(
         n_duplicates=inputs.duplicates,
     )
     return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats)
+
+
+def _check_embed_args(batch_size, num_workers, decode_in, engine) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size={batch_size!r} must be a positive integer, e.g. 64")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise InputError(f"num_workers={num_workers!r} must be an integer >= 0, e.g. 2")
+    if decode_in not in ("threads", "processes"):
+        raise InputError(f"decode_in={decode_in!r} must be 'threads' or 'processes'")
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine={engine!r} must be 'local' or 'ray'")
+
+
+def _key_files(files: Sequence[str], num_workers: int, skipped: list) -> tuple[list[str], list[str]]:
+    """``(paths, keys)`` of the readable files, each keyed by its bytes (threads: hashing
+    releases the GIL); unreadable ones are appended to ``skipped`` with the reason."""
+    paths: list[str] = []
+    keys: list[str] = []
+    for path, (key, reason) in zip(files, _map_threads(_try_key, files, num_workers)):
+        if key is None:
+            skipped.append((path, reason))
+        else:
+            paths.append(path)
+            keys.append(key)
+    return paths, keys
+
+
+def _cache_hits(cache: EmbeddingCache | None, unique: list[str]):
+    """``(found, blocks, failed, hit_keys)``: where each cached key's row is (block, row), the
+    cached arrays as block 0, the keys the cache remembers as undecodable, and the hit keys."""
+    found: dict[str, tuple[int, int]] = {}
+    blocks: list[dict[str, np.ndarray]] = []
+    failed: dict[str, str] = {}
+    hit_keys: set[str] = set()
+    if cache is None:
+        return found, blocks, failed, hit_keys
+    hits = cache.lookup(unique)
+    if len(hits.positions):
+        blocks.append(hits.arrays)
+        for row, pos in enumerate(hits.positions):
+            found[unique[pos]] = (0, row)
+            hit_keys.add(unique[pos])
+    known_bad = cache.failures()
+    for k in unique:
+        if k not in found and k in known_bad:
+            failed[k] = known_bad[k]
+    return found, blocks, failed, hit_keys
+
+
+def _run_with_progress(tasks, worker, n_images: int, name: str | None, progress: bool, engine: str):
+    """Run the embedding tasks here or on Ray, with a tqdm bar on a terminal and plain lines otherwise."""
+    show = progress and sys.stderr.isatty() and n_images > 0
+    if progress and n_images and not show:  # a log file or pipe: plain lines, no bar
+        bar_cm = _LineProgress(n_images, name or "backbone")
+    else:
+        bar_cm = tqdm(total=n_images, unit="img", desc=f"embedding ({name or 'backbone'})", disable=not show)
+    with bar_cm as bar:
+        work = partial(worker, on_batch=bar.update)
+        if engine == "ray":
+            from tacluster.embed.ray_engine import run_tasks_ray
+
+            return run_tasks_ray(tasks, work)
+        return run_tasks(tasks, work)
 
 
 class _LineProgress:
