@@ -210,59 +210,12 @@ class OpenCLIPBackbone(CLIPBackbone):
         open_clip = _import_open_clip()
         import torch
 
-        from tacluster.embed.backbones.hub import fetch_snapshot, hub_offline
+        from tacluster.embed.backbones.hub import hub_offline
 
         self.name = f"openclip:{argument}"
         self.text_batch_size = int(text_batch_size)
-        arch, tag, ckpt = parse_openclip_name(argument)
-        if arch.startswith(_HF_HUB):
-            snapshot = fetch_snapshot(
-                arch[len(_HF_HUB) :], name=self.name, offline=offline,
-                cache_dir=Path(cache_dir) if cache_dir else None, required=("open_clip_config.json",),
-            )
-            arch = f"{_LOCAL_DIR}{snapshot}"
-        model_cfg: dict | None
-        oc_cache, build_offline = cache_dir, offline
-        if arch.startswith(_LOCAL_DIR):
-            folder = Path(arch[len(_LOCAL_DIR) :]).expanduser()
-            config_file = folder / "open_clip_config.json"
-            if not config_file.is_file():
-                raise BackboneError(
-                    f"openclip: {folder} has no open_clip_config.json; pass a folder with "
-                    "open_clip_config.json and its weights, or 'openclip:<arch>//path/ckpt.pt'"
-                )
-            model_name, pretrained = f"{_LOCAL_DIR}{folder}", None
-            model_cfg = json.loads(config_file.read_text(encoding="utf-8"))
-            weight_files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
-            if not weight_files:
-                raise BackboneError(f"openclip: no weights file ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}")
-        else:
-            model_cfg = open_clip.get_model_config(arch)
-            if model_cfg is None:
-                raise BackboneError(
-                    f"openclip: unknown architecture {arch!r}; known: {', '.join(open_clip.list_models())} "
-                    "(a custom one can be registered with open_clip.add_model_config or loaded "
-                    "with 'openclip:local-dir:/path')"
-                )
-            if ckpt is not None:
-                path = Path(ckpt).expanduser()
-                if not path.is_file():
-                    raise BackboneError(
-                        f"openclip: checkpoint {ckpt!r} does not exist; pass an existing file, "
-                        f"e.g. 'openclip:{arch}//abs/path/ckpt.pt'"
-                    )
-                pretrained = str(path)
-            else:
-                pretrained = _tag_file(open_clip, arch, tag, cache_dir, offline, self.name)
-            weight_files = [Path(pretrained)]
-            # A tag also carries preprocessing settings: let open_clip apply them,
-            # reading (with no request) the file now in the cache.
-            model_name = arch
-            if tag is not None:
-                pretrained = tag
-                if open_clip.get_pretrained_cfg(arch, tag).get("hf_hub"):
-                    oc_cache = _hub_cache(cache_dir)
-                build_offline = True
+        model_name, pretrained, model_cfg, weight_files, oc_cache, build_offline = _locate(
+            open_clip, argument, self.name, cache_dir, offline)
 
         # open_clip may fetch a Hugging Face tokenizer (SigLIP's) by name: the
         # Hub's offline switch covers that too when offline is asked for.
@@ -314,3 +267,57 @@ class OpenCLIPBackbone(CLIPBackbone):
 def load(argument: str, device: str = "cpu", offline: bool | None = None) -> OpenCLIPBackbone:
     """Registry factory for ``openclip:...`` names."""
     return OpenCLIPBackbone(argument, device=device, offline=offline)
+
+
+def _locate(open_clip, argument: str, name: str, cache_dir: str | None, offline: bool | None):
+    """Where an ``openclip:`` model's config and weights are, fetched on first use.
+
+    Returns ``(model_name, pretrained, model_cfg, weight_files, oc_cache, build_offline)``:
+    what ``open_clip.create_model_and_transforms`` is given, the architecture's
+    config (for the fingerprint), the weight files on disk, the cache open_clip
+    reads and whether building must stay offline (the weights are already here).
+    """
+    from tacluster.embed.backbones.hub import fetch_snapshot
+
+    arch, tag, ckpt = parse_openclip_name(argument)
+    if arch.startswith(_HF_HUB):
+        snapshot = fetch_snapshot(
+            arch[len(_HF_HUB) :], name=name, offline=offline,
+            cache_dir=Path(cache_dir) if cache_dir else None, required=("open_clip_config.json",),
+        )
+        arch = f"{_LOCAL_DIR}{snapshot}"
+    if arch.startswith(_LOCAL_DIR):
+        folder = Path(arch[len(_LOCAL_DIR) :]).expanduser()
+        config_file = folder / "open_clip_config.json"
+        if not config_file.is_file():
+            raise BackboneError(
+                f"openclip: {folder} has no open_clip_config.json; pass a folder with "
+                "open_clip_config.json and its weights, or 'openclip:<arch>//path/ckpt.pt'"
+            )
+        weight_files = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        if not weight_files:
+            raise BackboneError(f"openclip: no weights file ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}")
+        model_cfg = json.loads(config_file.read_text(encoding="utf-8"))
+        return f"{_LOCAL_DIR}{folder}", None, model_cfg, weight_files, cache_dir, offline
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise BackboneError(
+            f"openclip: unknown architecture {arch!r}; known: {', '.join(open_clip.list_models())} "
+            "(a custom one can be registered with open_clip.add_model_config or loaded "
+            "with 'openclip:local-dir:/path')"
+        )
+    if ckpt is not None:
+        path = Path(ckpt).expanduser()
+        if not path.is_file():
+            raise BackboneError(
+                f"openclip: checkpoint {ckpt!r} does not exist; pass an existing file, "
+                f"e.g. 'openclip:{arch}//abs/path/ckpt.pt'"
+            )
+        return arch, str(path), model_cfg, [path], cache_dir, offline
+    weights = _tag_file(open_clip, arch, tag, cache_dir, offline, name)
+    if tag is None:
+        return arch, weights, model_cfg, [Path(weights)], cache_dir, offline
+    # A tag also carries preprocessing settings: let open_clip apply them,
+    # reading (with no request) the file now in the cache.
+    oc_cache = _hub_cache(cache_dir) if open_clip.get_pretrained_cfg(arch, tag).get("hf_hub") else cache_dir
+    return arch, tag, model_cfg, [Path(weights)], oc_cache, True
