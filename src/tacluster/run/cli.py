@@ -38,17 +38,34 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(p, *, cache=True):
-        p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
-                       help="where the models run (default: auto = cuda if available)")
-        p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-        if cache:
-            p.add_argument("--cache-dir", default=None,
-                           help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-        p.add_argument("--offline", action="store_true",
-                       help="never download a model: read the caches only (as HF_HUB_OFFLINE=1)")
+    _add_cluster(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
+    _add_backbones(sub)
+    _add_report(sub)
+    _add_edits(sub)
+    for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
+    return ap
 
+
+
+def _common(p, *, cache=True) -> None:
+    """Options shared by the commands that load a backbone."""
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
+                   help="where the models run (default: auto = cuda if available)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    if cache:
+        p.add_argument("--cache-dir", default=None,
+                       help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--offline", action="store_true",
+                   help="never download a model: read the caches only (as HF_HUB_OFFLINE=1)")
+
+
+def _add_cluster(sub) -> None:
+    """``tacluster cluster``."""
     c = sub.add_parser("cluster", help="cluster a folder (or list) of images",
                        description="Cluster every image of INPUT into K clusters and write DIR: "
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
@@ -83,16 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
                         "RAY_ADDRESS selects the cluster)")
-    common(c)
+    _common(c)
 
+
+def _add_predict(sub) -> None:
+    """``tacluster predict``."""
     p = sub.add_parser("predict", help="assign new images with a saved model",
                        description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
     p.add_argument("model", help="the model/ directory of a run (or the run directory)")
     p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
     p.add_argument("--out", required=True,
                    help="file to write (.csv or .parquet): path, cluster, confidence, cluster_name")
-    common(p)
+    _common(p)
 
+
+def _add_evaluate(sub) -> None:
+    """``tacluster evaluate``."""
     e = sub.add_parser("evaluate", help="ACC / NMI / ARI of assignments against labels",
                        description="Score an assignments file (or a run directory) against ground truth.")
     e.add_argument("assignments", help="assignments.parquet/.csv, predictions CSV, or a run directory")
@@ -100,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the metrics here (default: next to the assignments)")
     e.add_argument("--confusion", default=None, help="confusion-matrix PNG (default: next to the assignments)")
 
+
+def _add_backbones(sub) -> None:
+    """``tacluster backbones [fetch NAME]``."""
     b = sub.add_parser(
         "backbones", help="list the backbones (short names, cached models) or pre-fetch one",
         description="Without arguments: list the short names and every image-text model in the "
@@ -112,11 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("name", nargs="?", help="with fetch: clip, clip-l, siglip, siglip2, hf:<id>, openclip:<arch>/<tag>")
     b.add_argument("--cache-dir", default=None, help="Hugging Face cache to use (default: the standard one)")
 
+
+def _add_report(sub) -> None:
+    """``tacluster report``."""
     r = sub.add_parser("report", help="(re)build report.html of a run directory",
                        description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
                                    "of a finished run, e.g. after editing clusters.json.")
     r.add_argument("dir", help="run directory")
 
+
+def _add_edits(sub) -> None:
+    """``tacluster export / rename / merge``."""
     x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers",
                        description="Make one folder per cluster under DIR (named by the cluster's name, made "
                                    "safe for file systems) holding a link to, or a copy of, each of its images.")
@@ -143,11 +175,6 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("run", help="run directory")
     m.add_argument("clusters", nargs="+", metavar="CLUSTER", help="A B [...]: ids or names; merged into A")
     m.add_argument("--name", default=None, help="name of the merged cluster (default: A's name)")
-
-    for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show full tracebacks on errors")
-    return ap
 
 
 def _k_value(text: str):
