@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.cluster.choose_k import _ari, estimate_n_clusters
+from tacluster.cluster.choose_k import _ari, estimate_n_clusters, modularity_curves, plateau_choice
 from tacluster.cluster.kmeans import consensus_labels
 from tacluster.counterparts import retrieve_counterparts
 from tacluster.errors import InputError
@@ -19,9 +19,9 @@ def _world(k: int):
     return make_world(1000, k, 64, 200, noise=1.0, seed=1)
 
 
-def test_recovers_four_classes_from_images():
+def test_stability_recovers_four_classes_from_images():
     w = _world(4)
-    res = estimate_n_clusters(w.image_embeddings, k_range=(2, 10), seed=0)
+    res = estimate_n_clusters(w.image_embeddings, k_range=(2, 10), seed=0, criterion="stability")
     assert res.k == 4
     assert res.candidates.tolist() == list(range(2, 11))
     assert res.scores.shape == (9,)
@@ -30,25 +30,80 @@ def test_recovers_four_classes_from_images():
     assert res.details["views"] == ["image"]
 
 
-def test_recovers_eight_classes_with_text_side():
+def test_stability_recovers_eight_classes_with_text_side():
     w = _world(8)
     s = retrieve_counterparts(w.image_embeddings, w.noun_embeddings[: 8 * 4])
-    res = estimate_n_clusters(w.image_embeddings, counterparts=s, k_range=(2, 12), seed=0)
+    res = estimate_n_clusters(w.image_embeddings, counterparts=s, k_range=(2, 12), seed=0, criterion="stability")
     assert res.k == 8
     assert res.details["views"] == ["image", "text-aided"]
     assert res.details["text_side"] == "counterparts"
     assert len(res.details["image_text_agreement"]) == len(res.candidates)
 
 
-def test_same_seed_same_result_and_subsampling():
+def test_stability_same_seed_same_result_and_subsampling():
     w = make_world(600, 3, 32, 100, noise=0.8, seed=2)
-    kw = dict(joint_embeddings=w.image_embeddings, k_range=(2, 6), seed=7, max_samples=400, n_bootstrap=3)
+    kw = dict(joint_embeddings=w.image_embeddings, k_range=(2, 6), seed=7, max_samples=400, n_bootstrap=3,
+              criterion="stability")
     a = estimate_n_clusters(w.image_embeddings, **kw)
     b = estimate_n_clusters(w.image_embeddings, **kw)
     assert a.k == b.k
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.details["stability"] == b.details["stability"]
     assert a.details["n_search"] == 400 and a.details["n_samples"] == 600
+
+
+@pytest.mark.parametrize("k", [4, 8, 12])
+def test_modularity_recovers_classes(k):
+    # The default criterion on worlds with a known K (1,000 points, 64-d).
+    w = _world(k)
+    res = estimate_n_clusters(w.image_embeddings, k_range=(2, 20), seed=0)
+    assert res.k == k
+    assert res.candidates.tolist() == list(range(2, 21)) and res.scores.shape == (19,)
+    d = res.details
+    assert d["views"] == ["feature power 1", "feature power 0.5"] and d["text_side_used"] is False
+    # the score is the better view's modularity; k is the largest on the plateau
+    curves = np.array(list(d["modularity"].values()))
+    np.testing.assert_allclose(res.scores, curves.max(axis=0))
+    assert res.scores[res.candidates.tolist().index(k)] >= d["threshold"]
+    assert all(s < d["threshold"] for c, s in zip(res.candidates, res.scores) if c > k)
+
+
+def test_modularity_tolerance_and_resolution_are_applied():
+    # resolution r: scores are inside - r * expected (from the recorded curves'
+    # construction); tolerance 0: the choice is the argmax of the scores.
+    w = make_world(600, 5, 32, 100, noise=1.2, seed=4)
+    base = estimate_n_clusters(w.image_embeddings, k_range=(2, 12), seed=0, resolution=1.0, tolerance=0.0)
+    assert base.k == base.details["argmax_k"] == int(base.candidates[np.argmax(base.scores)])
+    higher = estimate_n_clusters(w.image_embeddings, k_range=(2, 12), seed=0, resolution=1.5, tolerance=0.0)
+    # same partitions, larger penalty on few large clusters: every score falls, small k most
+    assert np.all(higher.scores < base.scores)
+    drop = base.scores - higher.scores
+    assert drop[0] > drop[-1]
+    loose = estimate_n_clusters(w.image_embeddings, k_range=(2, 12), seed=0, resolution=1.0, tolerance=0.5)
+    assert loose.k >= base.k
+    assert loose.k == int(loose.candidates[np.flatnonzero(loose.scores >= loose.details["threshold"]).max()])
+
+
+def test_modularity_same_seed_same_result_and_subsampling():
+    w = make_world(600, 3, 32, 100, noise=0.8, seed=2)
+    a = estimate_n_clusters(w.image_embeddings, k_range=(2, 6), seed=7, max_samples=400)
+    b = estimate_n_clusters(w.image_embeddings, k_range=(2, 6), seed=7, max_samples=400)
+    assert a.k == b.k == 3
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.details["n_search"] == 400 and a.details["n_samples"] == 600
+
+
+def test_modularity_curves_and_plateau_choice():
+    w = _world(4)
+    x = w.image_embeddings / np.linalg.norm(w.image_embeddings, axis=1, keepdims=True)
+    parts = modularity_curves(x.astype(np.float32), [2, 3, 4, 5, 6], seed=0, n_init=3)
+    assert parts.shape == (2, 5, 4, 2)  # views, candidates, graphs, (inside, expected)
+    inside, expected = parts[..., 0], parts[..., 1]
+    assert np.all((inside > 0) & (inside <= 1)) and np.all((expected > 0) & (expected <= 1))
+    q = (inside - expected).mean(axis=2).max(axis=0)
+    assert int(np.argmax(q)) == 2  # k = 4
+    assert plateau_choice([0.5, 0.9, 0.89, 0.7], [2, 3, 4, 5], 0.02) == (4, pytest.approx(0.882))
+    assert plateau_choice([0.5, 0.9, 0.89, 0.7], [2, 3, 4, 5], 0.0) == (3, pytest.approx(0.9))
 
 
 @pytest.mark.parametrize("k_range", [(1, 5), (0, 3), (5, 3), (2, 10_000), (2.5, 4), ("a", 3), (2,)])
@@ -65,6 +120,10 @@ def test_other_bad_input_raises():
         estimate_n_clusters(u, joint_embeddings=u[:100], k_range=(2, 4))
     with pytest.raises(InputError, match="n_bootstrap"):
         estimate_n_clusters(u, k_range=(2, 4), n_bootstrap=1)
+    with pytest.raises(InputError, match="criterion"):
+        estimate_n_clusters(u, k_range=(2, 4), criterion="gap")
+    with pytest.raises(InputError, match="tolerance"):
+        estimate_n_clusters(u, k_range=(2, 4), tolerance=1.5)
     with pytest.raises(InputError, match="NaN"):
         bad = u.copy()
         bad[3, 0] = np.nan

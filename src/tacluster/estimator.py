@@ -340,12 +340,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         tic = time.perf_counter()
         # The noun-space view joins the search when it differs from the image side.
         text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
-        # Small collections: cap the range at the rule-of-thumb sqrt(n / 2)
-        # (30 photos of one cat gave K = 23 without it; the real-image sets
-        # measured in docs/stability.md, n >= 900, are unaffected), and the
-        # search can never fit more than 0.8 n clusters on its subsamples.
+        # Small collections: at least 10 images per cluster on average (30
+        # photos of one cat gave K = 23 without a cap; the earlier sqrt(n / 2)
+        # cap, 18 for 700 images, was below the 25 classes of uiuc-texture).
         k_lo, k_hi = self.k_range
-        k_hi = min(k_hi, max(k_lo, int(np.sqrt(n / 2)), 2), (4 * n) // 5)
+        k_hi = min(k_hi, max(k_lo, n // 10, 2), (4 * n) // 5)
         self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
         timings["auto_k"] = time.perf_counter() - tic
         return int(self.auto_k_.k)

@@ -1,7 +1,42 @@
 """Choosing K from the data (``n_clusters="auto"``) and consensus of partitions.
 
-Criterion: null-corrected clustering stability
-----------------------------------------------
+Default criterion: plateau of kNN-graph modularity (``criterion="modularity"``)
+------------------------------------------------------------------------------
+The default clustering (``method="auto"``, :mod:`tacluster.cluster.choose_method`)
+is spectral clustering of the image kNN graph, on the raw or the
+power-normalised features, chosen by the modularity of the partition on the
+collection's own kNN graphs. K is chosen in the same view:
+
+1. For each view (raw features, and their power normalisation
+   ``sign(u) |u| ** 0.5``, L2 rows) the spectral embedding of its 20-NN graph
+   (the graph :func:`tacluster.cluster.spectral.spectral_cluster` clusters) is
+   computed once, with ``k_max`` eigenvectors.
+2. For every candidate k: k-means (``n_init`` restarts) on the first k
+   eigenvectors, then every point moved to the nearest normalised mean of its
+   view's clusters (what the estimator does with spectral labels).
+3. Each partition is scored by its modularity at resolution ``resolution``
+   (``Q = share of edges inside clusters - resolution * sum_c (degree share_c) ** 2``),
+   averaged over four symmetrised graphs: the 10- and 20-NN graphs of both
+   views. The score of k is the better of the two views' partitions (the
+   method choice also keeps the better-scoring candidate).
+4. **K = the largest k whose score is within ``tolerance`` (relative) of the
+   best score.** Modularity curves on real embeddings have a flat top and their
+   maximum sits below the number of classes (modularity's resolution limit
+   merges small communities; measured on the nine domains of issue 19: argmax
+   at resolution 1 chose 5-11 for 7-25 classes); the resolution 1.1 and the
+   plateau rule take that bias out. Both settings were fixed on the fit parts
+   of the nine domains and checked leave-one-domain-out (``docs/tuning.md`` §7).
+
+Cost: two kNN searches per view, one ``eigsh`` per view, and per k two
+k-means fits on at most ``k_max`` columns; about 5 s for 1,000 images and
+k up to 30 on 2 cores. The search runs on at most ``max_samples`` points.
+Labels are never used. The text side is not used by this criterion (it is
+recorded in ``details``); ``criterion="stability"`` uses it.
+
+Alternative criterion: null-corrected clustering stability (``criterion="stability"``)
+------------------------------------------------------------------------------------
+The criterion before issue 19; on the nine domains it chose 4-6 for most sets
+whose true K is 7-25 (``docs/tuning.md`` §7).
 For every candidate k the search measures how reproducible k-means is:
 ``n_bootstrap`` random subsamples (``subsample_fraction`` of the search
 sample) are clustered independently, every fit labels the whole search
@@ -54,7 +89,18 @@ from tacluster.cluster import _faiss
 from tacluster._validation import as_float_matrix, check_positive
 from tacluster.errors import InputError
 
-__all__ = ["AutoKResult", "estimate_n_clusters"]
+__all__ = ["AutoKResult", "estimate_n_clusters", "modularity_curves", "plateau_choice"]
+
+#: Modularity resolution of the default criterion (fixed on the nine domains' fit parts).
+RESOLUTION = 1.1
+#: Relative plateau: K is the largest k scoring within this share of the best score.
+TOLERANCE = 0.02
+#: Neighbours of the graph each view's spectral embedding is computed on (as ``spectral_neighbors``).
+SPECTRAL_NEIGHBORS = 20
+#: Neighbour counts of the graphs the partitions are scored on (each for both views).
+SCORE_NEIGHBORS = (10, 20)
+#: The views: feature power 1 (raw) and 0.5 (power-normalised), as ``choose_method``'s candidates.
+VIEW_POWERS = (1.0, 0.5)
 
 
 @dataclass
@@ -68,11 +114,13 @@ class AutoKResult:
     candidates : ndarray of shape (n_candidates,), int64
         Every k tried, ascending.
     scores : ndarray of shape (n_candidates,), float64
-        Null-corrected stability of each candidate (higher is better).
+        The criterion of each candidate (higher is better): modularity of
+        the best view's spectral partition (default) or null-corrected
+        stability (``criterion="stability"``).
     details : dict
-        Per-view stability on the data and on the reference, the silhouette
-        gap, the image/text agreement, sample sizes, settings and seconds;
-        lists aligned with ``candidates``. JSON-serialisable.
+        The criterion's name, per-view curves, the threshold K was chosen
+        against, sample sizes, settings and seconds; lists aligned with
+        ``candidates``. JSON-serialisable.
     """
 
     k: int
@@ -168,8 +216,11 @@ def estimate_n_clusters(
     text_weight: float = 1.0,
     n_init: int = 10,
     n_references: int = 10,
+    criterion: str = "modularity",
+    resolution: float = RESOLUTION,
+    tolerance: float = TOLERANCE,
 ) -> AutoKResult:
-    """Estimate the number of clusters K by null-corrected stability (see the module docstring).
+    """Estimate the number of clusters K (see the module docstring).
 
     Parameters
     ----------
@@ -209,6 +260,17 @@ def estimate_n_clusters(
         Independent reference draws; the reference's ``n_bootstrap`` fits are
         split among them (at least 2 each). With 1 draw the 4-class synthetic
         world gave K = 2, 4, 4, 2 over four seeds; with 10, 4 every time.
+    criterion : {"modularity", "stability"}, default "modularity"
+        ``"modularity"``: the plateau of kNN-graph modularity of spectral
+        partitions (image side only; ``n_components``, ``n_bootstrap``,
+        ``subsample_fraction``, ``text_weight`` and ``n_references`` are not
+        used). ``"stability"``: null-corrected k-means stability, the
+        criterion before issue 19 (``resolution`` and ``tolerance`` not used).
+    resolution : float, default 1.1
+        Modularity resolution (``"modularity"``); above 1 favours more clusters.
+    tolerance : float, default 0.02
+        ``"modularity"``: K is the largest k scoring at least
+        ``best - tolerance * |best|``.
 
     Returns
     -------
@@ -232,6 +294,13 @@ def estimate_n_clusters(
     check_positive(text_weight, "text_weight")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer; got {seed!r}")
+    if criterion not in ("modularity", "stability"):
+        raise InputError(f"criterion must be 'modularity' or 'stability'; got {criterion!r}")
+    check_positive(resolution, "resolution")
+    if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
+        raise InputError(f"tolerance={tolerance!r} must be a number in [0, 1)")
+    if criterion == "modularity":
+        return _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolution, tolerance, tic)
 
     n = u.shape[0]
     m = min(n, int(max_samples))
@@ -272,6 +341,116 @@ def estimate_n_clusters(
         "n_init": int(n_init),
         "n_references": int(n_references),
         "subsample_fraction": float(subsample_fraction),
+        "seed": int(seed),
+        "seconds": time.perf_counter() - tic,
+    }
+    return AutoKResult(k=best, candidates=candidates, scores=scores.astype(np.float64), details=details)
+
+
+def _spectral_embedding(x: np.ndarray, n_vectors: int, seed: int) -> np.ndarray:
+    """The leading ``n_vectors`` eigenvectors of the normalised 20-NN graph, rows scaled by 1 / sqrt(degree).
+
+    The graph is :func:`tacluster.cluster.spectral.spectral_cluster`'s (each
+    point joined to itself and its 19 nearest others, symmetrised by
+    ``(A + A.T) / 2``) and the scaling is scikit-learn's ``spectral_embedding``,
+    so k-means on the first k columns is spectral clustering with k clusters;
+    one eigendecomposition serves every k.
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import eigsh
+
+    from tacluster.cluster import neighbours
+
+    n = x.shape[0]
+    k = max(1, min(SPECTRAL_NEIGHBORS - 1, n - 1))
+    nn = neighbours.knn(x, k, seed=seed)
+    rows = np.repeat(np.arange(n), k + 1)
+    cols = np.hstack([np.arange(n)[:, None], nn]).ravel()
+    conn = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    a = (0.5 * (conn + conn.T)).tocsr()
+    d = np.asarray(a.sum(axis=1)).ravel()
+    scale = sparse.diags(1.0 / np.sqrt(d))
+    m = min(n_vectors, n - 1)
+    # v0 fixed: ARPACK's default start vector is random, which would make
+    # the result depend on the global random state.
+    vals, vecs = eigsh(scale @ a @ scale, k=m, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))
+    order = np.argsort(-vals)
+    return np.ascontiguousarray(vecs[:, order] / np.sqrt(d)[:, None], dtype=np.float32)
+
+
+def _modularity_parts(adjacency, labels: np.ndarray) -> tuple[float, float]:
+    """(share of edge weight inside clusters, sum of squared degree shares) of ``labels``."""
+    deg = np.asarray(adjacency.sum(axis=1)).ravel()
+    total = deg.sum()
+    coo = adjacency.tocoo()
+    inside = coo.data[labels[coo.row] == labels[coo.col]].sum() / total
+    share = np.bincount(labels, weights=deg) / total
+    return float(inside), float((share ** 2).sum())
+
+
+def modularity_curves(x: np.ndarray, candidates, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """Raw material of the default criterion, for the search and for tuning (``benchmarks/autok.py``).
+
+    Returns an array of shape ``(n_views, n_candidates, n_graphs, 2)``: for
+    each view (:data:`VIEW_POWERS`) and candidate k, the spectral partition's
+    share of edge weight inside clusters and its sum of squared degree shares
+    on each scoring graph (the :data:`SCORE_NEIGHBORS`-NN graphs of every
+    view, view-major), so the modularity at resolution r is
+    ``out[..., 0] - r * out[..., 1]``. ``x``: unit rows.
+    """
+    from tacluster.cluster.choose_method import _power_view, knn_graph
+
+    candidates = np.asarray(candidates, dtype=np.int64)
+    views = [_power_view(x, p) for p in VIEW_POWERS]
+    graphs = [knn_graph(v, nb, seed=seed) for v in views for nb in SCORE_NEIGHBORS]
+    out = np.zeros((len(views), len(candidates), len(graphs), 2))
+    for i, v in enumerate(views):
+        emb = _spectral_embedding(v, int(candidates.max()), seed)
+        for j, k in enumerate(candidates):
+            fit = _faiss.kmeans(np.ascontiguousarray(emb[:, :k]), int(k), n_init=n_init, seed=_seed(seed, 9, k))
+            # every point to the nearest normalised mean of its view's clusters, as the estimator does
+            means = np.zeros((int(k), v.shape[1]))
+            np.add.at(means, fit.labels, v)
+            labels = np.argmax(v @ _unit(means + 1e-12).T, axis=1)
+            out[i, j] = [_modularity_parts(g, labels) for g in graphs]
+    return out
+
+
+def plateau_choice(scores, candidates, tolerance: float) -> tuple[int, float]:
+    """(the largest candidate scoring at least ``best - tolerance * |best|``, that threshold)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    threshold = float(scores.max() - tolerance * abs(scores.max()))
+    return int(np.asarray(candidates)[np.flatnonzero(scores >= threshold).max()]), threshold
+
+
+def _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolution, tolerance, tic):
+    """The default criterion (module docstring): plateau of the spectral partitions' modularity."""
+    n = u.shape[0]
+    m = min(n, int(max_samples))
+    lo, hi = _check_k_range(k_range, m - 1, n)
+    rng = np.random.default_rng(_seed(seed, 0))
+    search = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+    candidates = np.arange(lo, hi + 1, dtype=np.int64)
+    parts = modularity_curves(_unit(u[search]), candidates, seed=seed, n_init=n_init)
+    per_view = (parts[..., 0] - resolution * parts[..., 1]).mean(axis=2)  # (view, k)
+    scores = per_view.max(axis=0)
+    best, threshold = plateau_choice(scores, candidates, tolerance)
+    details = {
+        "criterion": (f"plateau of kNN-graph modularity (resolution {resolution:g}) of spectral partitions: "
+                      f"the largest k within {tolerance:.0%} of the best score"),
+        "views": [f"feature power {p:g}" for p in VIEW_POWERS],
+        "modularity": {f"feature power {p:g}": [float(v) for v in curve] for p, curve in zip(VIEW_POWERS, per_view)},
+        "argmax_k": int(candidates[int(np.argmax(scores))]),
+        "threshold": threshold,
+        "resolution": float(resolution),
+        "tolerance": float(tolerance),
+        "spectral_neighbors": SPECTRAL_NEIGHBORS,
+        "score_neighbors": list(SCORE_NEIGHBORS),
+        "text_side": text_name,
+        "text_side_used": False,
+        "n_samples": int(n),
+        "n_search": int(m),
+        "n_init": int(n_init),
         "seed": int(seed),
         "seconds": time.perf_counter() - tic,
     }
