@@ -17,6 +17,17 @@ auto`` with ``lite`` = spectral), both ``TextAidedClustering(..., seed 0)``.
     python benchmarks/autok.py --seeds 0 1 2 --out benchmarks/results/autok.json
 
 Prints a markdown table and writes JSON.
+
+``--domains``: the nine sets of ``benchmarks/domains.py`` (fit parts only,
+its split and its cached embeddings): the default criterion's curves
+(:func:`tacluster.cluster.choose_k.modularity_curves`, k in 2..min(30, n/10))
+once per seed, then every member of the rule family (how the two views'
+scores are combined x scoring graphs x resolution x plateau tolerance,
+:data:`FAMILY`) scored by exact / within-2 hits, and the
+leave-one-domain-out check: for each set the member with the most hits on the
+other eight is applied to it. Writes ``autok_domains.json`` / ``.md``::
+
+    python benchmarks/autok.py --domains --seeds 0 1 2 --out docs
 """
 
 from __future__ import annotations
@@ -65,6 +76,81 @@ def method_acc(x: np.ndarray, y: np.ndarray, k: int, method: str) -> float:
     return evaluate_clustering(y, est.labels_)["acc"]
 
 
+#: The rule family of the leave-one-domain-out check: (views combined by, scoring graphs, resolution, tolerance).
+FAMILY = [(comb, graphs, res, tol) for comb in ("max", "power 0.5", "mean") for graphs in ("10-NN", "10+20-NN")
+          for res in (1.0, 1.1, 1.2) for tol in (0.0, 0.01, 0.02, 0.03, 0.04, 0.05)]
+#: The package's member (choose_k: RESOLUTION, TOLERANCE, both views' better score, 10- and 20-NN graphs).
+DEFAULT_MEMBER = ("max", "10+20-NN", 1.1, 0.02)
+
+
+def family_pick(parts: np.ndarray, candidates: np.ndarray, member) -> int:
+    """K chosen by one member of :data:`FAMILY` from ``modularity_curves``' output."""
+    from tacluster.cluster.choose_k import plateau_choice
+
+    comb, graphs, res, tol = member
+    cols = [0, 2] if graphs == "10-NN" else [0, 1, 2, 3]  # graphs are view-major: (raw 10, raw 20, pow 10, pow 20)
+    q = (parts[:, :, cols, 0] - res * parts[:, :, cols, 1]).mean(axis=2)  # (view, k)
+    score = q.max(axis=0) if comb == "max" else q[1] if comb == "power 0.5" else q.mean(axis=0)
+    return plateau_choice(score, candidates, tol)[0]
+
+
+def domains_lodo(seeds: list[int], out: str) -> dict:
+    """``--domains``: curves on the nine fit parts, the family's hits and the leave-one-domain-out check."""
+    import statistics
+
+    from domains import SETS, SHARED, load_domain
+
+    from tacluster.cluster.choose_k import modularity_curves
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import default_cache_dir
+
+    bb = load_backbone("lite", device="cpu")
+    picks: dict[str, dict] = {}
+    for name, limit in SETS:
+        d = load_domain(name, limit, bb, default_cache_dir(), Path.home() / ".cache" / "tacluster" / "datasets", SHARED)
+        u = d["u_fit"] / np.linalg.norm(d["u_fit"], axis=1, keepdims=True)
+        cand = np.arange(2, min(30, len(u) // 10) + 1)
+        t = time.perf_counter()
+        curves = [modularity_curves(u.astype(np.float32), cand, seed=s) for s in seeds]
+        secs = (time.perf_counter() - t) / len(seeds)
+        picks[name] = {"true_k": d["k"], "n_fit": len(u), "curve_seconds": secs,
+                       "k": {str(m): [family_pick(c, cand, m) for c in curves] for m in FAMILY}}
+        print(f"{name:15s} true {d['k']:2d} default {picks[name]['k'][str(DEFAULT_MEMBER)]} ({secs:.1f} s per seed)",
+              file=sys.stderr, flush=True)
+
+    def hits(member, sets):
+        ex = sum(statistics.fmean(k == picks[s]["true_k"] for k in picks[s]["k"][str(member)]) for s in sets)
+        near = sum(statistics.fmean(abs(k - picks[s]["true_k"]) <= 2 for k in picks[s]["k"][str(member)])
+                   for s in sets)
+        return ex, near
+
+    sets = list(picks)
+    lodo, rows = {}, []
+    for s in sets:
+        others = [x for x in sets if x != s]
+        member = max(FAMILY, key=lambda m: (sum(hits(m, others)), -FAMILY.index(m)))  # first on ties
+        ks = picks[s]["k"][str(member)]
+        lodo[s] = {"member": list(member), "others_hits": hits(member, others), "k": ks}
+        rows.append([s, picks[s]["true_k"], ", ".join(map(str, member)), "%.1f / %.1f" % hits(member, others),
+                     ", ".join(map(str, ks)), ", ".join(map(str, picks[s]["k"][str(DEFAULT_MEMBER)]))])
+    ex = sum(statistics.fmean(k == picks[s]["true_k"] for k in lodo[s]["k"]) for s in sets)
+    near = sum(statistics.fmean(abs(k - picks[s]["true_k"]) <= 2 for k in lodo[s]["k"]) for s in sets)
+    dex, dnear = hits(DEFAULT_MEMBER, sets)
+    rows.append(["**exact / within ±2** (mean over seeds)", "", "", "", f"{ex:.1f} / {near:.1f}",
+                 f"{dex:.1f} / {dnear:.1f}"])
+    table = markdown_table(["held-out set", "true K", "member fixed on the other eight (views, graphs, resolution, "
+                            "tolerance)", "its hits there: exact / ±2", "K chosen (seeds)",
+                            f"package default {DEFAULT_MEMBER}"], rows)
+    md = (f"### Auto-K leave-one-domain-out (fit parts, seeds {seeds}; family of {len(FAMILY)} members)\n\n"
+          f"{table}\n")
+    print(md)
+    payload = {"environment": environment(), "seeds": seeds, "family": [list(m) for m in FAMILY],
+               "default_member": list(DEFAULT_MEMBER), "picks": picks, "lodo": lodo, "markdown": md}
+    write_json(Path(out) / "autok_domains.json", payload)
+    (Path(out) / "autok_domains.md").write_text(md)
+    return payload
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emb", default=None,
@@ -72,8 +158,13 @@ def main(argv=None) -> dict:
                          "data, CIFAR-10 300 per class and 15-Scene, through the cache)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="auto-K seeds (default 0)")
     ap.add_argument("--k-max", type=int, default=30)
-    ap.add_argument("--out", default="benchmarks/results/autok.json")
+    ap.add_argument("--out", default="benchmarks/results/autok.json",
+                    help="JSON file (with --domains: a folder)")
+    ap.add_argument("--domains", action="store_true",
+                    help="the nine sets' fit parts: rule family and leave-one-domain-out check (see above)")
     args = ap.parse_args(argv)
+    if args.domains:
+        return domains_lodo(args.seeds, args.out)
 
     rows, records = [], []
     for name, u, j, y in cases(args.emb):

@@ -42,7 +42,7 @@ mean and the worst per-set difference. Methods (``METHODS``):
 
 The last column (``--auto-k-seeds``, default 1 seed) is ``--k auto`` with the
 default method: the K estimated on the fit part (:mod:`tacluster.cluster.choose_k`,
-searched in 2..30 and capped at sqrt(n / 2) by the estimator) and the held-out
+searched in 2..30 and capped at n / 10 by the estimator) and the held-out
 ACC at that K; the summary cell counts the sets where it was exact / within 2.
 
 **Leave-one-domain-out check of the choice rule** (always run): the rule
