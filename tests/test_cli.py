@@ -195,6 +195,7 @@ def test_k_auto_writes_its_search_to_run_json(run, tmp_path):
     n = sum(c["size"] for c in clusters["clusters"])
     assert auto["candidates"] == list(range(2, min(30, n // 10) + 1))  # at least 10 images per cluster
     assert clusters["n_clusters"] == auto["chosen"] == len(clusters["clusters"])
+    assert auto["criterion"].startswith("plateau of kNN-graph modularity")  # the criterion that chose, by name
     assert (out / "auto_k.png").is_file()
 
 
