@@ -23,6 +23,22 @@ ImageNet-1K batch of 8,192.
     python benchmarks/scale.py --n 50000 200000 --out benchmarks/results/scale.json
     python benchmarks/scale.py --n 1281167 --paths large --no-knn --out benchmarks/results/scale-1.28M.json
 
+Curve mode (``--curve``): time and peak RSS of what a user runs, one fresh
+process per point (so each peak is that point's own), from 10k to 1.28 M:
+
+* ``estimator-no-train``: ``TextAidedClustering(K, method="no-train").fit_predict(u, bank, nouns)``
+  on the world above (d = ``--dim``); the peak includes the input.
+* ``estimator-auto``: ``TextAidedClustering(K, method="auto").fit_predict(u)``, the
+  offline backbone's default (image side only; use ``--dim 1280``, lite's visual width).
+* ``cli-embeddings``: ``tacluster cluster --embeddings visual.npy --joint-embeddings
+  joint.npy --backbone lite --k K`` (default method, report included) on a world
+  written as float16 ``.npy`` files by a separate process first (1280-d visual
+  features; 1000-d joint vectors sqrt(p) of a class-probability vector, as lite makes).
+
+    python benchmarks/scale.py --curve estimator-no-train --n 10000 50000 100000 200000 --out benchmarks/results/curve-no-train.json
+    python benchmarks/scale.py --curve estimator-auto --dim 1280 --n 10000 100000 200000 --out benchmarks/results/curve-auto.json
+    python benchmarks/scale.py --curve cli-embeddings --n 10000 100000 200000 --out benchmarks/results/curve-cli.json
+
 Every stage appends to the JSON as soon as it finishes (a long run that is
 stopped still leaves its numbers), with the load average at that moment:
 timings on a shared machine are only comparable at similar load.
@@ -31,6 +47,7 @@ timings on a shared machine are only comparable at similar load.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -157,6 +174,120 @@ def knn_and_training(u, s, labels, k, rec: Recorder, args):
     rec.note(train_samples_per_s=round(rate), train_100_epochs_1_28M_hours=round(100 * 1_281_167 / rate / 3600, 2))
 
 
+CURVES = ("estimator-no-train", "estimator-auto", "cli-embeddings")
+
+
+def lite_world(n: int, k: int, folder: Path, *, noise: float, seed: int = 0, block: int = 65536) -> None:
+    """visual.npy (n, 1280) and joint.npy (n, 1000) float16, labels.npy: what lite makes, in miniature.
+
+    Class y has a random visual direction and one ImageNet class c_y; an image's
+    joint vector is sqrt(softmax(4 e_{c_y} + g)) (g Gaussian), lite's sqrt(p)."""
+    from numpy.lib.format import open_memmap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal((k, 1280)).astype(np.float32)
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    imagenet_class = rng.permutation(1000)[np.arange(k) % 1000]
+    labels = rng.integers(0, k, n)
+    vis = open_memmap(folder / "visual.npy", mode="w+", dtype=np.float16, shape=(n, 1280))
+    joint = open_memmap(folder / "joint.npy", mode="w+", dtype=np.float16, shape=(n, 1000))
+    for sl in iter_blocks(n, block):
+        y = labels[sl]
+        x = centre[y] + np.float32(noise / np.sqrt(1280)) * rng.standard_normal((len(y), 1280), dtype=np.float32)
+        vis[sl] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        logits = rng.standard_normal((len(y), 1000), dtype=np.float32)
+        logits[np.arange(len(y)), imagenet_class[y]] += 4.0
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        joint[sl] = np.sqrt(p / p.sum(axis=1, keepdims=True))
+    vis.flush(), joint.flush()
+    np.save(folder / "labels.npy", labels)
+
+
+def curve_point(mode: str, n: int, args) -> dict:
+    """One point of the curve, in this (fresh) process: seconds, peak RSS, ACC."""
+    import tempfile
+
+    load_before = os.getloadavg()[0]
+    rec: dict = {"mode": mode, "n": n, "k": args.k}
+    if mode.startswith("estimator"):
+        from tacluster.estimator import TextAidedClustering
+
+        t = time.perf_counter()
+        n_nouns = args.nouns if mode == "estimator-no-train" else 4 * args.k
+        u, labels, bank = frugal_world(n, args.k, args.dim, n_nouns, noise=args.noise, seed=0)
+        rec.update(dim=args.dim, world_s=round(time.perf_counter() - t, 1), world_rss_mb=round(peak_rss_mb()))
+        method = mode.split("-", 1)[1]
+        est = TextAidedClustering(args.k, method, random_state=0)
+        t = time.perf_counter()
+        if method == "no-train":
+            pred = est.fit_predict(u, bank, [f"noun{i}" for i in range(len(bank))])
+        else:
+            pred = est.fit_predict(u)
+        rec["seconds"] = round(time.perf_counter() - t, 1)
+        rec["stages_s"] = {k: round(v, 1) for k, v in est.timings_.items()}
+        if est.choice_ is not None:
+            rec["choice"] = {"method": est.choice_.method, "scores": est.choice_.scores}
+    else:
+        from tacluster.run.cli import main as cli_main
+        from tacluster.run.tables import read_assignments
+
+        folder = Path(args.workdir) / f"world-{n}"
+        if not (folder / "labels.npy").exists():
+            raise SystemExit(f"no world in {folder}; the parent writes it first")
+        labels = np.load(folder / "labels.npy")
+        out = Path(tempfile.mkdtemp(dir=args.workdir, prefix=f"run-{n}-"))
+        t = time.perf_counter()
+        rc = cli_main(["cluster", "--embeddings", str(folder / "visual.npy"), "--joint-embeddings",
+                       str(folder / "joint.npy"), "--backbone", "lite", "--k", str(args.k), "--out", str(out),
+                       "--overwrite", "--quiet", "--device", "cpu"])
+        rec["seconds"] = round(time.perf_counter() - t, 1)
+        run = json.loads((out / "run.json").read_text())
+        rec["stages_s"] = {k: round(v, 1) for k, v in run.get("timings_s", {}).items()}
+        rec["rc"] = rc
+        rec["run_dir_mb"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1)
+        rows, pred, _ = read_assignments(out)
+        pred = np.asarray(pred)
+        order = np.argsort([int(r.split("-")[-1]) for r in rows])
+        pred = pred[order]
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    rec["peak_rss_mb"] = round(peak_rss_mb())
+    rec["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    rec["metrics"] = evaluate_clustering(labels, pred)
+    return rec
+
+
+def run_curve(args) -> dict:
+    import subprocess
+
+    out = Path(args.out)
+    payload = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
+               "environment": environment(), "settings": vars(args), "points": []}
+    for n in args.n:
+        if args.curve == "cli-embeddings":
+            t = time.perf_counter()
+            folder = Path(args.workdir) / f"world-{n}"
+            if not (folder / "labels.npy").exists():
+                subprocess.run([sys.executable, __file__, "--write-lite-world", "--n", str(n), "--k", str(args.k),
+                                "--noise", str(args.noise), "--workdir", args.workdir], check=True)
+            print(f"n={n}: world files {time.perf_counter() - t:.1f}s", flush=True)
+        cmd = [sys.executable, __file__, "--curve-point", args.curve, "--n", str(n), "--k", str(args.k),
+               "--dim", str(args.dim), "--nouns", str(args.nouns), "--noise", str(args.noise), "--workdir", args.workdir]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            payload["points"].append({"mode": args.curve, "n": n, "error": res.stderr[-2000:]})
+        else:
+            payload["points"].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        write_json(out, payload)
+        print(json.dumps(payload["points"][-1]), flush=True)
+    rows = [[p["n"], p.get("seconds", "error"), p.get("peak_rss_mb", ""), p.get("metrics", {}).get("acc", ""),
+             p.get("load_avg_1min", "")] for p in payload["points"]]
+    print(markdown_table(["N", "seconds", "peak RSS MB", "ACC", "load before/after"], rows))
+    return payload
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[50_000, 200_000])
@@ -171,7 +302,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-knn", action="store_true", help="skip neighbour search and training throughput")
     ap.add_argument("--train-steps", type=int, default=8)
     ap.add_argument("--out", default="benchmarks/results/scale.json")
+    ap.add_argument("--curve", choices=CURVES, default=None, help="time and peak RSS per N, one process each")
+    ap.add_argument("--curve-point", choices=CURVES, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--write-lite-world", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--workdir", default="/tmp/tacluster-scale", help="where cli-embeddings writes its worlds and runs")
     args = ap.parse_args(argv)
+    if args.write_lite_world:
+        lite_world(args.n[0], args.k, Path(args.workdir) / f"world-{args.n[0]}", noise=args.noise)
+        return {}
+    if args.curve_point:
+        print(json.dumps(curve_point(args.curve_point, args.n[0], args), default=float))
+        return {}
+    if args.curve:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        return run_curve(args)
     out = Path(args.out)
     payload = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "environment": environment(), "settings": vars(args), "runs": {}}

@@ -34,11 +34,21 @@ def joint_rows(parts: Sequence[np.ndarray], rows, weights: Sequence[float] | Non
     ndarray of shape (n_rows, sum of part widths), float32
     """
     weights = [1.0] * len(parts) if weights is None else list(weights)
-    blocks = []
+    if len(parts) == 1:
+        b = np.asarray(parts[0][rows], dtype=np.float32)
+        return np.ascontiguousarray(b if weights[0] == 1.0 else b * np.float32(weights[0]))
+    # Several parts: each written into one output (no per-part copies beside it).
+    first = parts[0][rows]
+    out = np.empty((first.shape[0], sum(p.shape[1] for p in parts)), dtype=np.float32)
+    col = 0
     for part, w in zip(parts, weights):
-        b = np.asarray(part[rows], dtype=np.float32)
-        blocks.append(b if w == 1.0 else b * np.float32(w))
-    return np.ascontiguousarray(blocks[0] if len(blocks) == 1 else np.hstack(blocks))
+        b = first if col == 0 else part[rows]
+        dst = out[:, col:col + part.shape[1]]
+        dst[...] = b
+        if w != 1.0:
+            dst *= np.float32(w)
+        col += part.shape[1]
+    return out
 
 
 def check_parts(parts: Sequence[np.ndarray]) -> int:

@@ -7,37 +7,67 @@ import numpy as np
 from tacluster.errors import InputError
 
 
+#: Rows per block of the input checks (a 65536 x 1280 float32 block is 335 MB).
+CHECK_BLOCK_ROWS = 65_536
+
+#: Rows whose float32 norm is within this of 1 are already unit norm: a
+#: float32 array normalised anywhere (in float32 or float64) lands within a
+#: few 1e-7, and dividing by such a norm moves each value by about one ulp.
+UNIT_NORM_TOLERANCE = 1e-5
+
+
 def as_float_matrix(x, name: str, *, normalise: bool = True) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 matrix, optionally L2-normalised.
+
+    No full-size temporaries: the checks run in blocks of
+    :data:`CHECK_BLOCK_ROWS` rows. A C-contiguous float32 input whose rows are
+    all unit norm already (within :data:`UNIT_NORM_TOLERANCE`) is returned as
+    it is, not copied (at 1.28 M x 512 a copy is 2.6 GB); it is never written
+    to. Anything else is normalised into one new float32 array, block by
+    block, with the same values as normalising it whole.
 
     Raises :class:`InputError` naming ``name`` when ``x`` is not 2-D, is empty,
     holds NaN/inf, or (when normalising) has an all-zero row.
     """
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{name} must be a numeric array; got {type(x).__name__} ({exc})") from None
-    if arr.ndim != 2:
-        raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InputError(f"{name} is empty (shape {arr.shape}); nothing to cluster")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    if not (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float16, np.float64)):
+        try:
+            x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name} must be a numeric array; got {type(x).__name__} ({exc})") from None
+    if x.ndim != 2:
+        raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"{name} is empty (shape {x.shape}); nothing to cluster")
+    n = x.shape[0]
+    norms = np.empty(n, dtype=np.float32)
+    bad = []
+    for start in range(0, n, CHECK_BLOCK_ROWS):
+        block = np.asarray(x[start:start + CHECK_BLOCK_ROWS], dtype=np.float32)
+        bad.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
+        if normalise and not bad[-1].size:
+            norms[start:start + len(block)] = np.linalg.norm(block, axis=1)
+    bad = np.concatenate(bad)
+    if bad.size:
         raise InputError(
             f"{name} has {bad.size} row(s) with NaN or inf values (first: row {bad[0]}); "
             "drop or re-embed those samples"
         )
-    if normalise:
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        if (norms == 0).any():
-            bad = np.flatnonzero(norms[:, 0] == 0)
-            raise InputError(
-                f"{name} has {bad.size} all-zero row(s) (first: row {bad[0]}); "
-                "they have no direction to compare; drop them"
-            )
-        arr = arr / norms
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    same = x.dtype == np.float32 and x.flags.c_contiguous
+    if not normalise:
+        return x if same else np.ascontiguousarray(x, dtype=np.float32)
+    if (norms == 0).any():
+        bad = np.flatnonzero(norms == 0)
+        raise InputError(
+            f"{name} has {bad.size} all-zero row(s) (first: row {bad[0]}); "
+            "they have no direction to compare; drop them"
+        )
+    if same and np.abs(norms - 1.0).max() <= UNIT_NORM_TOLERANCE:
+        return x
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, n, CHECK_BLOCK_ROWS):
+        stop = min(start + CHECK_BLOCK_ROWS, n)
+        out[start:stop] = np.asarray(x[start:stop], dtype=np.float32) / norms[start:stop, None]
+    return out
 
 
 def check_n_clusters(n_clusters, n_samples: int) -> int:
