@@ -126,17 +126,52 @@ def test_hnsw_neighbours_match_exact_and_exclude_self(world):
         neighbours.knn_hnsw(u, 2000)
 
 
-def test_training_accepts_float16_features_without_upcasting(world):
-    from tacluster.cluster import neighbours
-    from tacluster.train.loop import TrainSettings, _feature_tensor, train_heads
+def test_inputs_already_unit_rows_are_used_as_given_others_normalised_in_blocks(monkeypatch):
+    from tacluster import _validation
 
-    u = world.image_embeddings[:1000]
-    assert _feature_tensor(u.astype(np.float16)).dtype == torch.float16  # no float32 copy kept
-    nn = neighbours.knn(u, 10, method="exact")
-    quick = TrainSettings(n_epochs=1, min_steps=10, batch_size=256)
-    h32 = train_heads(u, u, nn, nn, 10, quick, seed=0).history
-    h16 = train_heads(u.astype(np.float16), u.astype(np.float16), nn, nn, 10, quick, seed=0).history
-    assert abs(h32[-1]["loss"] - h16[-1]["loss"]) < 1e-2
+    monkeypatch.setattr(_validation, "CHECK_BLOCK_ROWS", 7)  # several blocks on 50 rows
+    x = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32) * 3
+    got = _validation.as_float_matrix(x, "x")
+    np.testing.assert_array_equal(got, x / np.linalg.norm(x, axis=1, keepdims=True))  # same values as whole
+    assert _validation.as_float_matrix(got, "x") is got  # unit rows: no copy
+    np.testing.assert_array_equal(_validation.as_float_matrix(x.astype(np.float16), "x"),
+                                  _validation.as_float_matrix(x.astype(np.float16).astype(np.float32), "x"))
+    x[[9, 30]] = np.nan
+    with pytest.raises(InputError, match=r"has 2 row\(s\) with NaN or inf values \(first: row 9\)"):
+        _validation.as_float_matrix(x, "x")
+
+
+def test_power_view_rows_equal_the_whole_view_and_landmarks_read_it_in_blocks():
+    from tacluster._blocks import PowerRows, power_normalise
+    from tacluster.cluster.spectral import landmark_spectral_cluster
+
+    w = make_world(2000, 4, 32, 100, noise=1.0, seed=1)
+    whole = power_normalise(w.image_embeddings, 0.5)
+    view = PowerRows(w.image_embeddings, 0.5)
+    np.testing.assert_array_equal(view[100:300], whole[100:300])
+    np.testing.assert_array_equal(np.asarray(view), whole)
+    # 2,000 rows > 256 per cluster x 4: the embedding's k-means is fitted on a sample, every row assigned in blocks
+    a = landmark_spectral_cluster(view, 4, n_landmarks=200, block=300)
+    np.testing.assert_array_equal(a, landmark_spectral_cluster(whole, 4, n_landmarks=200))
+    assert adjusted_rand_score(w.labels, a) > 0.9
+
+
+def test_default_method_on_the_large_path_fit_and_predict_agree(monkeypatch):
+    """method="auto" with large_scale (forced on 1,500 rows): every candidate on its large
+    form (spectral-pow through a per-block power view), scored on sampled rows; predict
+    assigns every fitted row as fit did."""
+    import importlib
+
+    from tacluster.estimator import TextAidedClustering
+
+    monkeypatch.setattr(importlib.import_module("tacluster.cluster.choose_method"), "SCORE_SAMPLE", 600)
+    w = make_world(1500, 3, 32, 100, noise=1.0, seed=2)
+    est = TextAidedClustering(3, "auto", random_state=0, large_scale=True).fit(w.image_embeddings)
+    assert est.choice_.details["scored_rows"] == 600
+    np.testing.assert_array_equal(est.predict(w.image_embeddings), est.labels_)
+    pow_ = TextAidedClustering(3, "spectral", feature_power=0.5, random_state=0, large_scale=True)
+    np.testing.assert_array_equal(pow_.fit(w.image_embeddings).predict(w.image_embeddings), pow_.labels_)
+    assert adjusted_rand_score(w.labels, pow_.labels_) > 0.9
 
 
 @pytest.mark.parametrize("method", ["kmeans", "no-train", "tac"])

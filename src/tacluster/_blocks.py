@@ -68,3 +68,42 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
         return np.arange(n)
     # Sorted, so memory-mapped parts are read front to back.
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def power_normalise(x: np.ndarray, power: float) -> np.ndarray:
+    """``sign(x) * |x| ** power``, rows L2-normalised, float32 (``x`` itself at power 1)."""
+    if power == 1.0:
+        return x
+    v = np.sign(x) * np.abs(x) ** power
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class PowerRows:
+    """The power-normalised view of an (N, d) array, computed for the rows asked for.
+
+    Indexing (``view[rows]``, a slice or an index array) returns
+    :func:`power_normalise` of those rows only, with the same values as
+    normalising the whole array: at 1.28 M x 1280 the full view would be a
+    second 6.6 GB array beside the input. Every blocked pass
+    (:func:`joint_rows`, ``assign``, landmarks) reads it like an array;
+    ``np.asarray(view)`` materialises it.
+    """
+
+    def __init__(self, base: np.ndarray, power: float):
+        self.base, self.power = base, float(power)
+        self.shape, self.ndim, self.dtype = base.shape, 2, np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, tuple):
+            raise TypeError("PowerRows takes row indices only")
+        return power_normalise(np.asarray(self.base[rows], dtype=np.float32), self.power)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, dtype=np.float32)
+        for sl in iter_blocks(self.shape[0]):
+            out[sl] = self[sl]
+        return out if dtype is None else out.astype(dtype, copy=False)

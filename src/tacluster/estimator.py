@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
-from tacluster._blocks import iter_blocks
+from tacluster._blocks import PowerRows, iter_blocks, power_normalise
 from tacluster._validation import (
     as_float_matrix,
     check_choice,
@@ -307,10 +307,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         u_in = as_float_matrix(image_embeddings, "image_embeddings")
         self.choice_ = None
         self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
-        u = self._image_view(u_in)
-        n, seed = u.shape[0], self._seed()
-        k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
+        n, seed = u_in.shape[0], self._seed()
         large = self.large_scale_ = use_large_scale(n, self.large_scale)
+        # On the large-N path the power view is computed per block of rows, never whole.
+        u = self._image_view(u_in, lazy=large)
+        k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
         self._reset_fitted(u)
         if self.method == "auto":
             self._fit_auto(u_in, k, seed, timings)
@@ -393,7 +394,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     def _fit_spectral(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
         tic = time.perf_counter()
         if large:  # the exact graph's eigensolver cannot finish at this size (docs/scaling.md)
-            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=self.kmeans_n_init)
+            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=1, n_iter=self._kmeans_iter(large))
         else:
             labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
                                       n_init=self.kmeans_n_init)
@@ -567,17 +568,17 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
             )
 
-    def _image_view(self, u: np.ndarray) -> np.ndarray:
-        """``u`` after the ``feature_power`` normalisation (``u`` itself at 1)."""
+    def _image_view(self, u: np.ndarray, *, lazy: bool = False):
+        """``u`` after the ``feature_power`` normalisation (``u`` itself at 1);
+        ``lazy``: a :class:`tacluster._blocks.PowerRows` view (same values, computed per block)."""
         p = float(getattr(self, "feature_power_", self.feature_power))
         if p == 1.0:
             return u
-        v = np.sign(u) * np.abs(u) ** p
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+        return PowerRows(u, p) if lazy else power_normalise(u, p)
 
     def _inputs_for_predict(self, image_embeddings, joint_embeddings):
-        u = self._image_view(as_float_matrix(image_embeddings, "image_embeddings"))
+        # Only blocked passes (assign, the head) read u here: the power view is never materialised.
+        u = self._image_view(as_float_matrix(image_embeddings, "image_embeddings"), lazy=True)
         if u.shape[1] != self.n_features_in_:
             raise InputError(
                 f"image_embeddings have width {u.shape[1]} but the model was fitted on width "

@@ -54,6 +54,10 @@ N_NEIGHBORS = 10
 MARGIN = 0.02
 #: The TAC candidate offered when a text side is given.
 TEXT_CANDIDATE = ("tac-no-train", {"method": "no-train", "text_weight": "auto"})
+#: On the large-N path (``large_scale``) the partitions are scored on this many
+#: sampled images (the kNN graph among them): the graphs of all 1.28 M images
+#: would be two neighbour searches of ~40 min each on 2 cores (docs/scaling.md).
+SCORE_SAMPLE = 30_000
 CRITERION = (f"modularity of the partition on the symmetrised {N_NEIGHBORS}-NN graph of the image features "
              "(mean over the raw and power-normalised views); spectral kept unless another candidate scores over 2 % higher "
              "(tacluster.cluster.choose_method)")
@@ -177,24 +181,32 @@ def choose_method(
     if reference not in cands:
         raise ValueError(f"reference candidate {reference!r} is not among {sorted(cands)}")
     shared = dict(estimator_params or {})
+    from tacluster._blocks import sample_rows
+    from tacluster.estimator import use_large_scale
+
+    n = u.shape[0]
+    # Rows the partitions are scored on: all of them, or a sample on the large-N path.
+    scored = sample_rows(n, SCORE_SAMPLE, seed) if use_large_scale(n, shared.get("large_scale", "auto")) else np.arange(n)
+    u_scored = u if len(scored) == n else u[scored]
     fitted: dict[str, TextAidedClustering] = {}
     for name, params in cands.items():
         fitted[name] = TextAidedClustering(k, **{**shared, **params, "random_state": seed}).fit(u)
     powers = sorted({float(p.get("feature_power", 1.0)) for p in cands.values()} | {1.0}, reverse=True)
-    scores = partition_scores(u, {name: est.labels_ for name, est in fitted.items()}, powers=powers,
+    scores = partition_scores(u_scored, {name: est.labels_[scored] for name, est in fitted.items()}, powers=powers,
                               n_neighbors=n_neighbors, seed=seed)
     best = max(scores, key=lambda name: (scores[name], name == reference))
     if best != reference and scores[best] <= scores[reference] + margin * abs(scores[reference]):
         best = reference
     reason = (f"{best}: modularity {scores[best]:.4f}" + (
         "" if best == reference else f" > {reference}'s {scores[reference]:.4f} by more than {margin:.1%}"))
-    details: dict = {"n_neighbors": n_neighbors, "views_feature_power": powers, "margin": margin}
+    details: dict = {"n_neighbors": n_neighbors, "views_feature_power": powers, "margin": margin,
+                     "scored_rows": int(len(scored))}
     if noun_embeddings is not None:
         tname, tparams = TEXT_CANDIDATE
         est = TextAidedClustering(k, **{**shared, **tparams, "random_state": seed})
         est.fit(u, noun_embeddings, nouns, joint_embeddings=joint_embeddings)
         trust = est.trust_
-        scores[tname] = partition_scores(u, {tname: est.labels_}, powers=powers, n_neighbors=n_neighbors,
+        scores[tname] = partition_scores(u_scored, {tname: est.labels_[scored]}, powers=powers, n_neighbors=n_neighbors,
                                          seed=seed)[tname]
         details["text_weight"] = float(est.text_weight_)
         details["text_relatedness"] = None if trust is None else round(float(trust.relatedness), 4)

@@ -127,7 +127,8 @@ def soft_assign(features: np.ndarray, centroids: np.ndarray, temperature: float 
 def normalised_means(features: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
     """Unit-norm mean of each cluster's rows, shape (n_clusters, d) (zero rows stay zero)."""
     sums = np.zeros((n_clusters, features.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, features)
+    for sl in iter_blocks(features.shape[0]):  # row order kept: the same sums as one pass
+        np.add.at(sums, labels[sl], np.asarray(features[sl]))
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 

@@ -52,6 +52,7 @@ def landmark_spectral_cluster(
     n_nearest: int = 5,
     seed: int = 0,
     n_init: int = 10,
+    n_iter: int = 300,
     block: int = 65_536,
 ) -> np.ndarray:
     """Spectral clustering through landmarks (LSC-K, Chen & Cai 2011): linear in N.
@@ -67,20 +68,24 @@ def landmark_spectral_cluster(
 
     Parameters
     ----------
+    features : ndarray of shape (n_samples, d), unit rows; may be memory-mapped or
+        a :class:`tacluster._blocks.PowerRows` view (only sampled rows and blocks are read)
     n_landmarks : default ``max(1000, 3 * n_clusters)``, capped at N / 4
+    n_init, n_iter : restarts and iteration cap of the k-means on the embedding
     """
     import faiss
     from scipy import sparse
 
-    x = np.ascontiguousarray(features, dtype=np.float32)
+    x = features  # an array, a memmap or a PowerRows view: read by sampled rows and blocks only
     n, d = x.shape
     if n_clusters >= n:
         return np.arange(n, dtype=np.int64)
     p = n_landmarks or max(1000, 3 * n_clusters)
     p = int(max(n_clusters + 1, min(p, n // 4 if n >= 4 * (n_clusters + 1) else n)))
     rng = np.random.default_rng(seed)
-    sample = x[np.sort(rng.choice(n, size=min(n, 20 * p), replace=False))]
+    sample = np.ascontiguousarray(x[np.sort(rng.choice(n, size=min(n, 20 * p), replace=False))], dtype=np.float32)
     landmarks = _faiss.kmeans(sample, p, n_iter=10, n_init=1, seed=seed, spherical=True).centroids
+    del sample
     landmarks = landmarks / np.maximum(np.linalg.norm(landmarks, axis=1, keepdims=True), 1e-12)
     index = faiss.IndexFlatIP(d)
     index.add(np.ascontiguousarray(landmarks, dtype=np.float32))
@@ -88,17 +93,35 @@ def landmark_spectral_cluster(
     sims = np.empty((n, r), dtype=np.float32)
     idx = np.empty((n, r), dtype=np.int64)
     for start in range(0, n, block):
-        sims[start:start + block], idx[start:start + block] = index.search(x[start:start + block], r)
+        rows = np.ascontiguousarray(x[start:start + block], dtype=np.float32)
+        sims[start:start + block], idx[start:start + block] = index.search(rows, r)
     dist = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
+    del sims
     sigma = max(float(dist[:, -1].mean()), 1e-6)
     w = np.exp(-(dist ** 2) / (2 * sigma ** 2))
     w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
     z = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), r), idx.ravel())), shape=(n, p))
+    del w, dist, idx
     col = np.asarray(z.sum(axis=0)).ravel()
     z = z @ sparse.diags(1.0 / np.sqrt(np.maximum(col, 1e-12)))
     gram = (z.T @ z).toarray()
     values, vectors = np.linalg.eigh(gram)  # ascending
     top = np.argsort(values)[::-1][:n_clusters]
     sv = np.sqrt(np.maximum(values[top], 1e-12))
-    embedding = np.asarray(z @ (vectors[:, top] / sv), dtype=np.float32)
-    return _faiss.kmeans(embedding, n_clusters, n_init=n_init, seed=seed).labels.astype(np.int64)
+    projection = vectors[:, top] / sv
+
+    def embedding(rows) -> np.ndarray:  # rows of the (N, K) spectral embedding, float32
+        return np.asarray(z[rows] @ projection, dtype=np.float32)
+
+    # The k-means on the embedding: on all rows up to 256 points per cluster
+    # (as cluster.kmeans.sampled_kmeans), else on that many sampled rows; then
+    # every row goes to its nearest centroid, block by block, so the (N, K)
+    # embedding is never held whole (1.28 M x 1000 would be 5 GB, 10 in float64).
+    fit_rows = np.arange(n) if n <= 256 * n_clusters else np.sort(rng.choice(n, 256 * n_clusters, replace=False))
+    fit = _faiss.kmeans(embedding(fit_rows), n_clusters, n_init=n_init, n_iter=n_iter, seed=seed)
+    if len(fit_rows) == n:
+        return fit.labels.astype(np.int64)
+    labels = np.empty(n, dtype=np.int64)
+    for start in range(0, n, block):
+        labels[start:start + block] = _faiss.assign(embedding(slice(start, start + block)), fit.centroids)
+    return labels

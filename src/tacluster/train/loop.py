@@ -164,9 +164,9 @@ def _epoch(f, g, opt, views, neighbours, gen, bs: int, steps: int, cfg: TrainSet
     sums = torch.zeros(4, device=dev)  # loss, distill, consistency, entropy
     for step in range(steps):
         idx = perm[step * bs : (step + 1) * bs]
-        p, q = f(u[idx].float()), g(s[idx].float())
-        p_n = f(u[nn_u[idx, picks[0, idx]]].float())
-        q_n = g(s[nn_s[idx, picks[1, idx]]].float())
+        p, q = f(u[idx]), g(s[idx])
+        p_n = f(u[nn_u[idx, picks[0, idx]]])
+        q_n = g(s[nn_s[idx, picks[1, idx]]])
         l_dis = cluster_contrastive_loss(p, q_n, cfg.temperature) + cluster_contrastive_loss(q, p_n, cfg.temperature)
         l_con = consistency_loss(p, q)
         ent = balance_entropy(p) + balance_entropy(q)
@@ -179,15 +179,10 @@ def _epoch(f, g, opt, views, neighbours, gen, bs: int, steps: int, cfg: TrainSet
 
 
 def _feature_tensor(x: np.ndarray) -> torch.Tensor:
-    """Features as a tensor without a float32 copy of float16 input.
-
-    float16 (e.g. a memory-mapped large-N array, tacluster._large) stays
-    float16 and each batch is cast to float32 after the gather: at 1.28 M x 512
-    that keeps 1.3 GB per array instead of 2.6 GB. float32 input is shared, not copied.
-    """
-    dtype = np.float16 if np.asarray(x).dtype == np.float16 else np.float32
-    arr = np.ascontiguousarray(x, dtype=dtype)
-    if not arr.flags.writeable:  # read-only memmap: torch wants a writable buffer; copy once at the small dtype
+    """Features as a float32 tensor sharing the array's memory (the estimator
+    passes float32 unit rows; a read-only memmap is copied once)."""
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if not arr.flags.writeable:  # torch wants a writable buffer
         arr = arr.copy()
     return torch.from_numpy(arr)
 
