@@ -346,3 +346,62 @@ def test_readers_stream_in_blocks_and_normalise_rows(tmp_path, monkeypatch):
     emb = ext.open_embeddings(many)
     assert emb.paths == paths
     np.testing.assert_allclose(emb.load(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_predict_with_confidence_is_the_argmax_and_max_of_predict_proba(world):
+    from tacluster.estimator import TextAidedClustering
+
+    x = w32 = world["x16"].astype(np.float32)
+    bank = world["bank"]
+    for method, kw in (("tac", dict(n_epochs=1, min_steps=5)), ("no-train", {}), ("kmeans", {})):
+        est = TextAidedClustering(3, method, random_state=0, **kw).fit(w32, bank.embeddings, bank.words)
+        proba = est.predict_proba(x)
+        labels, conf = est.predict_with_confidence(x)
+        np.testing.assert_array_equal(labels, proba.argmax(1))
+        np.testing.assert_allclose(conf, proba.max(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["no-train"])
+def test_predict_with_embeddings_gives_the_fit_labels_on_the_same_vectors(world, tmp_path, method, capsys):
+    """`tacluster predict --embeddings` reads the layouts of `cluster --embeddings`: on the
+    vectors the model was fitted on it returns the fit's labels (after a merge, the run's ids)."""
+    from tacluster.run.workflows import predict_images
+
+    w = world
+    folder = _clip_retrieval_folder(tmp_path / "clip_out", w["x16"], w["paths"])
+    out = tmp_path / "run"
+    assert main(_args(w, out, "--embeddings", str(folder), "--method", method, "--no-report")) == 0
+    paths, labels = _labels(out)
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(out), "--embeddings", str(folder), "--out", str(preds), "--cache-dir",
+                 str(w["cache"]), "--device", "cpu", "--quiet"]) == 0
+    with open(preds, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == paths
+    np.testing.assert_array_equal([int(r["cluster"]) for r in rows], labels)
+    with open(out / "assignments.csv", newline="") as fh:
+        fitted = [float(r["confidence"]) for r in csv.DictReader(fh)]
+    np.testing.assert_allclose([float(r["confidence"]) for r in rows], fitted, atol=1e-3)
+    # the Python API, from a plain .npy of the first rows
+    npy = tmp_path / "some.npy"
+    np.save(npy, w["x16"][:10])
+    pred = predict_images(out / "model", None, embeddings=npy, cache_dir=w["cache"], device="cpu", progress=False)
+    np.testing.assert_array_equal(pred.labels, labels[:10])
+    assert pred.paths[0] == "row-000000"
+
+
+def test_predict_with_embeddings_errors_are_one_line(world, tmp_path, capsys):
+    w = world
+    npy = tmp_path / "ok.npy"
+    np.save(npy, w["x16"])
+    out = tmp_path / "run"
+    assert main(_args(w, out, "--embeddings", str(npy), "--method", "no-train", "--no-report")) == 0
+    base = ["predict", str(out), "--out", str(tmp_path / "p.csv"), "--cache-dir", str(w["cache"]), "--device", "cpu"]
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.ones((5, 24), np.float32))
+    _one_line_error(capsys, [*base, "--embeddings", str(wide)],
+                    r"embeddings have 24 dims but backbone 'hf:.*' embeds nouns in 16; pass the backbone")
+    _one_line_error(capsys, [*base, "--embeddings", str(tmp_path / "missing.npy")], r"missing\.npy")
+    _one_line_error(capsys, base, r"nothing to predict: give INPUT .* or --embeddings")
+    _one_line_error(capsys, [base[0], base[1], str(tmp_path), *base[2:], "--embeddings", str(npy)], r"not both")
+    assert not (tmp_path / "p.csv").exists()

@@ -620,6 +620,23 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
         return self._assign_new(u, joint, proba=False)[0]
 
+    def predict_with_confidence(self, image_embeddings, *, joint_embeddings=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, confidence)`` of new images, each of shape (n_samples,): the argmax and
+        max of :meth:`predict_proba` (what ``confidence_`` is for the fitted rows), computed
+        in blocks without the (n_samples, n_clusters) matrix."""
+        self._check_fitted()
+        u, joint = self._inputs_for_predict(image_embeddings, joint_embeddings)
+        if self.method != "tac":
+            return self._assign_new(u, joint, proba=False)
+        from tacluster.train.loop import head_probabilities
+
+        labels = np.empty(u.shape[0], dtype=np.int64)
+        conf = np.empty(u.shape[0], dtype=np.float32)
+        for sl in iter_blocks(u.shape[0]):
+            p = head_probabilities(self.image_head_, u[sl])
+            labels[sl], conf[sl] = p.argmax(1), p.max(1)
+        return labels, conf
+
     def fit_predict(self, image_embeddings, noun_embeddings=None, nouns=None, *, joint_embeddings=None):
         """``fit`` then return ``labels_``."""
         return self.fit(image_embeddings, noun_embeddings, nouns, joint_embeddings=joint_embeddings).labels_

@@ -61,7 +61,8 @@ def select_nouns(
     conf = np.empty(n_nouns, dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, n_nouns, block):
-            t = torch.from_numpy(np.ascontiguousarray(noun_embeddings[start : start + block], dtype=np.float32))
+            # a copy of the block: the bank may be a read-only memmap, which torch will not wrap
+            t = torch.from_numpy(np.array(noun_embeddings[start : start + block], dtype=np.float32, order="C"))
             p = torch.softmax((t @ c.T) / temperature, dim=1)
             top = p.max(dim=1)
             best[start : start + len(t)] = top.indices.numpy()

@@ -108,9 +108,16 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="assign new images with a saved model",
                        description="Assign the images of INPUT to the clusters of a saved model (no refitting).")
     p.add_argument("model", help="the model/ directory of a run (or the run directory)")
-    p.add_argument("input", help="folder of images or a .csv/.txt list of paths")
+    p.add_argument("input", nargs="?", default=None,
+                   help="folder of images or a .csv/.txt list of paths (or use --embeddings)")
     p.add_argument("--out", required=True,
                    help="file to write (.csv or .parquet): path, cluster, confidence, cluster_name")
+    p.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="vectors made elsewhere by the model's backbone, instead of INPUT images "
+                        "(the layouts of `cluster --embeddings`)")
+    p.add_argument("--joint-embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="with --embeddings and the lite backbone: the images' joint (noun-space) vectors")
+    p.add_argument("--embedding-column", default=None, metavar="NAME", help="the Parquet vector column")
     _common(p)
 
 
@@ -241,9 +248,11 @@ def _cmd_predict(a) -> int:
     from tacluster.run.workflows import predict_images
 
     pred = predict_images(a.model, a.input, a.out, device=a.device, batch_size=a.batch_size,
-                          cache_dir=a.cache_dir, progress=not a.quiet, offline=a.offline or None)
+                          cache_dir=a.cache_dir, progress=not a.quiet, offline=a.offline or None,
+                          embeddings=a.embeddings, joint_embeddings=a.joint_embeddings,
+                          embedding_column=a.embedding_column)
     if not a.quiet:
-        print(f"assigned {len(pred.paths)} images ({len(pred.skipped)} skipped) -> {a.out}")
+        print(f"assigned {len(pred.paths)} {'rows' if a.embeddings else 'images'} ({len(pred.skipped)} skipped) -> {a.out}")
         sizes: dict[int, int] = {}
         name_of: dict[int, str] = {}
         for c, n in zip(pred.labels.tolist(), pred.names):

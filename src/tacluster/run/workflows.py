@@ -494,7 +494,7 @@ class Prediction:
 
 def predict_images(
     model_dir: str | os.PathLike,
-    source: str | os.PathLike,
+    source: str | os.PathLike | None,
     out_csv: str | os.PathLike | None = None,
     *,
     device: str = "auto",
@@ -502,10 +502,17 @@ def predict_images(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     offline: bool | None = None,
+    embeddings: str | os.PathLike | None = None,
+    joint_embeddings: str | os.PathLike | None = None,
+    embedding_column: str | None = None,
 ) -> Prediction:
     """Assign new images with a saved model (no refitting); optionally write a CSV.
 
+    ``source``: images (folder or list), or None with ``embeddings``: vectors
+    made elsewhere by the model's backbone, read as by
+    :func:`cluster_embeddings` (same layouts, same width checks and errors).
     ``offline``: never download the model's backbone (read the caches only).
+    Memory beyond the vectors is O(rows): no (N, K) probability matrix.
     """
     from tacluster.embed import embed_images
     from tacluster.estimator import TextAidedClustering
@@ -543,8 +550,12 @@ def predict_images(
     name = meta.get("backbone")
     if not name:
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
-    if not Path(source).exists():
-        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
+    if (source is None) == (embeddings is None):
+        raise InputError("give either INPUT (images) or --embeddings (vectors made elsewhere), not both"
+                         if source is not None else "nothing to predict: give INPUT (images) or --embeddings")
+    if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
+        raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
+    external, _ = _open_input(source, embeddings, joint_embeddings, embedding_column)
     bb = _load_backbone_quietly(name, device, offline, progress)
     if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
         raise ModelFileError(
@@ -552,11 +563,12 @@ def predict_images(
             "(fingerprints differ); re-run `tacluster cluster` with this backbone"
         )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+    if external is None:
+        emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+    else:
+        emb = _read_external(external, bb, name)
     if emb.paths:
-        u = emb.arrays["image"]
-        proba = est.predict_proba(u, joint_embeddings=emb.arrays.get("joint"))
-        labels, conf = proba.argmax(1), proba.max(1)
+        labels, conf = est.predict_with_confidence(emb.arrays["image"], joint_embeddings=emb.arrays.get("joint"))
         if label_map:  # after `tacluster merge`: the run's id of each model cluster, as in assignments
             labels = np.asarray(label_map, dtype=np.int64)[labels]
     else:
