@@ -121,7 +121,7 @@ def run_dir(tmp_path: Path) -> tuple[Path, dict]:
         w.writerow(["path", "reason"])
         for i in range(N_SKIPPED):
             w.writerow([str(imgs / f"bad_{i:03d}<b>.gif"), "cannot identify image file"])
-    info = {"paths": paths, "cluster": cluster, "xss_path": str(xss_path), "broken": str(broken),
+    info = {"paths": paths, "cluster": cluster, "confidence": conf, "xss_path": str(xss_path), "broken": str(broken),
             "sizes": {cid: int((cluster == cid).sum()) for cid in CLUSTER_NAMES}}
     return out, info
 
@@ -431,6 +431,24 @@ def test_gallery_says_how_many_images_it_shows_and_links_every_image(run_dir):
         assert links == members, cid
         # nothing outside DIR is loaded by the sub-page either
         assert all(attr != "src" or not urlparse(v).scheme for tag, attr, v in parsed.refs)
+
+
+def test_cluster_pages_are_bounded_and_point_to_the_assignments(run_dir, monkeypatch):
+    """Past PAGE_MEMBERS_MAX a page lists the most confident members and says where the rest are."""
+    from tacluster.report import html as report_html
+
+    out, info = run_dir
+    monkeypatch.setattr(report_html, "PAGE_MEMBERS_MAX", 3)
+    build_report(out)
+    for cid, size in info["sizes"].items():
+        parsed = _parse((out / "clusters" / f"cluster-{cid}.html").read_text(encoding="utf-8"))
+        links = [unquote(urlparse(v).path) for tag, attr, v in parsed.refs if v.startswith("file:")]
+        rows = sorted((-c, p) for p, k, c in zip(info["paths"], info["cluster"], info["confidence"]) if k == cid)
+        assert links == [p for _, p in rows[:3]], cid  # the most confident, ties by path
+        text = " ".join(" ".join(parsed.text).split())
+        if size > 3:
+            assert f"The 3 most confident of this cluster's {size:,} images" in text
+            assert any(v == "../assignments.csv" for tag, attr, v in parsed.refs)
 
 
 def test_thumbnail_captions_keep_the_file_name_readable(run_dir, tmp_path):

@@ -51,7 +51,9 @@ from tacluster.report.thumbnails import (
     short_name,
     thumb_name,
 )
-from tacluster.run.rundir import AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR
+from tacluster.run.rundir import (
+    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
+)
 
 __all__ = ["build_report", "save_confusion_png"]
 
@@ -59,6 +61,10 @@ __all__ = ["build_report", "save_confusion_png"]
 SKIPPED_SHOWN = 200
 #: Outliers shown per cluster; they are the least typical members, a few suffice.
 OUTLIERS_SHOWN = 6
+#: A cluster's page lists its most confident members up to this many and says
+#: where the rest are (assignments.csv): at 1.28 M images the full lists made
+#: ~250 MB of HTML that no browser shows anyway.
+PAGE_MEMBERS_MAX = 2_000
 _KNOWN_RUN_KEYS = ("tacluster_version", "command", "settings", "timings_s", "counts", "auto_k", "method_choice")
 
 
@@ -250,8 +256,12 @@ def build_report(
         auto_k["image"] = AUTO_K_FILE
 
     # One sort for all clusters: by cluster, then highest confidence, then path
-    # (so ties, and hence the page, are reproducible).
-    order = np.lexsort((np.asarray(a.path, dtype=str), -a.confidence, a.cluster))
+    # (so ties, and hence the page, are reproducible). The paths enter as their
+    # rank, not as a fixed-width string array (N x longest path x 4 bytes).
+    path_rank = np.empty(len(a.path), dtype=np.int64)
+    path_rank[sorted(range(len(a.path)), key=a.path.__getitem__)] = np.arange(len(a.path))
+    order = np.lexsort((path_rank, -a.confidence, a.cluster))
+    del path_rank
     sorted_ids = a.cluster[order]
     picks = _pick_members(rd, order, sorted_ids, thumbs_per_cluster)
     tile = _tile_maker(a, _thumbnails(out_dir, picks, thumb_size, progress))
@@ -326,8 +336,8 @@ def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool) -> dict[s
 
 
 def _tile_maker(a: Assignments, thumbs: dict):
-    """``tile(path, outlier)``: what the page template shows for one image."""
-    conf_of = dict(zip(a.path, a.confidence.tolist()))
+    """``tile(path, outlier)``: what the page template shows for one image (one of ``thumbs``)."""
+    conf_of = {p: float(c) for p, c in zip(a.path, a.confidence) if p in thumbs}  # the shown ones only
 
     def tile(p: str, outlier: bool) -> dict[str, Any]:
         src, readable = thumbs[p]
@@ -349,8 +359,10 @@ def _tile_maker(a: Assignments, thumbs: dict):
 
 
 def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray) -> None:
-    """One page per cluster listing every member, so none is hidden behind the strip;
-    pages of clusters that no longer exist (merged, renumbered) are removed."""
+    """One page per cluster listing its members, most confident first, up to
+    :data:`PAGE_MEMBERS_MAX` (then a pointer to assignments.csv), so none is
+    hidden behind the strip; pages of clusters that no longer exist (merged,
+    renumbered) are removed."""
     a = rd.assignments
     pages_dir = out_dir / CLUSTER_PAGES_DIR
     pages_dir.mkdir(exist_ok=True)
@@ -360,12 +372,13 @@ def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sort
     for cl in rd.clusters:
         lo, hi = np.searchsorted(sorted_ids, [cl["id"], cl["id"] + 1])
         rows = []
-        for i in order[lo:hi]:
+        for i in order[lo:min(hi, lo + PAGE_MEMBERS_MAX)]:
             p = a.path[i]
             flagged = bool(a.outlier[i]) if a.outlier is not None else p in outlier_paths
             rows.append({"path": p, "uri": file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged})
         name = f"cluster-{cl['id']}.html"
-        html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, report=REPORT_FILE)
+        html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, total=int(hi - lo),
+                                         report=REPORT_FILE, assignments=ASSIGNMENTS_CSV)
         atomic_write_bytes(pages_dir / name, html_page.encode("utf-8", "backslashreplace"))
         written.add(name)
     for old_page in pages_dir.glob("cluster-*.html"):
