@@ -161,17 +161,26 @@ def knn_and_training(u, s, labels, k, rec: Recorder, args):
         rec.note(**{f"{name}_recall_at_50": round(float(recall), 4),
                     f"{name}_purity": round(float((labels[nn] == labels[q][:, None]).mean()), 4)})
 
-    from tacluster.train.loop import train_heads
+    train_throughput(u, s, k, rec, args)
 
+
+def train_throughput(u, s, k, rec: Recorder, args):
+    """Head training at the paper's ImageNet-1K settings (batch 8,192, T = 5): samples per second
+    over ``--train-steps`` steps, and the 100-epoch time at 1.28 M it implies on this machine."""
+    from tacluster.train.loop import TrainSettings, train_heads
+
+    n = len(u)
     m = min(n, args.train_steps * 8192)
     rng = np.random.default_rng(0)
     fake_nn = rng.integers(0, m, (m, 50))  # throughput does not depend on which neighbours
+    uu = np.ascontiguousarray(u[:m], dtype=np.float32)
+    ss = np.ascontiguousarray(s[:m], dtype=np.float32)
     t = time.perf_counter()
-    # s stays float16 (train_heads casts each batch): the large-N memory layout.
-    out = rec("train_1_epoch", train_heads, u[:m], s[:m], fake_nn, fake_nn, k, n_epochs=1, min_steps=0,
-              batch_size=8192, temperature=5.0, seed=0)
+    out = rec("train_1_epoch", train_heads, uu, ss, fake_nn, fake_nn, k,
+              TrainSettings(n_epochs=1, min_steps=0, batch_size=8192, temperature=5.0), seed=0)
     rate = out.n_steps * 8192 / (time.perf_counter() - t)
-    rec.note(train_samples_per_s=round(rate), train_100_epochs_1_28M_hours=round(100 * 1_281_167 / rate / 3600, 2))
+    rec.note(train_samples_per_s=round(rate), train_steps=out.n_steps,
+             train_100_epochs_1_28M_hours=round(100 * 1_281_167 / rate / 3600, 2))
 
 
 CURVES = ("estimator-no-train", "estimator-auto", "cli-embeddings")
@@ -305,8 +314,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--curve", choices=CURVES, default=None, help="time and peak RSS per N, one process each")
     ap.add_argument("--curve-point", choices=CURVES, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--write-lite-world", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--train-only", action="store_true",
+                    help="only head-training throughput at batch 8,192 (--train-steps steps) for each --n")
     ap.add_argument("--workdir", default="/tmp/tacluster-scale", help="where cli-embeddings writes its worlds and runs")
     args = ap.parse_args(argv)
+    out = Path(args.out)
     if args.write_lite_world:
         lite_world(args.n[0], args.k, Path(args.workdir) / f"world-{args.n[0]}", noise=args.noise)
         return {}
@@ -316,6 +328,16 @@ def main(argv=None) -> dict:
     if args.curve:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         return run_curve(args)
+    if args.train_only:
+        payload = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                   "environment": environment(), "settings": vars(args), "runs": {}}
+        for n in args.n:
+            u, labels, bank = frugal_world(n, args.k, args.dim, 4 * args.k, noise=args.noise, seed=0)
+            rec = Recorder(out, payload, f"{n}/train")
+            rec.note(n=n, k=args.k)
+            # s: a second unit-norm view of the same size (throughput does not depend on its content)
+            train_throughput(u, np.roll(u, 1, axis=0), args.k, rec, args)
+        return payload
     out = Path(args.out)
     payload = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "environment": environment(), "settings": vars(args), "runs": {}}

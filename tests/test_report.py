@@ -231,6 +231,15 @@ def test_map_and_auto_k_are_pngs(run_dir, monkeypatch):
     with Image.open(out / "map.png") as im:
         assert im.size[0] > 400 and im.size[1] > 300
     assert f"10 of {len(info['paths'])} images drawn" in page
+    # with many clusters only the largest are named on the map (here: 2 of 3)
+    monkeypatch.setattr(figures, "MAP_LABELS_MAX", 2)
+    calls = []
+    spread = figures.spread_labels
+    monkeypatch.setattr(figures, "spread_labels", lambda fig, labels: calls.append(
+        sorted(t.get_text() for t in labels)) or spread(fig, labels))
+    build_report(out)
+    largest = sorted(info["sizes"], key=lambda c: (-info["sizes"][c], c))[:2]
+    assert calls == [sorted(CLUSTER_NAMES[c] for c in largest)]
 
 
 def test_optional_files_absent(run_dir):

@@ -19,6 +19,10 @@ from tacluster.report.reading import Assignments
 #: Above this many images the map shows a random subsample: a scatter of more
 #: points is no more readable, only slower to draw and heavier to load.
 MAP_MAX_POINTS = 50_000
+#: The map names at most this many clusters (the largest): more labels cover
+#: the picture, and spreading them apart costs O(labels^2) per round (at
+#: K = 1000 hours, not seconds).
+MAP_LABELS_MAX = 40
 
 
 
@@ -81,7 +85,9 @@ def draw_map(a: Assignments, clusters: list[dict[str, Any]],
     names = {cl["id"]: cl["name"] for cl in clusters}
     label_size = 9 if len(clusters) <= 20 else 7  # many labels overlap less when smaller
     labels = []
-    for cid in np.unique(a.cluster[finite]):
+    ids, counts = np.unique(a.cluster[finite], return_counts=True)
+    named = ids[np.lexsort((ids, -counts))[:MAP_LABELS_MAX]]  # the largest clusters, ties by id
+    for cid in np.sort(named):
         m = finite & (a.cluster == cid)
         # The median resists the pull of a few far-away members.
         cx, cy = float(np.median(a.x[m])), float(np.median(a.y[m]))
@@ -100,6 +106,8 @@ def draw_map(a: Assignments, clusters: list[dict[str, Any]],
     ax.set_ylabel("map y")
     shown = len(idx)
     title = f"{n_total:,} images" if shown == n_total else f"{shown:,} of {n_total:,} images (random sample)"
+    if len(named) < len(ids):
+        title += f"; names of the {len(named)} largest of {len(ids):,} clusters"
     ax.set_title(title, fontsize=10, color="#4a5160")
     boxes = spread_labels(fig, labels)
     save_figure(fig, dst)
