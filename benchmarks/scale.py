@@ -262,6 +262,10 @@ def curve_point(mode: str, n: int, args) -> dict:
         import shutil
 
         shutil.rmtree(out, ignore_errors=True)
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    rec["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # this process, world generation included
     rec["peak_rss_mb"] = round(peak_rss_mb())
     rec["load_avg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     rec["metrics"] = evaluate_clustering(labels, pred)
@@ -291,9 +295,9 @@ def run_curve(args) -> dict:
             payload["points"].append(json.loads(res.stdout.strip().splitlines()[-1]))
         write_json(out, payload)
         print(json.dumps(payload["points"][-1]), flush=True)
-    rows = [[p["n"], p.get("seconds", "error"), p.get("peak_rss_mb", ""), p.get("metrics", {}).get("acc", ""),
-             p.get("load_avg_1min", "")] for p in payload["points"]]
-    print(markdown_table(["N", "seconds", "peak RSS MB", "ACC", "load before/after"], rows))
+    rows = [[p["n"], p.get("seconds", "error"), p.get("cpu_s", ""), p.get("peak_rss_mb", ""),
+             p.get("metrics", {}).get("acc", ""), p.get("load_avg_1min", "")] for p in payload["points"]]
+    print(markdown_table(["N", "seconds", "CPU s", "peak RSS MB", "ACC", "load before/after"], rows))
     return payload
 
 
