@@ -272,6 +272,52 @@ def curve_point(mode: str, n: int, args) -> dict:
     return rec
 
 
+def spectral_compare(args) -> dict:
+    """Exact-graph spectral vs landmark spectral (LSC-K) at one N, as the estimator uses them.
+
+    Landmark: ``TextAidedClustering(K, "spectral", large_scale=True)``. Exact:
+    the same symmetrised 20-NN graph as ``cluster.spectral.spectral_cluster``,
+    its embedding by scikit-learn with the LOBPCG eigensolver (the default
+    ARPACK shift-invert did not finish at 100k in 20 min, docs/scaling.md),
+    then the estimator's reassignment to normalised cluster means. World:
+    ``tacluster.synthetic.make_world(n, K, dim, noise)``, seed 0."""
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    from tacluster.cluster.kmeans import assign, normalised_means
+    from tacluster.estimator import TextAidedClustering
+    from tacluster.synthetic import make_world
+
+    n, k = args.n[0], args.k
+    w = make_world(n, k, args.dim, 4 * k, noise=args.noise, seed=0)
+    u = w.image_embeddings
+    res = {"n": n, "k": k, "dim": args.dim, "noise": args.noise, "load_avg_1min_start": round(os.getloadavg()[0], 2)}
+    t = time.perf_counter()
+    est = TextAidedClustering(k, "spectral", random_state=0, large_scale=True).fit(u)
+    res["landmark"] = {"seconds": round(time.perf_counter() - t, 1), "metrics": evaluate_clustering(w.labels, est.labels_),
+                       "load_avg_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(res), flush=True)
+    t = time.perf_counter()
+    nn = neighbours.knn(u, 19, seed=1)
+    rows = np.repeat(np.arange(n), 20)
+    cols = np.hstack([np.arange(n)[:, None], nn]).ravel()
+    conn = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    model = SpectralClustering(k, affinity="precomputed", random_state=1, n_init=10, assign_labels="kmeans",
+                               eigen_solver="lobpcg")
+    labels = model.fit_predict(0.5 * (conn + conn.T)).astype(np.int64)
+    labels = assign([u], normalised_means(u, labels, k))[0]
+    res["exact_lobpcg"] = {"seconds": round(time.perf_counter() - t, 1), "metrics": evaluate_clustering(w.labels, labels),
+                           "load_avg_1min": round(os.getloadavg()[0], 2)}
+    from sklearn.metrics import adjusted_rand_score
+
+    res["ari_landmark_vs_exact"] = round(float(adjusted_rand_score(labels, est.labels_)), 4)
+    res["peak_rss_mb"] = round(peak_rss_mb())
+    write_json(args.out, {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
+                          "environment": environment(), **res})
+    print(json.dumps(res), flush=True)
+    return res
+
+
 def run_curve(args) -> dict:
     import subprocess
 
@@ -318,6 +364,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--curve", choices=CURVES, default=None, help="time and peak RSS per N, one process each")
     ap.add_argument("--curve-point", choices=CURVES, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--write-lite-world", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--spectral-compare", action="store_true",
+                    help="exact-graph (LOBPCG) vs landmark spectral at --n, --k, --dim, --noise")
     ap.add_argument("--train-only", action="store_true",
                     help="only head-training throughput at batch 8,192 (--train-steps steps) for each --n")
     ap.add_argument("--workdir", default="/tmp/tacluster-scale", help="where cli-embeddings writes its worlds and runs")
@@ -332,6 +380,8 @@ def main(argv=None) -> dict:
     if args.curve:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         return run_curve(args)
+    if args.spectral_compare:
+        return spectral_compare(args)
     if args.train_only:
         payload = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    "environment": environment(), "settings": vars(args), "runs": {}}

@@ -405,3 +405,21 @@ def test_predict_with_embeddings_errors_are_one_line(world, tmp_path, capsys):
     _one_line_error(capsys, base, r"nothing to predict: give INPUT .* or --embeddings")
     _one_line_error(capsys, [base[0], base[1], str(tmp_path), *base[2:], "--embeddings", str(npy)], r"not both")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_npy_rows_view_reads_the_values_load_gives_without_a_copy(tmp_path):
+    from tacluster._blocks import NormalisedRows
+    from tacluster.embed.external import open_embeddings
+    from tacluster.errors import InputError
+
+    x = (np.random.default_rng(2).standard_normal((50, 12)) * 4).astype(np.float16)
+    np.save(tmp_path / "j.npy", x)
+    src = open_embeddings(tmp_path / "j.npy")
+    view, whole = src.rows(), src.load()
+    assert isinstance(view, NormalisedRows) and isinstance(view.base, np.memmap)
+    np.testing.assert_array_equal(view[10:30], whole[10:30])
+    np.testing.assert_array_equal(np.asarray(view), whole)
+    x[33] = 0
+    np.save(tmp_path / "j.npy", x)
+    with pytest.raises(InputError, match=r"row 33 \(row-000033\) in j.npy is all zeros"):
+        open_embeddings(tmp_path / "j.npy").rows()

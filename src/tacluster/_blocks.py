@@ -79,31 +79,54 @@ def power_normalise(x: np.ndarray, power: float) -> np.ndarray:
     return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-class PowerRows:
-    """The power-normalised view of an (N, d) array, computed for the rows asked for.
+class _RowView:
+    """An (N, d) float32 array computed from ``base`` for the rows asked for (``view[rows]``:
+    a slice or an index array); ``np.asarray(view)`` materialises it block by block."""
 
-    Indexing (``view[rows]``, a slice or an index array) returns
-    :func:`power_normalise` of those rows only, with the same values as
-    normalising the whole array: at 1.28 M x 1280 the full view would be a
-    second 6.6 GB array beside the input. Every blocked pass
-    (:func:`joint_rows`, ``assign``, landmarks) reads it like an array;
-    ``np.asarray(view)`` materialises it.
-    """
-
-    def __init__(self, base: np.ndarray, power: float):
-        self.base, self.power = base, float(power)
+    def __init__(self, base: np.ndarray):
+        self.base = base
         self.shape, self.ndim, self.dtype = base.shape, 2, np.dtype(np.float32)
+
+    def _rows(self, block: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, tuple):
-            raise TypeError("PowerRows takes row indices only")
-        return power_normalise(np.asarray(self.base[rows], dtype=np.float32), self.power)
+            raise TypeError(f"{type(self).__name__} takes row indices only")
+        return self._rows(np.asarray(self.base[rows], dtype=np.float32))
 
     def __array__(self, dtype=None, copy=None):
         out = np.empty(self.shape, dtype=np.float32)
         for sl in iter_blocks(self.shape[0]):
             out[sl] = self[sl]
         return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class NormalisedRows(_RowView):
+    """An (N, d) array (e.g. a float16 memory map) read as L2-normalised float32 rows.
+
+    Each row is divided by its float32 norm: the values a whole normalised copy
+    would hold, for readers that go block by block (naming, the report).
+    """
+
+    def _rows(self, block: np.ndarray) -> np.ndarray:
+        return block / np.linalg.norm(block, axis=-1, keepdims=True)
+
+
+class PowerRows(_RowView):
+    """The power-normalised view (:func:`power_normalise`) of an (N, d) array, per block of rows.
+
+    Same values as normalising the whole array: at 1.28 M x 1280 the full view
+    would be a second 6.6 GB array beside the input. Every blocked pass
+    (:func:`joint_rows`, ``assign``, landmarks) reads it like an array.
+    """
+
+    def __init__(self, base: np.ndarray, power: float):
+        super().__init__(base)
+        self.power = float(power)
+
+    def _rows(self, block: np.ndarray) -> np.ndarray:
+        return power_normalise(block, self.power)

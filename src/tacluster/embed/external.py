@@ -87,6 +87,29 @@ class ExternalEmbeddings:
         holds NaN/inf or is all zeros.
         """
         out = np.empty((self.n_rows, self.dim), dtype=np.float32)
+        for row, block in self._checked_blocks(what):
+            out[row:row + len(block)] = block
+        return out
+
+    def rows(self, what: str = "--embeddings"):
+        """The rows for block-by-block readers, without a float32 copy of a ``.npy`` source.
+
+        A single ``.npy`` file is checked as :meth:`load` checks it (same
+        errors), then returned as a :class:`tacluster._blocks.NormalisedRows`
+        view of its memory map: every slice read from it has the values
+        :meth:`load` would give (1.28 M x 1000 joint vectors: 5.1 GB not held).
+        Other layouts: :meth:`load`.
+        """
+        if self.kind != "npy":
+            return self.load(what)
+        from tacluster._blocks import NormalisedRows
+
+        for _ in self._checked_blocks(what):
+            pass
+        return NormalisedRows(_load_npy(Path(self.source), what))
+
+    def _checked_blocks(self, what: str) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, normalised float32 block)`` over all parts, after the row checks."""
         row = 0
         for name, blocks in self.parts:
             for raw in blocks():
@@ -107,11 +130,10 @@ class ExternalEmbeddings:
                         f"{what} {self.source!r}: row {i} ({self.paths[i]}) in {name} is all zeros "
                         "(no direction to compare); drop such rows"
                     )
-                out[row:row + len(block)] = block / norms
+                yield row, block / norms
                 row += len(block)
         if row != self.n_rows:
             raise InputError(f"{what} {self.source!r}: {row} vectors read for {self.n_rows} paths; the file changed?")
-        return out
 
 
 def open_embeddings(source: str | os.PathLike, *, column: str | None = None,

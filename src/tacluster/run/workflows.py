@@ -471,7 +471,9 @@ def _read_external(external, bb, backbone_name: str):
         match_joint(image, joint)
     arrays = {"image": image.load()}
     if joint is not None:
-        arrays["joint"] = joint.load("--joint-embeddings")
+        # Read in blocks (naming; fitting reads it only for text-side methods, as an array):
+        # a .npy stays memory-mapped instead of a second float32 (N, d) copy.
+        arrays["joint"] = joint.rows("--joint-embeddings")
     return EmbeddingResult(list(image.paths), arrays)
 
 
