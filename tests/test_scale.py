@@ -230,3 +230,20 @@ def test_spectral_on_the_large_path_goes_through_landmarks_and_predict_agrees():
     assert cluster_accuracy(w.labels, labels) > 0.9
     assert cluster_accuracy(w.labels, labels) > cluster_accuracy(w.labels, exact) - 0.02
     np.testing.assert_array_equal(large.predict(w.image_embeddings), labels)
+
+
+def test_spectral_with_many_clusters_goes_through_landmarks_at_any_size(monkeypatch):
+    """Above SPECTRAL_EXACT_MAX_CLUSTERS the exact eigensolver is never started (it did not
+    finish at K = 1000 on 20k images); the small path keeps its probabilities."""
+    from tacluster import estimator
+
+    def no_exact(*a, **k):
+        raise AssertionError("exact spectral started")
+
+    monkeypatch.setattr(estimator, "SPECTRAL_EXACT_MAX_CLUSTERS", 3)
+    monkeypatch.setattr(estimator, "spectral_cluster", no_exact)
+    w = make_world(1200, 4, 32, 100, noise=1.0, seed=4)
+    est = estimator.TextAidedClustering(4, "spectral", random_state=0).fit(w.image_embeddings)
+    assert not est.large_scale_ and est.probabilities_.shape == (1200, 4)
+    assert adjusted_rand_score(w.labels, est.labels_) > 0.9
+    np.testing.assert_array_equal(est.predict(w.image_embeddings), est.labels_)

@@ -48,6 +48,13 @@ METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 LARGE_SCALE_MIN_SAMPLES = 100_000
 
 
+#: Above this many clusters ``"spectral"`` goes through landmarks at any N: the
+#: exact graph's eigensolver needs K eigenvectors, and its time grows steeply
+#: with K (20k images: K = 300 took 111 s, K = 1000 did not finish in 18 min on
+#: 2 cores; docs/scaling.md).
+SPECTRAL_EXACT_MAX_CLUSTERS = 300
+
+
 def use_large_scale(n_samples: int, large_scale: bool | str = "auto") -> bool:
     """Resolve the ``large_scale`` setting for a collection of ``n_samples``.
 
@@ -393,8 +400,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_spectral(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
         tic = time.perf_counter()
-        if large:  # the exact graph's eigensolver cannot finish at this size (docs/scaling.md)
-            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=1, n_iter=self._kmeans_iter(large))
+        if large or k > SPECTRAL_EXACT_MAX_CLUSTERS:  # the exact eigensolver cannot finish (docs/scaling.md)
+            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=1 if large else self.kmeans_n_init,
+                                               n_iter=self._kmeans_iter(large))
         else:
             labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
                                       n_init=self.kmeans_n_init)
