@@ -120,8 +120,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         every point assigned in blocks, retrieval over each image's top 64
         kept nouns, HNSW neighbours, ``"spectral"`` through landmarks
         (:func:`tacluster.cluster.spectral.landmark_spectral_cluster`, linear
-        in N); ``probabilities_`` is not kept (it would be N x K floats).
-        ``True``/``False`` force either path.
+        in N; also on the small path above
+        :data:`SPECTRAL_EXACT_MAX_CLUSTERS` clusters), the power view of
+        ``feature_power`` computed per block, ``"auto"``'s partitions scored
+        on 30,000 sampled images; ``probabilities_`` is not kept (it would be
+        N x K floats). ``True``/``False`` force either path.
     spectral_neighbors : int, default=20
         Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
         fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
