@@ -179,14 +179,19 @@ def name_clusters(
 def _distinct(ranked: np.ndarray, noun_embeddings: np.ndarray, n: int, exclude=()) -> list[int]:
     """The first ``n`` of ``ranked`` (noun indices) whose vectors differ from each
     other's and from those of ``exclude``; only the rows looked at are read."""
+    def key(j) -> bytes:  # equal rows, equal bytes (-0.0 read as 0.0, as array_equal does)
+        return (np.asarray(noun_embeddings[int(j)]) + 0).tobytes()
+
     kept: list[int] = []
-    seen = [np.asarray(noun_embeddings[j]) for j in exclude]
+    # A set, not a list scanned per noun: n = top + K nouns per cluster made
+    # that O(K^2) comparisons per cluster, hours of naming at K = 1000.
+    seen = {key(j) for j in exclude}
     for j in ranked:
         j = int(j)
-        row = np.asarray(noun_embeddings[j])
-        if any(np.array_equal(row, r) for r in seen):
+        row = key(j)
+        if row in seen:
             continue
-        seen.append(row)
+        seen.add(row)
         kept.append(j)
         if len(kept) >= n:
             break
