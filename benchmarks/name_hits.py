@@ -186,7 +186,6 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from tacluster.embed.backbones import load_backbone
-    from tacluster.embed import embed_images  # noqa: F401  (load_domain embeds)
     from tacluster.evaluate.naming import name_clusters
     from tacluster.nouns.bank import cached_noun_bank, default_cache_dir
     from tacluster.nouns.vocabulary import load_vocabulary

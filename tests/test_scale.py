@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tacluster.cluster.kmeans import assign, joint_features, kmeans_cluster, sampled_kmeans, soft_assign

@@ -239,12 +239,17 @@ def _check_request(n_clusters, method, source, embeddings, joint_embeddings, emb
     if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
                                  or n_clusters < 2):
         raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
+    _check_sources(source, embeddings, joint_embeddings, embedding_column, "cluster")
+    return n_clusters if n_clusters == "auto" else int(n_clusters)  # np.int64(10) is a valid K; run.json needs an int
+
+
+def _check_sources(source, embeddings, joint_embeddings, embedding_column, verb: str) -> None:
+    """Exactly one of INPUT (images) and ``--embeddings``; the embedding options only with the latter."""
     if (source is None) == (embeddings is None):
         raise InputError("give either INPUT (images) or --embeddings (vectors made elsewhere), not both"
-                         if source is not None else "nothing to cluster: give INPUT (images) or --embeddings")
+                         if source is not None else f"nothing to {verb}: give INPUT (images) or --embeddings")
     if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
         raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
-    return n_clusters if n_clusters == "auto" else int(n_clusters)  # np.int64(10) is a valid K; run.json needs an int
 
 
 def _open_input(source, embeddings, joint_embeddings, embedding_column):
@@ -552,11 +557,7 @@ def predict_images(
     name = meta.get("backbone")
     if not name:
         raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
-    if (source is None) == (embeddings is None):
-        raise InputError("give either INPUT (images) or --embeddings (vectors made elsewhere), not both"
-                         if source is not None else "nothing to predict: give INPUT (images) or --embeddings")
-    if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
-        raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
+    _check_sources(source, embeddings, joint_embeddings, embedding_column, "predict")
     external, _ = _open_input(source, embeddings, joint_embeddings, embedding_column)
     bb = _load_backbone_quietly(name, device, offline, progress)
     if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
