@@ -195,6 +195,30 @@ def test_spectral_follows_the_neighbour_graph():
     assert cluster_accuracy(ring, TextAidedClustering(2, "kmeans", random_state=0).fit(x).labels_) < 0.8
 
 
+def test_spectral_on_a_graph_in_pieces_follows_the_pieces_geometry_and_not_the_solver_bits(recwarn):
+    """Six tight groups (each its own kNN component) in three pairs: the pieces
+    are joined along their spanning tree, so K = 3 finds the pairs, and a
+    last-bits perturbation of the input leaves the labels as they were (without
+    the bridges the embedding was any basis of a 6-dimensional null space)."""
+    from tacluster.cluster.neighbours import knn
+    from tacluster.cluster.spectral import spectral_cluster
+
+    rng = np.random.default_rng(3)
+    pair_dirs = rng.normal(size=(3, 32))
+    centres = np.repeat(pair_dirs, 2, axis=0) + 0.35 * rng.normal(size=(6, 32))
+    group = np.repeat(np.arange(6), 40)
+    x = centres[group] + 0.02 * rng.normal(size=(240, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    nn = knn(x, 19)
+    assert (group[nn] == group[:, None]).all()  # every neighbour inside its group: six pieces
+    labels = spectral_cluster(x, 3, seed=0)
+    assert cluster_accuracy(group // 2, labels) == 1.0
+    for t in range(3):
+        y = x + 1e-6 * np.random.default_rng(t).normal(size=x.shape).astype(np.float32)
+        np.testing.assert_array_equal(spectral_cluster(y / np.linalg.norm(y, axis=1, keepdims=True), 3, seed=0), labels)
+    assert not [w for w in recwarn if "not fully connected" in str(w.message)]
+
+
 def test_spectral_labels_agree_with_predict(easy_world):
     est = TextAidedClustering(5, "spectral", random_state=0).fit(easy_world.image_embeddings)
     assert cluster_accuracy(easy_world.labels, est.labels_) > 0.95

@@ -96,14 +96,16 @@ def make_burst_world(
     tightness: float = 0.16,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images in tight bursts (near-duplicates), several bursts around each class direction.
+    """Images in bursts (near-duplicates), several bursts around each class direction.
 
     Burst centre ``normalise(t_k + spread * r)`` (r a random unit vector),
-    members ``normalise(centre + tightness * g / sqrt(dim))``. Every burst is
-    its own component of a 20-nearest-neighbour graph, so a graph method sees
-    ``n_classes * bursts_per_class`` pieces and no reason to group them by
-    class, while the class means stay far apart: k-means recovers the classes,
-    spectral clustering does not. Returns ``(image embeddings, labels)``.
+    members ``normalise(centre + tightness * g / sqrt(dim))``. With the
+    defaults every burst is its own component of a 20-nearest-neighbour
+    graph; with a wide ``spread`` (about 2) a burst's nearest bursts often
+    belong to other classes, so a graph method chains across classes while the
+    class means stay apart: k-means recovers the classes better than spectral
+    clustering (``tests/test_choose_method.py``). Returns ``(image embeddings,
+    labels)``.
     """
     rng = np.random.default_rng(seed)
     t = _unit(rng.standard_normal((n_classes, dim)))

@@ -36,12 +36,52 @@ def spectral_cluster(
     rows = np.repeat(np.arange(n), k + 1)
     cols = np.hstack([np.arange(n)[:, None], nn]).ravel()
     conn = sparse.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(n, n))
-    affinity = 0.5 * (conn + conn.T)
+    affinity = _bridge_components(0.5 * (conn + conn.T), features)
     model = SpectralClustering(
         n_clusters, affinity="precomputed", random_state=seed, n_init=n_init, assign_labels="kmeans"
     )
     return model.fit_predict(affinity).astype(np.int64)
 
+
+def _bridge_components(affinity, features: np.ndarray):
+    """The kNN graph made connected along the minimum spanning tree of its components.
+
+    A graph in several pieces (a tight group whose neighbours all lie inside
+    it) has one zero Laplacian eigenvalue per piece: the spectral embedding is
+    then any basis of that space, so the labels followed the solver's last
+    bits (another scipy / BLAS build gave another partition of the same
+    data) and scikit-learn warned "Graph is not fully connected". Here each
+    piece is represented by its normalised mean; the minimum spanning tree of
+    those means (cosine distance) says which pieces lie next to each other,
+    and each tree edge joins, with one kNN edge's weight (0.5), the member of
+    either piece closest to the other piece's mean. A connected graph is
+    returned unchanged.
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    n_parts, part = connected_components(affinity, directed=False)
+    if n_parts == 1:
+        return affinity
+    x = np.asarray(features, dtype=np.float32)
+    member = sparse.csr_matrix((np.ones(len(part), dtype=np.float32), (part, np.arange(len(part)))),
+                               shape=(n_parts, len(part)))
+    centres = np.asarray(member @ x, dtype=np.float32)
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    # Cosine distance, floored above zero: the tree routine reads 0 as "no edge".
+    dist = np.maximum(1.0 - centres.astype(np.float64) @ centres.T.astype(np.float64), 1e-9)
+    tree = minimum_spanning_tree(np.triu(dist, 1)).tocoo()
+    order = np.argsort(part, kind="stable")
+    starts = np.searchsorted(part[order], np.arange(n_parts + 1))
+
+    def closest(a: int, b: int) -> int:  # the member of piece a closest to piece b's mean
+        members = order[starts[a]:starts[a + 1]]
+        return int(members[np.argmax(x[members] @ centres[b])])
+
+    ends = np.array([(closest(a, b), closest(b, a)) for a, b in zip(tree.row, tree.col)], dtype=np.int64)
+    bridges = sparse.csr_matrix((np.full(2 * len(ends), 0.5), (np.r_[ends[:, 0], ends[:, 1]], np.r_[ends[:, 1], ends[:, 0]])),
+                                shape=affinity.shape)
+    return (affinity + bridges).tocsr()
 
 
 def landmark_spectral_cluster(
