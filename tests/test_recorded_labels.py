@@ -5,7 +5,10 @@ forced on a small one) with seed 0 on one thread, and the SHA-256 of its
 labels and of ``predict`` on the same rows must equal
 ``tests/data/recorded_labels.json``; its confidences (the sum and the first
 ten) must agree to 1e-5, since computing them with other float32 kernels
-moves the last bits. A change that
+moves the last bits. Trained heads ("tac") amplify those bits over their
+epochs: on an AVX-512/AMX Xeon the same labels came with confidences 1.1e-2
+and 2.5e-2 off in sum (easy, style) and 1.4e-4 in the first ten, so there
+the sum may move by 0.1 and each of the ten by 1e-3 (labels still exact). A change that
 alters any result on purpose re-records with
 ``python tests/test_recorded_labels.py --record`` and says why in its commit.
 """
@@ -66,8 +69,9 @@ def test_labels_equal_the_recorded_ones(world, method, extra):
     recorded = json.loads(RECORD.read_text())[_key(world, method, extra)]
     got = _fit(world, method, extra)
     assert (got["labels"], got["predict"]) == (recorded["labels"], recorded["predict"])
-    assert got["confidence_sum"] == pytest.approx(recorded["confidence_sum"], abs=1e-3)  # <= 1e-6 per row over <= 1,000 rows
-    np.testing.assert_allclose(got["confidence_head"], recorded["confidence_head"], atol=1e-5)
+    trained = method == "tac"  # per-row tolerance: 1e-6 (1e-4 trained) over <= 1,000 rows
+    assert got["confidence_sum"] == pytest.approx(recorded["confidence_sum"], abs=0.1 if trained else 1e-3)
+    np.testing.assert_allclose(got["confidence_head"], recorded["confidence_head"], atol=1e-3 if trained else 1e-5)
 
 
 if __name__ == "__main__" and "--record" in sys.argv:
