@@ -102,9 +102,10 @@ def landmark_spectral_cluster(
     the mean distance to the farthest of them), rows normalised; the spectral
     embedding is the top ``n_clusters`` left singular vectors of that sparse
     (N x p) matrix with its columns degree-normalised, found from the (p x p)
-    eigenproblem, and k-means on its rows gives the labels. Time O(N p d) for
-    the landmark search, memory O(N (n_nearest + K)): the exact graph's
-    eigensolver grows much faster with N and K (docs/scaling.md).
+    eigenproblem, and k-means on its rows, scaled to unit length, gives the
+    labels. Time O(N p d) for the landmark search, memory O(N (n_nearest + K)):
+    the exact graph's eigensolver grows much faster with N and K
+    (docs/scaling.md).
 
     Parameters
     ----------
@@ -150,8 +151,14 @@ def landmark_spectral_cluster(
     sv = np.sqrt(np.maximum(values[top], 1e-12))
     projection = vectors[:, top] / sv
 
-    def embedding(rows) -> np.ndarray:  # rows of the (N, K) spectral embedding, float32
-        return np.asarray(z[rows] @ projection, dtype=np.float32)
+    def embedding(rows) -> np.ndarray:  # rows of the (N, K) spectral embedding, float32, unit rows
+        # Rows scaled to unit length before their k-means (Ng, Jordan & Weiss
+        # 2002): a point's position on the embedding's sphere says which
+        # cluster, its length only how strongly it is tied to the landmarks.
+        # 100k points, K = 50 (seeds 1-3, docs/scaling.md): reassigned ACC
+        # 89.3 vs 84.2 without; K = 10 unchanged.
+        e = np.asarray(z[rows] @ projection, dtype=np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
     # The k-means on the embedding: on all rows up to 256 points per cluster
     # (as cluster.kmeans.sampled_kmeans), else on that many sampled rows; then
