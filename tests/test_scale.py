@@ -246,3 +246,30 @@ def test_spectral_with_many_clusters_goes_through_landmarks_at_any_size(monkeypa
     assert not est.large_scale_ and est.probabilities_.shape == (1200, 4)
     assert adjusted_rand_score(w.labels, est.labels_) > 0.9
     np.testing.assert_array_equal(est.predict(w.image_embeddings), est.labels_)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "spectral", "auto", "no-train", "tac"])
+def test_float16_input_on_the_large_path_is_read_through_a_view_with_the_same_labels(method):
+    """A float16 input on the large-N path is not copied to float32: it is read through a
+    normalising view whose rows equal the normalised float32 copy, so every method gives
+    the labels (and predict) of that copy."""
+    from tacluster._blocks import NormalisedRows
+    from tacluster._validation import as_float_matrix
+    from tacluster.estimator import TextAidedClustering
+
+    w = make_world(2000, 6, 48, 300, noise=1.2, seed=5)
+    x16 = (w.image_embeddings * 3.0).astype(np.float16)  # not unit rows either
+    view = as_float_matrix(x16, "x", lazy=True)
+    assert isinstance(view, NormalisedRows) and view.base is x16
+    x32 = as_float_matrix(x16, "x")  # the eager copy: float32, unit rows
+    np.testing.assert_array_equal(view[np.arange(0, 2000, 7)], x32[::7])
+    np.testing.assert_array_equal(np.asarray(view), x32)
+    extra = dict(n_epochs=2, batch_size=256) if method == "tac" else {}
+    fits = []
+    for x in (x16, x32):
+        est = TextAidedClustering(6, method, random_state=0, large_scale=True, **extra)
+        est.fit(x, w.noun_embeddings, w.nouns)
+        fits.append((est.labels_, est.predict(x)))
+    np.testing.assert_array_equal(fits[0][0], fits[1][0])
+    np.testing.assert_array_equal(fits[0][1], fits[1][1])
+    np.testing.assert_array_equal(fits[0][1], fits[0][0])

@@ -459,11 +459,12 @@ def _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolut
 
 def _check_inputs(image_embeddings, counterparts, joint_embeddings):
     """``(u, text, text_name)``: the image features and the text side (counterparts preferred), checked."""
-    u = as_float_matrix(image_embeddings, "image_embeddings")
+    # Row views pass as given: only sampled rows (u[search]) are read.
+    u = as_float_matrix(image_embeddings, "image_embeddings", lazy=True)
     text, text_name = None, None
     for arr, name in ((counterparts, "counterparts"), (joint_embeddings, "joint_embeddings")):
         if arr is not None:
-            text, text_name = as_float_matrix(arr, name), name
+            text, text_name = as_float_matrix(arr, name, lazy=True), name
             break
     if text is not None and text.shape[0] != u.shape[0]:
         raise InputError(

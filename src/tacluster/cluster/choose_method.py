@@ -175,14 +175,17 @@ def choose_method(
     """
     from tacluster.estimator import TextAidedClustering
 
-    u = as_float_matrix(image_embeddings, "image_embeddings")
+    from tacluster._blocks import sample_rows
+    from tacluster.estimator import _n_rows, use_large_scale
+
+    shared = dict(estimator_params or {})
+    # Large N: a row view is kept as given (each candidate reads sampled rows and blocks).
+    u = as_float_matrix(image_embeddings, "image_embeddings",
+                        lazy=use_large_scale(_n_rows(image_embeddings), shared.get("large_scale", "auto")))
     k = check_n_clusters(n_clusters, u.shape[0])
     cands = dict(IMAGE_CANDIDATES if candidates is None else candidates)
     if reference not in cands:
         raise ValueError(f"reference candidate {reference!r} is not among {sorted(cands)}")
-    shared = dict(estimator_params or {})
-    from tacluster._blocks import sample_rows
-    from tacluster.estimator import use_large_scale
 
     n = u.shape[0]
     # Rows the partitions are scored on: all of them, or a sample on the large-N path.

@@ -92,28 +92,37 @@ class ExternalEmbeddings:
         return out
 
     def rows(self, what: str = "--embeddings"):
-        """The rows for block-by-block readers, without a float32 copy of a ``.npy`` source.
+        """The rows for block-by-block readers, without a float32 copy of the source.
 
-        A single ``.npy`` file is checked as :meth:`load` checks it (same
-        errors), then returned as a :class:`tacluster._blocks.NormalisedRows`
-        view of its memory map: every slice read from it has the values
-        :meth:`load` would give (1.28 M x 1000 joint vectors: 5.1 GB not held).
-        Other layouts: :meth:`load`.
+        The rows are checked as :meth:`load` checks them (same errors), then
+        returned as a :class:`tacluster._blocks.NormalisedRows` view: every
+        slice read from it has the values :meth:`load` would give. A single
+        ``.npy`` file is viewed through its memory map (1.28 M x 1000 joint
+        vectors: 5.1 GB of float32 not held); other layouts (clip-retrieval's
+        parts, Parquet) whose vectors are float16 are gathered into one
+        float16 array, half of :meth:`load`'s. Float32 vectors in those
+        layouts: :meth:`load` (a float16 copy would round them).
         """
-        if self.kind != "npy":
-            return self.load(what)
         from tacluster._blocks import NormalisedRows
 
-        for _ in self._checked_blocks(what):
-            pass
-        return NormalisedRows(_load_npy(Path(self.source), what))
+        if self.kind == "npy":
+            for _ in self._checked_blocks(what):
+                pass
+            return NormalisedRows(_load_npy(Path(self.source), what))
+        half = np.empty((self.n_rows, self.dim), dtype=np.float16)
+        for row, raw in self._checked_blocks(what, raw=True):
+            if raw.dtype != np.float16:
+                return self.load(what)
+            half[row:row + len(raw)] = raw
+        return NormalisedRows(half)
 
-    def _checked_blocks(self, what: str) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, normalised float32 block)`` over all parts, after the row checks."""
+    def _checked_blocks(self, what: str, *, raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, normalised float32 block)`` over all parts, after the row checks
+        (``raw``: the block as the source holds it)."""
         row = 0
         for name, blocks in self.parts:
-            for raw in blocks():
-                block = np.asarray(raw, dtype=np.float32)
+            for source_block in blocks():
+                block = np.asarray(source_block, dtype=np.float32)
                 if row + len(block) > self.n_rows:
                     raise InputError(f"{what} {self.source!r}: {name} holds more rows than its paths list")
                 finite = np.isfinite(block).all(axis=1)
@@ -130,7 +139,7 @@ class ExternalEmbeddings:
                         f"{what} {self.source!r}: row {i} ({self.paths[i]}) in {name} is all zeros "
                         "(no direction to compare); drop such rows"
                     )
-                yield row, block / norms
+                yield row, (np.asarray(source_block) if raw else block / norms)
                 row += len(block)
         if row != self.n_rows:
             raise InputError(f"{what} {self.source!r}: {row} vectors read for {self.n_rows} paths; the file changed?")

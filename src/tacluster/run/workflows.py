@@ -474,7 +474,12 @@ def _read_external(external, bb, backbone_name: str):
                 f"{widths['joint']}; {fix}"
             )
         match_joint(image, joint)
-    arrays = {"image": image.load()}
+    from tacluster.estimator import use_large_scale
+
+    # Large collections: the image vectors are read through a normalising view of
+    # the source (memory map, or float16 as stored), as the estimator's large-N
+    # path reads them by sampled rows and blocks (1.28 M x 1280: 6.6 GB of float32 not held).
+    arrays = {"image": image.rows() if use_large_scale(image.n_rows) else image.load()}
     if joint is not None:
         # Read in blocks (naming; fitting reads it only for text-side methods, as an array):
         # a .npy stays memory-mapped instead of a second float32 (N, d) copy.
