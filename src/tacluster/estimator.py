@@ -415,7 +415,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if large or k > SPECTRAL_EXACT_MAX_CLUSTERS:  # the exact eigensolver cannot finish (docs/scaling.md)
             # Restarts of the embedding's k-means cost n_init x 256 K x K^2: all of
             # them up to 100 clusters (100k images, K = 50: ACC 85.0 with 10, 77.7
-            # with 1), one above (K = 1000: 10 TFLOP per restart).
+            # with 1, before the embedding's rows were scaled to unit length; 88.1
+            # now), one above (K = 1000: 10 TFLOP per restart).
             restarts = self.kmeans_n_init if (not large or k <= 100) else 1
             labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=restarts, n_iter=self._kmeans_iter(large))
         else:
