@@ -253,6 +253,8 @@ def curve_point(mode: str, n: int, args) -> dict:
         rec["seconds"] = round(time.perf_counter() - t, 1)
         run = json.loads((out / "run.json").read_text())
         rec["stages_s"] = {k: round(v, 1) for k, v in run.get("timings_s", {}).items()}
+        if "method_choice" in run:
+            rec["choice"] = {k: run["method_choice"].get(k) for k in ("chosen", "scores")}
         rec["rc"] = rc
         rec["run_dir_mb"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1)
         rows, pred, _ = read_assignments(out)
