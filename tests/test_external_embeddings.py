@@ -423,3 +423,26 @@ def test_npy_rows_view_reads_the_values_load_gives_without_a_copy(tmp_path):
     np.save(tmp_path / "j.npy", x)
     with pytest.raises(InputError, match=r"row 33 \(row-000033\) in j.npy is all zeros"):
         open_embeddings(tmp_path / "j.npy").rows()
+
+
+def test_rows_of_float16_shards_are_a_float16_view_and_float32_ones_load(tmp_path):
+    """clip-retrieval's float16 shards are gathered as one float16 array read through a
+    normalising view (half of load's float32), with load's values; float32 vectors are
+    loaded as they are (a float16 copy would round them)."""
+    from tacluster._blocks import NormalisedRows
+    from tacluster.embed.external import open_embeddings
+
+    x = np.random.default_rng(3).standard_normal((sum(SIZES), 16)) * 3
+    paths = [f"img{i}.jpg" for i in range(len(x))]
+    src = open_embeddings(_clip_retrieval_folder(tmp_path / "half", x.astype(np.float16), paths))
+    view, whole = src.rows(), src.load()
+    assert isinstance(view, NormalisedRows) and view.base.dtype == np.float16
+    assert view.shape == whole.shape == (sum(SIZES), 16) and whole.dtype == np.float32
+    np.testing.assert_array_equal(view[5:40], whole[5:40])
+    np.testing.assert_array_equal(np.asarray(view), whole)
+
+    flat = tmp_path / "single.parquet"
+    pq.write_table(pa.table({"embedding": list(x.astype(np.float32)), "path": paths}), flat)
+    rows = open_embeddings(flat).rows()
+    assert isinstance(rows, np.ndarray) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows, open_embeddings(flat).load())
