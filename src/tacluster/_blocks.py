@@ -37,14 +37,19 @@ def joint_rows(parts: Sequence[np.ndarray], rows, weights: Sequence[float] | Non
     if len(parts) == 1:
         b = np.asarray(parts[0][rows], dtype=np.float32)
         return np.ascontiguousarray(b if weights[0] == 1.0 else b * np.float32(weights[0]))
-    # Several parts: each written into one output (no per-part copies beside it).
-    first = parts[0][rows]
-    out = np.empty((first.shape[0], sum(p.shape[1] for p in parts)), dtype=np.float32)
+    # Several parts: each written into one output, one part's selected rows
+    # alive beside it at a time (TAC no-train at 1.28 M, K = 1000: the 256k-row
+    # [u, s] sample is 1 GB, each part's rows 0.5 GB; both parts' rows alive
+    # together set the fit's peak RSS, docs/scaling.md).
+    block = parts[0][rows]
+    out = np.empty((block.shape[0], sum(p.shape[1] for p in parts)), dtype=np.float32)
     col = 0
-    for part, w in zip(parts, weights):
-        b = first if col == 0 else part[rows]
+    for i, (part, w) in enumerate(zip(parts, weights)):
+        if i:
+            block = part[rows]
         dst = out[:, col:col + part.shape[1]]
-        dst[...] = b
+        dst[...] = block
+        del block
         if w != 1.0:
             dst *= np.float32(w)
         col += part.shape[1]
