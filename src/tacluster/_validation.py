@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tacluster._blocks import NormalisedRows, _RowView
 from tacluster.errors import InputError
 
 
@@ -36,8 +37,6 @@ def as_float_matrix(x, name: str, *, normalise: bool = True, lazy: bool = False)
     Raises :class:`InputError` naming ``name`` when ``x`` is not 2-D, is empty,
     holds NaN/inf, or (when normalising) has an all-zero row.
     """
-    from tacluster._blocks import NormalisedRows, _RowView
-
     if isinstance(x, _RowView):
         if lazy:
             return x

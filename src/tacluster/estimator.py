@@ -55,10 +55,13 @@ LARGE_SCALE_MIN_SAMPLES = 100_000
 SPECTRAL_EXACT_MAX_CLUSTERS = 300
 
 
-def _n_rows(x) -> int:
-    """Rows of a 2-D array-like before any conversion (0 when it has no shape yet)."""
-    shape = getattr(x, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) == 2 else 0
+def checked_images(image_embeddings, large_scale: bool | str = "auto"):
+    """``image_embeddings`` checked and normalised by :func:`as_float_matrix`; on the
+    large-N path a float16 (or not yet unit-length) input is read through a
+    normalising row view instead of a float32 copy (docs/scaling.md)."""
+    shape = getattr(image_embeddings, "shape", None)  # rows before any conversion
+    n = int(shape[0]) if shape is not None and len(shape) == 2 else 0
+    return as_float_matrix(image_embeddings, "image_embeddings", lazy=use_large_scale(n, large_scale))
 
 
 def use_large_scale(n_samples: int, large_scale: bool | str = "auto") -> bool:
@@ -320,10 +323,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         """
         self._check_params()
         timings: dict[str, float] = {}
-        # On the large-N path a float16 (or not yet normalised) input is read
-        # through a normalising view, not copied to float32 (docs/scaling.md).
-        u_in = as_float_matrix(image_embeddings, "image_embeddings",
-                               lazy=use_large_scale(_n_rows(image_embeddings), self.large_scale))
+        u_in = checked_images(image_embeddings, self.large_scale)
         self.choice_ = None
         self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
         n, seed = u_in.shape[0], self._seed()
@@ -603,9 +603,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _inputs_for_predict(self, image_embeddings, joint_embeddings):
         # Only blocked passes (assign, the head) read u here: the power view is never materialised.
-        u = self._image_view(as_float_matrix(image_embeddings, "image_embeddings",
-                                             lazy=use_large_scale(_n_rows(image_embeddings), self.large_scale)),
-                             lazy=True)
+        u = self._image_view(checked_images(image_embeddings, self.large_scale), lazy=True)
         if u.shape[1] != self.n_features_in_:
             raise InputError(
                 f"image_embeddings have width {u.shape[1]} but the model was fitted on width "

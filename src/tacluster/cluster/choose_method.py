@@ -173,15 +173,12 @@ def choose_method(
     (MethodChoice, TextAidedClustering)
         The decision and the chosen candidate, fitted.
     """
-    from tacluster.estimator import TextAidedClustering
-
     from tacluster._blocks import sample_rows
-    from tacluster.estimator import _n_rows, use_large_scale
+    from tacluster.estimator import TextAidedClustering, checked_images, use_large_scale
 
     shared = dict(estimator_params or {})
     # Large N: a row view is kept as given (each candidate reads sampled rows and blocks).
-    u = as_float_matrix(image_embeddings, "image_embeddings",
-                        lazy=use_large_scale(_n_rows(image_embeddings), shared.get("large_scale", "auto")))
+    u = checked_images(image_embeddings, shared.get("large_scale", "auto"))
     k = check_n_clusters(n_clusters, u.shape[0])
     cands = dict(IMAGE_CANDIDATES if candidates is None else candidates)
     if reference not in cands:
