@@ -258,7 +258,11 @@ def test_readme_cli_examples_run_as_written(run, tmp_path, monkeypatch, capsys):
     repository root (embeddings served from the module's cache)."""
     import shlex
 
-    first = _readme_block("## The two commands", "bash").splitlines()[0]
+    two = _readme_block("## The two commands", "bash").splitlines()
+    assert [ln.split("#")[0].strip() for ln in two] == ["make demo", "make test"]
+    first = _readme_block("`make demo` runs", "bash").splitlines()[0]
+    demo = (REPO / "Makefile").read_text(encoding="utf-8").split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "/bin/" + first.split("#")[0].strip() in demo, demo  # the README's command is make demo's
     after = [ln for ln in _readme_block("## After clustering", "bash").splitlines() if ln.strip()]
     (tmp_path / "examples").symlink_to(REPO / "examples")
     monkeypatch.chdir(tmp_path)
