@@ -275,3 +275,14 @@ def test_readme_cli_examples_run_as_written(run, tmp_path, monkeypatch, capsys):
     assert len(clusters) == 9 and "keepers" in {c["name"] for c in clusters}
     assert len(list((tmp_path / "sorted").iterdir())) == 10
     assert len(_read_csv(tmp_path / "new.csv")) == 300
+
+
+def test_k_help_states_the_auto_range_the_code_searches(capsys):
+    """--help's auto-K range for 150 images is the range the estimator searches (2..n/10, at most 30)."""
+    from tacluster.run.cli import _parser
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["cluster", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "2..15 for 150" in help_text, help_text
+    assert "sqrt" not in help_text

@@ -72,8 +72,8 @@ def _add_cluster(sub) -> None:
     c.add_argument("input", nargs="?", default=None,
                    help="folder of images (recursive) or a .csv/.txt list of paths (or give --embeddings)")
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
-                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to 30, "
-                        "and up to sqrt(n/2) for n images: 2..8 for 150)")
+                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to "
+                        "min(30, n/10) for n images: 2..15 for 150)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
