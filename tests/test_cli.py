@@ -286,3 +286,50 @@ def test_k_help_states_the_auto_range_the_code_searches(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "2..15 for 150" in help_text, help_text
     assert "sqrt" not in help_text
+
+
+def _small_run(run, tmp_path, n_per_class: int = 4):
+    """Three classes of the example (served from the module's cache), clustered with K = 3."""
+    photos = tmp_path / "photos"
+    for cls in ("airplane", "automobile", "bird"):
+        (photos / cls).mkdir(parents=True)
+        for f in sorted((EXAMPLE / cls).iterdir())[:n_per_class]:
+            shutil.copy(f, photos / cls / f.name)
+    args = ["cluster", str(photos), "--k", "3", "--out", str(tmp_path / "out"), "--cache-dir", str(run["cache"]),
+            "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    return photos, args
+
+
+def test_rerun_into_an_edited_run_is_refused_and_keeps_the_edits(run, tmp_path, capsys):
+    """A rerun of the same command would silently drop a rename: exit 2 naming the edits, files
+    untouched; --overwrite replaces the run as asked."""
+    photos, args = _small_run(run, tmp_path)
+    out = tmp_path / "out"
+    assert main(["rename", str(out), "0", "scenery"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 edit(s) (rename)" in err and "--overwrite" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main([*args, "--overwrite"]) == 0
+    run_json = json.loads((out / "run.json").read_text())
+    assert not run_json.get("history")
+    assert "scenery" not in {c["name"] for c in json.loads((out / "clusters.json").read_text())["clusters"]}
+
+
+def test_rerun_over_changed_input_is_refused(run, tmp_path, capsys):
+    """A new photo in the input would renumber the clusters of the run in --out: refused unless
+    --overwrite; the same input again still reruns quietly."""
+    photos, args = _small_run(run, tmp_path)
+    assert main(args) == 0  # unchanged input, no edits: the same run again is fine
+    extra = sorted((EXAMPLE / "cat").iterdir())[0]
+    shutil.copy(extra, photos / "bird" / "new-one.jpg")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 new, 0 gone" in err and "--overwrite" in err, err
+    assert len(_read_csv(tmp_path / "out" / "assignments.csv")) == 12
+    assert main([*args, "--overwrite"]) == 0
+    assert len(_read_csv(tmp_path / "out" / "assignments.csv")) == 13

@@ -201,6 +201,7 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
         except (OSError, ValueError, AttributeError):
             previous = None
         if previous == run_key:
+            _refuse_losing_edits(out_dir)
             return  # the same run again (e.g. after an interruption): safe to redo
         raise InputError(
             f"{str(out_dir)!r} already holds a different tacluster run; "
@@ -210,3 +211,45 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
         f"{str(out_dir)!r} is not empty and holds no tacluster run; "
         "choose an empty or new --out directory (or pass --overwrite)"
     )
+
+
+def _edits(out_dir: Path) -> list[str]:
+    """The kinds of the edits (rename, merge, ...) in a run's history, in order."""
+    try:
+        history = json.loads((out_dir / RUN_FILE).read_text()).get("history") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(h.get("action", h.get("kind", "edit"))) if isinstance(h, dict) else str(h) for h in history]
+
+
+def _refuse_losing_edits(out_dir: Path) -> None:
+    """A rerun into a run that was edited would silently drop the edits: refuse it."""
+    edits = _edits(out_dir)
+    if edits:
+        kinds = ", ".join(dict.fromkeys(edits))
+        raise InputError(
+            f"{str(out_dir)!r} holds {len(edits)} edit(s) ({kinds}) that a rerun would lose; "
+            "pass --overwrite to replace them, or choose another --out"
+        )
+
+
+def check_same_input(out_dir: Path, run_key: str, paths: Sequence[str], overwrite: bool) -> None:
+    """Refuse to rerun into ``out_dir`` when its finished run (same settings) clustered another
+    set of files: the new run would renumber its clusters without a word. ``paths`` are
+    written by the outputs' rule (``tacluster._paths.path_to_text``)."""
+    if overwrite or not (out_dir / ASSIGNMENTS_FILE).is_file() or _failed_run(out_dir):
+        return
+    try:
+        if json.loads((out_dir / RUN_FILE).read_text()).get("run_key") != run_key:
+            return
+    except (OSError, ValueError, AttributeError):
+        return
+    old = set(read_assignments_table(out_dir / ASSIGNMENTS_FILE, ("path",)).column("path").to_pylist())
+    new = set(paths)
+    if old != new:
+        raise InputError(
+            f"{str(out_dir)!r} holds a run of other files ({len(new - old)} new, {len(old - new)} gone): "
+            "a rerun would renumber its clusters; pass --overwrite to replace it, choose another --out, "
+            "or assign the new files with `tacluster predict`"
+        )
+

@@ -24,7 +24,9 @@ from tacluster._paths import path_to_text
 from tacluster.errors import InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
-from tacluster.run.rundir import RUN_FILE, begin_writing, check_out_dir, commit_outputs, record_failed_run, recover_pending
+from tacluster.run.rundir import (
+    RUN_FILE, begin_writing, check_out_dir, check_same_input, commit_outputs, record_failed_run, recover_pending,
+)
 from tacluster.run.tables import (
     csv_bytes,
     parquet_bytes,
@@ -176,6 +178,7 @@ def cluster_images(
         with _timed(timings, "read_embeddings"):
             emb = _read_external(external, bb, backbone)
     _check_usable(emb, n_clusters, out, run_key, source, src)
+    check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
     u = emb.arrays["image"]
     joint = emb.arrays.get("joint", u)
     with _timed(timings, "noun_bank"):
