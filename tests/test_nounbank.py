@@ -192,3 +192,38 @@ def test_noun_bank_build_is_announced_when_stderr_is_not_a_terminal(tmp_path, ca
     assert "embedding 1,200 nouns" in err and "nouns embedded in" in err, err
     cached_noun_bank(CountingBackbone(), words, cache_dir=tmp_path, progress=True)  # a cache hit: silent
     assert "nouns" not in capsys.readouterr().err
+
+
+def test_interrupted_bank_build_resumes_from_last_finished_block(tmp_path):
+    """Blocks of 500 nouns are kept as they finish: a rebuild embeds only the rest, same bank."""
+    words = [f"noun {i}" for i in range(1700)]  # 4 blocks of 500
+
+    class Crashing(CountingBackbone):
+        def encode_text(self, texts):
+            if self.calls >= 2:
+                raise KeyboardInterrupt
+            return super().encode_text(texts)
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_noun_bank(Crashing(), words, cache_dir=tmp_path / "c", progress=False)
+    again = CountingBackbone()
+    resumed = cached_noun_bank(again, words, cache_dir=tmp_path / "c", progress=False)
+    assert again.calls == 2  # blocks 3 and 4 only
+    clean = cached_noun_bank(CountingBackbone(), words, cache_dir=tmp_path / "clean", progress=False)
+    np.testing.assert_array_equal(np.asarray(resumed.embeddings), np.asarray(clean.embeddings))
+    assert not list((tmp_path / "c" / "nounbanks").glob(".*blocks"))  # cleaned up once complete
+
+
+def test_cost_line_and_eta_lines_before_the_bulk_of_the_build(tmp_path, capsys, monkeypatch):
+    from tacluster.nouns import bank as bank_mod
+
+    monkeypatch.setattr(bank_mod._BankProgress, "every_s", 0.0)
+    words = [f"noun {i}" for i in range(1700)]
+    cached_noun_bank(CountingBackbone(), words, cache_dir=tmp_path, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    cost = [i for i, l in enumerate(lines) if "prompts" in l and "--device cuda" in l and "--vocabulary" in l]
+    assert cost and "1,700 nouns x 7 templates = 11,900 prompts" in lines[cost[0]], lines
+    assert str(tmp_path / "nounbanks") in lines[cost[0]]
+    eta = [i for i, l in enumerate(lines) if "ETA" in l and "/1,700 nouns" in l]
+    assert eta and cost[0] < eta[0]
+    assert not any("\r" in l for l in lines)

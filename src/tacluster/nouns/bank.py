@@ -15,6 +15,7 @@ never leaves a half-written entry under the final name.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from tacluster._atomic import dir_mode
+from tacluster._atomic import atomic_write, atomic_write_bytes, dir_mode
 from tacluster.errors import CacheError, InputError
 
 if TYPE_CHECKING:  # the backbones import this module, never the other way round
@@ -111,6 +112,109 @@ def words_digest(words: Sequence[str]) -> str:
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
+@dataclass
+class _Build:
+    """What :func:`cached_noun_bank` tells :func:`embed_with_templates` about the build in progress."""
+
+    blocks: Path | None  # finished blocks are kept here (resume after an interruption)
+    entry: Path | None  # where the finished bank will live (named in the cost line)
+
+
+_BUILD: contextvars.ContextVar[_Build | None] = contextvars.ContextVar("tacluster_bank_build", default=None)
+
+
+class _BankProgress:
+    """Noun-bank progress: a tqdm bar on a terminal, plain lines with done/total and
+    ETA otherwise (one every :attr:`every_s` seconds), and, before the bulk of the
+    work, one cost line: prompts, the estimated time measured on the first batch,
+    the alternatives."""
+
+    every_s = 30.0
+
+    def __init__(self, total_words: int, n_templates: int, done_words: int, desc: str,
+                 progress: bool, entry: Path | None):
+        self.total, self.n_t, self.done, self.desc = total_words, n_templates, done_words, desc
+        self.entry = entry
+        self.tty = sys.stderr.isatty()
+        self.on = progress
+        self.bar = None
+        if progress and self.tty:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_words, initial=done_words, desc=desc, unit="word")
+        self.t0 = self.last = time.perf_counter()
+        self.fresh = 0  # words embedded in this run (not read back from finished blocks)
+        self.costed = False
+
+    def _say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.fresh += n
+        now = time.perf_counter()
+        if not self.on:
+            return
+        left = self.total - self.done
+        rate = self.fresh / max(now - self.t0, 1e-9)  # words/s on this machine, this run
+        if not self.costed:
+            self.costed = True
+            self._say(self.cost_line(rate))
+        if self.bar is not None:
+            self.bar.update(n)
+        elif now - self.last >= self.every_s and left > 0:
+            self.last = now
+            self._say(f"{self.desc}: {self.done:,}/{self.total:,} nouns ({100 * self.done / self.total:.0f} %, "
+                      f"{now - self.t0:.0f} s, ETA {_duration(left / rate)})")
+
+    def cost_line(self, words_per_s: float) -> str:
+        left = self.total - self.done + self.fresh  # what this run has to embed
+        prompts = left * self.n_t
+        est = left / max(words_per_s, 1e-9)
+        where = f"copy a bank built elsewhere to {self.entry}" if self.entry else "copy a bank cache built elsewhere"
+        resumed = f" (resuming: {self.total - left:,} of {self.total:,} nouns already done)" if left < self.total else ""
+        return (f"{self.desc}: {left:,} nouns x {self.n_t} templates = {prompts:,} prompts{resumed}, "
+                f"about {_duration(est)} on this machine ({words_per_s * self.n_t:,.0f} prompts/s on the first batch); "
+                f"faster: a GPU (--device cuda), a shorter --vocabulary FILE, or {where}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _blocks_state(folder: Path, key: dict) -> dict[int, Path]:
+    """Finished blocks in ``folder`` made with the same words, templates and batch
+    size (``key``); a folder from another build layout is cleared."""
+    meta = folder / "blocks.json"
+    try:
+        same = json.loads(meta.read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(meta, json.dumps(key).encode("utf-8"))
+        return {}
+    found = {}
+    for f in folder.glob("block-*.npy"):
+        try:
+            found[int(f.stem.split("-")[1])] = f
+        except (IndexError, ValueError):
+            continue
+    return found
+
+
 def embed_with_templates(
     encode_text: Callable[[list[str]], np.ndarray],
     words: Sequence[str],
@@ -132,26 +236,60 @@ def embed_with_templates(
         Words per call of ``encode_text`` (each call sees ``batch_size * T``
         prompts).
     progress : bool
-        Show a tqdm bar (only when stderr is a terminal).
+        Report progress on stderr: a tqdm bar on a terminal, plain lines with
+        ETA otherwise, and before the bulk of the work one line with the number
+        of prompts and the estimated time (measured on the first batch).
 
     Returns
     -------
     ndarray of shape (n_words, d), float32
         Row-wise L2-normalised.
-    """
-    from tqdm.auto import tqdm
 
+    Notes
+    -----
+    Inside :func:`cached_noun_bank` each finished batch (a block) is written to
+    disk as it completes; an interrupted build resumes after the last finished
+    block and returns exactly what an uninterrupted one would.
+    """
     words = _check_words(words)
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be >= 1")
     n_t = len(templates)
+    build = _BUILD.get()
     # Similar-length words share a batch: tokenizers pad to the batch's longest
     # prompt, so length-sorted batches waste less compute on padding.
     order = sorted(range(len(words)), key=lambda i: len(words[i]))
+    starts = range(0, len(words), batch_size)
+    done: dict[int, Path] = {}
+    if build is not None and build.blocks is not None:
+        key = {"format_version": _FORMAT_VERSION, "words_sha256": words_digest(words),
+               "templates_sha256": words_digest(list(templates)), "batch_size": batch_size}
+        try:
+            done = _blocks_state(build.blocks, key)
+        except OSError:
+            build = _Build(None, build.entry)  # cannot keep blocks: build without resume
     out: np.ndarray | None = None
-    quiet = not (progress and sys.stderr.isatty())
-    with tqdm(total=len(words), desc=desc, unit="word", disable=quiet) as bar:
-        for start in range(0, len(words), batch_size):
+    pending: list[tuple[list[int], np.ndarray]] = []
+    for b, start in enumerate(starts):
+        if b in done:
+            try:
+                block = np.load(done[b], allow_pickle=False)
+                if block.dtype == np.float32 and block.ndim == 2 and block.shape[0] == len(order[start : start + batch_size]):
+                    pending.append((order[start : start + batch_size], block))
+                    continue
+            except (OSError, ValueError):
+                pass
+            del done[b]  # unreadable: embed it again
+    n_done = sum(len(rows) for rows, _ in pending)
+    for rows, block in pending:
+        if out is None:
+            out = np.empty((len(words), block.shape[1]), dtype=np.float32)
+        out[rows] = block
+    bar = _BankProgress(len(words), n_t, n_done, desc, progress, build.entry if build else None)
+    try:
+        for b, start in enumerate(starts):
+            if b in done:
+                continue
             rows = order[start : start + batch_size]
             prompts = [t.format(words[i]) for i in rows for t in templates]
             emb = np.asarray(encode_text(prompts), dtype=np.float32)
@@ -166,9 +304,22 @@ def embed_with_templates(
             if out is None:
                 out = np.empty((len(words), mean.shape[1]), dtype=np.float32)
             out[rows] = mean
+            if build is not None and build.blocks is not None:
+                try:
+                    atomic_write(build.blocks / f"block-{b:06d}.npy",
+                                 lambda tmp, m=mean: _save_npy(tmp, m))
+                except OSError:
+                    pass  # resuming is a convenience; the build itself goes on
             bar.update(len(rows))
+    finally:
+        bar.close()
     assert out is not None  # words is non-empty
     return out
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(arr, dtype=np.float32))
 
 
 def _entry_key(fingerprint: str, wdigest: str) -> str:
@@ -268,7 +419,12 @@ def cached_noun_bank(
         print(f"embedding {len(words):,} nouns ({backbone.name or 'backbone'}); once per backbone, "
               "then cached", file=sys.stderr, flush=True)
     tic = time.perf_counter()
-    bank = backbone.noun_bank(words, progress=progress)
+    blocks = entry.parent / f".{entry.name}.blocks"
+    token = _BUILD.set(_Build(blocks, entry))
+    try:
+        bank = backbone.noun_bank(words, progress=progress)
+    finally:
+        _BUILD.reset(token)
     if log:
         print(f"{len(bank.words):,} nouns embedded in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
     stored_words = list(bank.words)  # fewer than ``words`` if the backbone dropped some
@@ -287,6 +443,7 @@ def cached_noun_bank(
             f"cannot write the noun-bank cache under {root}: {exc}; "
             "set TACLUSTER_CACHE or pass cache_dir= to a writable folder"
         ) from exc
+    shutil.rmtree(blocks, ignore_errors=True)  # the finished blocks are in the entry now
     # Re-open from disk so a fresh bank and a reused one are the same kind of object.
     return _read_entry(entry, wdigest, fingerprint)
 
