@@ -360,3 +360,16 @@ def test_torch_pin_makes_torch_load_weights_only_by_default():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     torch_req = next(Requirement(d) for d in project["dependencies"] if Requirement(d).name == "torch")
     assert not torch_req.specifier.contains("2.5.1") and torch_req.specifier.contains("2.6.0")
+
+
+def test_check_is_fitted_and_sklearn_not_fitted_error():
+    import sklearn.exceptions
+    from sklearn.utils.validation import check_is_fitted
+
+    assert issubclass(NotFittedError, sklearn.exceptions.NotFittedError)
+    est = TextAidedClustering(n_clusters=2, method="kmeans")
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        check_is_fitted(est)
+    rng = np.random.default_rng(0)
+    est.fit(rng.normal(size=(40, 8)).astype(np.float32))
+    check_is_fitted(est)

@@ -7,6 +7,8 @@ subclass also inherits the matching builtin, so callers may catch either
 
 from __future__ import annotations
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 
 class TaclusterError(Exception):
     """Base class of every error tacluster raises on purpose."""
@@ -16,8 +18,9 @@ class InputError(TaclusterError, ValueError):
     """Input data or a parameter is invalid; the message names the fix."""
 
 
-class NotFittedError(TaclusterError, ValueError):
-    """A method that needs a fitted estimator was called before ``fit``."""
+class NotFittedError(TaclusterError, _SklearnNotFittedError):
+    """A method that needs a fitted estimator was called before ``fit``
+    (also a :class:`sklearn.exceptions.NotFittedError`, hence a ValueError)."""
 
 
 class ModelFileError(TaclusterError, ValueError):

@@ -587,8 +587,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.confidence_ = proba.max(axis=1).astype(np.float32)
 
     # --------------------------------------------------------------- predict
+    def __sklearn_is_fitted__(self) -> bool:
+        """What :func:`sklearn.utils.validation.check_is_fitted` asks."""
+        return hasattr(self, "labels_") or hasattr(self, "_loaded")
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "labels_") and not hasattr(self, "_loaded"):
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
             )
