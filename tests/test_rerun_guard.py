@@ -1,0 +1,23 @@
+import json
+
+import pytest
+
+from tacluster.errors import InputError
+from tacluster.run.rundir import RUN_FILE, check_out_dir
+
+
+def test_rerun_into_an_edited_run_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "odd"
+    out.mkdir()
+    (out / RUN_FILE).write_text(json.dumps({"run_key": "k", "status": "complete",
+                                            "history": [{"action": "rename"}, {"action": "merge"}]}))
+    with pytest.raises(InputError, match=r"holds 2 edit\(s\) \(rename, merge\) that a rerun would lose"):
+        check_out_dir(out, "k", overwrite=False)
+    check_out_dir(out, "k", overwrite=True)
+
+
+def test_rerun_of_the_same_unedited_run_is_allowed(tmp_path):
+    out = tmp_path / "odd"
+    out.mkdir()
+    (out / RUN_FILE).write_text(json.dumps({"run_key": "k", "status": "complete"}))
+    check_out_dir(out, "k", overwrite=False)
