@@ -21,3 +21,13 @@ def test_rerun_of_the_same_unedited_run_is_allowed(tmp_path):
     out.mkdir()
     (out / RUN_FILE).write_text(json.dumps({"run_key": "k", "status": "complete"}))
     check_out_dir(out, "k", overwrite=False)
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999"])
+def test_out_of_range_seed_is_refused_at_argument_parsing(tmp_path, capsys, seed):
+    from tacluster.run.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["cluster", str(tmp_path), "--k", "2", "--out", str(tmp_path / "o"), "--seed", seed])
+    assert exc.value.code == 2
+    assert "seed must be 0 to 4294967295" in capsys.readouterr().err

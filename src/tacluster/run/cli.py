@@ -25,6 +25,19 @@ EPILOG = """examples:
 """
 
 
+
+def _seed(text: str) -> int:
+    """argparse type for --seed: an integer 0..2**32-1 (what numpy and torch accept)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: the seed must be 0 to 4294967295")
+    return value
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="tacluster",
@@ -81,7 +94,7 @@ def _add_cluster(sub) -> None:
                         "(`tacluster backbones` lists them)")
     c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],
                    help="auto = the measured best for the backbone (see README)")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 4294967295 (default 0)")
     c.add_argument("--consensus", type=int, default=0, metavar="N",
                    help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
                         "(steadier across seeds; default 0 = best of 10 restarts)")
