@@ -31,3 +31,10 @@ def test_out_of_range_seed_is_refused_at_argument_parsing(tmp_path, capsys, seed
         main(["cluster", str(tmp_path), "--k", "2", "--out", str(tmp_path / "o"), "--seed", seed])
     assert exc.value.code == 2
     assert "seed must be 0 to 4294967295" in capsys.readouterr().err
+
+
+def test_backbones_fetch_lite_exits_0_with_nothing_to_fetch(capsys):
+    from tacluster.run.cli import main
+
+    assert main(["backbones", "fetch", "lite"]) == 0
+    assert "nothing to fetch" in capsys.readouterr().out

@@ -301,6 +301,9 @@ def _cmd_backbones(a) -> int:
     if a.action == "fetch":
         if not a.name:
             raise InputError("backbones fetch needs a NAME, e.g. `tacluster backbones fetch clip`")
+        if a.name.strip().lower() == "lite":
+            print("lite: ships inside the tacluster package; nothing to fetch")
+            return 0
         where = fetch_backbone(a.name, cache_dir=cache)
         print(f"{a.name}: fetched into {where}")
         return 0
