@@ -38,3 +38,14 @@ def test_backbones_fetch_lite_exits_0_with_nothing_to_fetch(capsys):
 
     assert main(["backbones", "fetch", "lite"]) == 0
     assert "nothing to fetch" in capsys.readouterr().out
+
+
+def test_closed_pipe_exits_quietly(monkeypatch, capsys):
+    from tacluster.run import cli
+
+    def closed(a):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_backbones", closed)
+    assert cli.main(["backbones"]) == 0
+    assert "Broken pipe" not in capsys.readouterr().err

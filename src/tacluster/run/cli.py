@@ -12,6 +12,7 @@ import argparse
 import errno
 import json
 import shlex
+import os
 import sys
 from pathlib import Path
 
@@ -392,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("tacluster: interrupted; nothing was cached by this run", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed the pipe (`tacluster evaluate ... | head -1`): stop quietly, as Unix tools do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except OSError as exc:
         if args.debug:
             raise
