@@ -12,6 +12,7 @@ import argparse
 import errno
 import json
 import shlex
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,19 @@ EPILOG = """examples:
   tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
+
+
+def _seed(text: str) -> int:
+    """argparse type for --seed: an integer 0..2**32-1 (what numpy and torch accept)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: the seed must be 0 to 4294967295")
+    return value
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
@@ -81,7 +95,7 @@ def _add_cluster(sub) -> None:
                         "(`tacluster backbones` lists them)")
     c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],
                    help="auto = the measured best for the backbone (see README)")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 4294967295 (default 0)")
     c.add_argument("--consensus", type=int, default=0, metavar="N",
                    help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
                         "(steadier across seeds; default 0 = best of 10 restarts)")
@@ -288,6 +302,9 @@ def _cmd_backbones(a) -> int:
     if a.action == "fetch":
         if not a.name:
             raise InputError("backbones fetch needs a NAME, e.g. `tacluster backbones fetch clip`")
+        if a.name.strip().lower() == "lite":
+            print("lite: ships inside the tacluster package; nothing to fetch")
+            return 0
         where = fetch_backbone(a.name, cache_dir=cache)
         print(f"{a.name}: fetched into {where}")
         return 0
@@ -376,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("tacluster: interrupted; nothing was cached by this run", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed the pipe (`tacluster evaluate ... | head -1`): stop quietly, as Unix tools do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except OSError as exc:
         if args.debug:
             raise
