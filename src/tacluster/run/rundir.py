@@ -197,19 +197,11 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     run_file = out_dir / RUN_FILE
     if run_file.is_file():
         try:
-            info = json.loads(run_file.read_text())
-            previous, history = info.get("run_key"), info.get("history") or []
+            previous = json.loads(run_file.read_text()).get("run_key")
         except (OSError, ValueError, AttributeError):
-            previous, history = None, []
-        if history:
-            kinds = ", ".join(dict.fromkeys(str(h.get("action", "edit")) if isinstance(h, dict) else "edit"
-                                            for h in history))
-            raise InputError(
-                f"{str(out_dir)!r} holds {len(history)} edit(s) ({kinds}) that a rerun would lose; "
-                "pass --overwrite to replace them, or choose another --out"
-            )
+            previous = None
+        _refuse_losing_edits(out_dir)
         if previous == run_key:
-            _refuse_losing_edits(out_dir)
             return  # the same run again (e.g. after an interruption): safe to redo
         raise InputError(
             f"{str(out_dir)!r} already holds a different tacluster run; "
