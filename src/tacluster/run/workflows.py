@@ -164,9 +164,9 @@ def cluster_images(
     external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
     if external is None:
         out_r, src_r = out.resolve(), src.resolve()
-        if out_r == src_r or out_r in src_r.parents:
-            raise InputError(f"--out {str(out)!r} is or contains the input {str(source)!r}: writing there would "
-                             "replace or mix with the images; choose an --out outside the input")
+        if out_r == src_r:
+            raise InputError(f"--out {str(out)!r} is the input folder {str(source)!r}: the run's files would "
+                             "mix with the images and every later run over it; choose another --out")
     resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
                              estimator_params, joint_embeddings, embedding_column)
