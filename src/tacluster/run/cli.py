@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import shlex
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,11 +26,8 @@ EPILOG = """examples:
 """
 
 
-
 def _seed(text: str) -> int:
     """argparse type for --seed: an integer 0..2**32-1 (what numpy and torch accept)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -38,6 +35,7 @@ def _seed(text: str) -> int:
     if not 0 <= value <= 2**32 - 1:
         raise argparse.ArgumentTypeError(f"{value} is out of range: the seed must be 0 to 4294967295")
     return value
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(

@@ -197,10 +197,11 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     run_file = out_dir / RUN_FILE
     if run_file.is_file():
         try:
-            previous = json.loads(run_file.read_text()).get("run_key")
+            info = json.loads(run_file.read_text())
+            previous, history = info.get("run_key"), info.get("history") or []
         except (OSError, ValueError, AttributeError):
-            previous = None
-        _refuse_losing_edits(out_dir)
+            previous, history = None, []
+        _refuse_losing_edits(out_dir, history)
         if previous == run_key:
             return  # the same run again (e.g. after an interruption): safe to redo
         raise InputError(
@@ -213,22 +214,13 @@ def check_out_dir(out_dir: Path, run_key: str, overwrite: bool) -> None:
     )
 
 
-def _edits(out_dir: Path) -> list[str]:
-    """The kinds of the edits (rename, merge, ...) in a run's history, in order."""
-    try:
-        history = json.loads((out_dir / RUN_FILE).read_text()).get("history") or []
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [str(h.get("action", h.get("kind", "edit"))) if isinstance(h, dict) else str(h) for h in history]
-
-
-def _refuse_losing_edits(out_dir: Path) -> None:
-    """A rerun into a run that was edited would silently drop the edits: refuse it."""
-    edits = _edits(out_dir)
-    if edits:
-        kinds = ", ".join(dict.fromkeys(edits))
+def _refuse_losing_edits(out_dir: Path, history: list) -> None:
+    """A rerun into a run that was edited (``history`` of its run.json) would silently drop the edits: refuse it."""
+    if history:
+        kinds = ", ".join(dict.fromkeys(str(h.get("action", "edit")) if isinstance(h, dict) else "edit"
+                                        for h in history))
         raise InputError(
-            f"{str(out_dir)!r} holds {len(edits)} edit(s) ({kinds}) that a rerun would lose; "
+            f"{str(out_dir)!r} holds {len(history)} edit(s) ({kinds}) that a rerun would lose; "
             "pass --overwrite to replace them, or choose another --out"
         )
 
