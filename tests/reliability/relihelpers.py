@@ -399,7 +399,10 @@ def _(root):
     outside = root.parent / (root.name + "_outside")
     outside.mkdir()
     (outside / "far.png").write_bytes(png_bytes(noise(seed=9)))
-    os.symlink(outside / "far.png", root / "link_file.png")
+    lone = root.parent / (root.name + "_outside_file")
+    lone.mkdir()
+    (lone / "far2.png").write_bytes(png_bytes(noise(seed=10)))
+    os.symlink(lone / "far2.png", root / "link_file.png")  # not into link_dir: one file linked twice counts once
     os.symlink(outside, root / "link_dir")
     return Case("", root, [str(root / "link_dir" / "far.png"), str(root / "link_file.png")], "use",
                 note="symlinks are followed, also out of the folder (datasets are often assembled from links)")

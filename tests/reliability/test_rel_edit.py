@@ -139,9 +139,10 @@ def test_export_makes_one_safe_folder_per_cluster(run_copy, tmp_path, cli, mode)
     code, out, err = cli(["export", run_copy, "--to", dst, f"--{mode}"])
     assert code == 0, err
     rows = read_csv(run_copy / "assignments.csv")
-    folders = sorted(p.name for p in dst.iterdir())
+    folders = sorted(p.name for p in dst.iterdir() if p.is_dir())
     assert len(folders) == 3 and all("/" not in f and ":" not in f and "?" not in f for f in folders)
-    files = [p for p in dst.rglob("*") if not p.is_dir()]
+    assert (dst / ".tacluster-export.json").is_file()  # marks it, so a run over a folder holding it skips it
+    files = [p for p in dst.rglob("*") if not p.is_dir() and p.parent != dst]
     assert len(files) == len(rows)
     for f in files:
         assert f.is_symlink() == (mode == "link")

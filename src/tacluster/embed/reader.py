@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import threading
 import warnings
@@ -20,12 +21,26 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tacluster.errors import InputError
-from tacluster.run.rundir import RUN_FILE, STAGING
+from tacluster.run.rundir import EXPORT_MARKER, RUN_FILE, STAGING
 
 #: File name endings treated as images when walking a folder (case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif",
+     ".heic", ".heif"}
 )
+
+#: Endings read only through the pillow-heif plugin (iPhone photos).
+HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
+
+#: What a user is told is read, in messages.
+SUPPORTED_NOTE = "supported: jpg, jpeg, jfif, png, bmp, gif, webp, tif, tiff, avif, heic/heif (with pillow-heif)"
+
+#: A JPEG above Pillow's bomb limit (89 megapixels, e.g. an 11648 x 8736
+#: camera photo) is decoded at reduced size through DCT scaling, asking for at
+#: most this many pixels (the scale steps are 1/2, 1/4, 1/8 per side, so it
+#: decodes to at most 4x this; the full image is never in memory). Other
+#: formats above the limit cannot be decoded in part and stay refused.
+LARGE_PHOTO_PIXELS = 12_000_000
 
 #: Endings of a text file that lists image paths instead of a folder.
 LIST_EXTENSIONS: frozenset[str] = frozenset({".csv", ".txt"})
@@ -186,6 +201,12 @@ def _walk_folder(root: Path) -> InputList:
             skipped.append((dirpath, "tacluster run directory (its outputs are not inputs)"))
             dirnames[:] = []
             continue
+        if os.path.isfile(os.path.join(dirpath, EXPORT_MARKER)):
+            # `tacluster export --to` inside INPUT: links to (or copies of) the
+            # inputs themselves, which would be clustered a second time.
+            skipped.append((dirpath, "tacluster export folder (its images are already inputs)"))
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for name in filenames:
             if not is_image_name(name):
@@ -198,7 +219,21 @@ def _walk_folder(root: Path) -> InputList:
             else:
                 skipped.append((full, "not a file"))
     found.sort()
-    return InputList(found, skipped)
+    return _one_per_file(found, skipped)
+
+
+def _one_per_file(found: list[str], skipped: list[tuple[str, str]]) -> InputList:
+    """Each file once: a symlink to a file also listed under its own name (or
+    under another link) is a duplicate, counted and left out; the name that is
+    not a link is kept, else the first in order."""
+    by_target: dict[str, list[str]] = {}
+    for path in found:
+        by_target.setdefault(os.path.realpath(path), []).append(path)
+    keep: set[str] = set()
+    for names in by_target.values():
+        real = [n for n in names if not os.path.islink(n)]
+        keep.add(real[0] if real else names[0])
+    return InputList([p for p in found if p in keep], skipped, duplicates=len(found) - len(keep))
 
 
 #: What marks a tacluster run directory (its run.json, its staging folder).
@@ -282,16 +317,14 @@ def decode_image(path: str | os.PathLike) -> Image.Image:
         ``"not an image"``, ``"too large"``, ``"truncated or corrupt"``, ...
     """
     name = str(path)
+    if os.path.splitext(name)[1].lower() in HEIF_EXTENSIONS and not _heif_opener():
+        raise ImageDecodeError(name, "HEIC/HEIF needs the pillow-heif plugin (pip install pillow-heif)")
     try:
         if os.path.getsize(name) == 0:
             raise ImageDecodeError(name, "empty file")
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(name)
+        im = _open_bounded(name)
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError(name, "too large") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(name, "not an image") from None
     except OSError as err:
@@ -307,6 +340,48 @@ def decode_image(path: str | os.PathLike) -> Image.Image:
         raise ImageDecodeError(name, f"truncated or corrupt ({_short(err)})") from None
     except Image.DecompressionBombError:
         raise ImageDecodeError(name, "too large") from None
+
+
+def _open_bounded(name: str) -> Image.Image:
+    """``Image.open`` with Pillow's bomb check, except that a JPEG above its
+    limit is opened for decoding at reduced size (:data:`LARGE_PHOTO_PIXELS`).
+    Any other file above the limit, or a JPEG still above it at 1/8 scale,
+    raises ``ImageDecodeError("too large")``."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(name)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            pass
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # under the lock: no other open sees it
+        try:
+            im = Image.open(name)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    if im.format == "JPEG":
+        scale = math.sqrt(LARGE_PHOTO_PIXELS / (im.width * im.height))
+        im.draft("RGB", (max(1, int(im.width * scale)), max(1, int(im.height * scale))))
+        if limit is None or im.width * im.height <= limit:  # the size it will decode to
+            return im
+    im.close()
+    raise ImageDecodeError(name, "too large")
+
+
+_HEIF: list[bool] = []
+
+
+def _heif_opener() -> bool:
+    """Register pillow-heif's opener once; False when the plugin is not installed."""
+    if not _HEIF:
+        try:
+            import pillow_heif
+        except ImportError:
+            _HEIF.append(False)
+        else:
+            pillow_heif.register_heif_opener()
+            _HEIF.append(True)
+    return _HEIF[0]
 
 
 def _short(err: BaseException, limit: int = 60) -> str:

@@ -26,6 +26,17 @@ EPILOG = """examples:
 """
 
 
+def _threads(text: str) -> int:
+    """argparse type for --threads: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return n
+
+
 def _seed(text: str) -> int:
     """argparse type for --seed: an integer 0..2**32-1 (what numpy and torch accept)."""
     try:
@@ -68,6 +79,9 @@ def _common(p, *, cache=True) -> None:
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
                    help="where the models run (default: auto = cuda if available)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="CPU threads for the models and k-means (default: $OMP_NUM_THREADS, else the "
+                        "cores this process may use, affinity and container quota included)")
     if cache:
         p.add_argument("--cache-dir", default=None,
                        help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
@@ -265,6 +279,11 @@ def _cmd_predict(a) -> int:
                           embedding_column=a.embedding_column)
     if not a.quiet:
         print(f"assigned {len(pred.paths)} {'rows' if a.embeddings else 'images'} ({len(pred.skipped)} skipped) -> {a.out}")
+        if pred.skipped:
+            from tacluster.run.workflows import top_reasons
+
+            print(f"skipped: {top_reasons(pred.skipped)} (each listed in {a.out} with cluster_name "
+                  "'skipped: <reason>' and no cluster)")
         sizes: dict[int, int] = {}
         name_of: dict[int, str] = {}
         for c, n in zip(pred.labels.tolist(), pred.names):
@@ -333,11 +352,14 @@ def _cmd_report(a) -> int:
 def _cmd_export(a) -> int:
     from tacluster.run.edit import export_run
 
-    counts = export_run(a.run, a.to, mode=a.mode)
-    print(f"exported {sum(counts.values())} images into {len(counts)} folders under {a.to} "
+    done = export_run(a.run, a.to, mode=a.mode)
+    print(f"exported {sum(done.counts.values())} images into {len(done.counts)} folders under {a.to} "
           f"({'links' if a.mode == 'link' else 'copies'})")
-    for folder, n in counts.items():
+    for folder, n in done.counts.items():
         print(f"  {n:>6}  {folder}")
+    if done.missing:
+        shown = ", ".join(repr(p) for p in done.missing[:3]) + (" ..." if len(done.missing) > 3 else "")
+        print(f"not exported: {len(done.missing)} image(s) of the run are not files here: {shown}")
     return 0
 
 
@@ -370,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         ap.print_help()
         return 2
+    from tacluster._threads import configure_process
     from tacluster.errors import TaclusterError
 
+    configure_process(getattr(args, "threads", None))  # before torch or faiss load
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
                "evaluate": _cmd_evaluate, "report": _cmd_report,
                "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge}[args.command]

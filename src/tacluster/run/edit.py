@@ -19,15 +19,16 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
-from tacluster._paths import text_to_path
+from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError
-from tacluster.run.rundir import ASSIGNMENTS_FILE, RUN_FILE, read_assignments_table
+from tacluster.run.rundir import ASSIGNMENTS_FILE, EXPORT_MARKER, RUN_FILE, read_assignments_table
 
 JOURNAL = ".tacluster-edit.json"
 EDIT_STAGING = ".tacluster-edit-staging"
@@ -242,10 +243,27 @@ def safe_folder_name(name: str, fallback: str) -> str:
     return text
 
 
-def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link") -> dict[str, int]:
+@dataclass
+class Export:
+    """What :func:`export_run` wrote: images per folder, and the run's images
+    that are not files here (not exported)."""
+
+    counts: dict[str, int]
+    missing: list[str]
+
+
+def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link") -> Export:
     """One folder per cluster under ``to``, named by the cluster's name (made
     safe; clashes get the cluster id), holding a link to (``mode="link"``) or a
-    copy of (``"copy"``) each of its images. Returns images per folder."""
+    copy of (``"copy"``) each of its images.
+
+    Images that are not files here (a run of ``--embeddings``, photos moved
+    since) are not exported but returned in :attr:`Export.missing`; when none
+    is a file, nothing is written. ``to`` is built beside itself and renamed
+    into place at the end, so a failure midway leaves no partial ``to`` that
+    blocks a retry. It holds a marker file, so a later run over a folder that
+    contains it does not cluster the exported images again.
+    """
     if mode not in ("link", "copy"):
         raise InputError(f"mode={mode!r} must be 'link' or 'copy'")
     run = _Run(run_dir)
@@ -254,6 +272,11 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
         raise InputError(f"--to {str(dst)!r} exists and is not an empty folder; choose a new one")
     if dst.resolve().is_relative_to(run.dir.resolve()):
         raise InputError(f"--to {str(dst)!r} lies inside the run directory; choose a folder outside it")
+    rows = [(text_to_path(str(t)), int(c)) for t, c in zip(run.table["path"], run.table["cluster"])]
+    missing = [p for p, _ in rows if not os.path.isfile(p)]
+    if rows and len(missing) == len(rows):
+        raise InputError(f"none of the run's {len(rows)} images is a file here (e.g. {missing[0]!r}: a run of "
+                         "--embeddings, or the photos moved); nothing exported")
     folders: dict[int, str] = {}
     used: set[str] = set()
     for cid in sorted(run.by_id, key=lambda c: (-run.by_id[c]["size"], c)):
@@ -263,10 +286,28 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
         used.add(folder.lower())
         folders[cid] = folder
     counts = {f: 0 for f in folders.values()}
+    partial = dst.with_name(f".{dst.name}.tacluster-partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _export_into(partial, rows, set(missing), folders, counts, mode)
+        atomic_write_bytes(partial / EXPORT_MARKER, json.dumps(
+            {"run": path_to_text(str(run.dir.resolve())), "mode": mode, "missing": len(missing)}).encode())
+        if dst.is_dir():
+            dst.rmdir()  # the empty folder the check above allowed
+        partial.rename(dst)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return Export(counts, missing)
+
+
+def _export_into(dst: Path, rows, missing: set[str], folders: dict[int, str], counts: dict[str, int],
+                 mode: str) -> None:
     taken: set[str] = set()
-    for text, cid in zip(run.table["path"], run.table["cluster"]):
-        src = text_to_path(str(text))
-        folder = folders[int(cid)]
+    for src, cid in rows:
+        if src in missing:
+            continue
+        folder = folders[cid]
         target = dst / folder / os.path.basename(src)
         stem, suffix = os.path.splitext(os.path.basename(src))
         i = 2
@@ -280,4 +321,3 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
         else:
             shutil.copy2(src, target)
         counts[folder] += 1
-    return counts

@@ -32,6 +32,8 @@ CLUSTER_PAGES_DIR = "clusters"
 #: Hidden folder inside ``--out`` where a run writes every output before
 #: moving them in (:func:`commit_outputs`).
 STAGING = ".tacluster-staging"
+#: The file that marks a folder `tacluster export` wrote (its images are never inputs).
+EXPORT_MARKER = ".tacluster-export.json"
 
 
 def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", "cluster")):

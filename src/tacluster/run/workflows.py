@@ -21,6 +21,7 @@ import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text
+from tacluster._threads import threads_in_use
 from tacluster.errors import InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
@@ -201,8 +202,8 @@ def cluster_images(
     tic = time.perf_counter()
     xy = map_coordinates(u, seed)
     record = {
-        "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size,
-                     "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
+        "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
+                     "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
                      "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
                      "kept_nouns": len(est.kept_nouns_),
                      **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
@@ -297,6 +298,8 @@ def _check_usable(emb, n_clusters, out: Path, run_key: str, source, src: Path) -
     """No usable image (the reasons are kept in ``out/skipped.csv``), or K above their number: one clear error."""
     n_usable = len(emb.paths)
     if n_usable == 0:
+        from tacluster.embed.reader import SUPPORTED_NOTE
+
         listed = record_failed_run(out, run_key, emb.skipped, "no usable images")
         where = f"; every skipped file is listed in {str(listed)!r}" if listed else ""
         if emb.skipped:
@@ -305,8 +308,7 @@ def _check_usable(emb, n_clusters, out: Path, run_key: str, source, src: Path) -
                 f"{top_reasons(emb.skipped)}{where}"
             )
         raise InputError(
-            f"no usable images in {str(source)!r} (no image files found); "
-            "supported: jpg, jpeg, png, bmp, gif, webp, tif, tiff"
+            f"no usable images in {str(source)!r} (no image files found); " + SUPPORTED_NOTE
         )
     if n_clusters != "auto" and n_clusters > n_usable:
         raise InputError(
@@ -606,6 +608,15 @@ def predict_images(
                 for p, c, s, n, o in zip(emb.paths, labels, conf, names, outlier)]
         rows += [(p, "", "", f"skipped: {r}", "") for p, r in text_rows(emb.skipped)]
         atomic_write_bytes(out_path, csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], rows))
+    if not emb.paths:  # as `cluster`: nothing assigned is an error (exit 2), with the reasons kept
+        from tacluster.embed.reader import SUPPORTED_NOTE
+
+        where = f"; each is listed with its reason in {str(out_path)!r}" if out_path is not None else ""
+        if emb.skipped:
+            raise InputError(f"no usable images in {str(source)!r} ({len(emb.skipped)} file(s) skipped): "
+                             f"{top_reasons(emb.skipped)}{where}")
+        raise InputError(f"no images to assign in {str(source or embeddings)!r} (no image files found); "
+                         + SUPPORTED_NOTE)
     return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
 
 

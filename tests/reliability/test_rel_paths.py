@@ -1,0 +1,161 @@
+"""User paths of the second new-user pass (issue 29): exports inside the input,
+links, camera-size photos, other image formats, predict's skipped files and
+exports of runs whose images are gone. Each test is named after the behaviour."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import relihelpers
+from relihelpers import assert_one_line_error, read_csv, read_run
+from tacluster.embed.reader import ImageDecodeError, decode_image, list_inputs
+
+
+def _clustered(tmp_path, cli, cluster_args, src: Path, name: str = "out", k: int = 2) -> Path:
+    out = tmp_path / name
+    code, _, err = cli(["cluster", src, "--k", k, *cluster_args(out)])
+    assert code == 0, err
+    return out
+
+
+def test_an_export_inside_the_input_is_not_clustered_again(tmp_path, cli, cluster_args):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 6)
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    code, _, err = cli(["export", out, "--to", photos / "sorted"])
+    assert code == 0, err
+    assert any(p.is_symlink() for p in (photos / "sorted").rglob("*"))
+    out2 = _clustered(tmp_path, cli, cluster_args, photos, "out2")
+    assert len(read_csv(out2 / "assignments.csv")) == len(goods)
+    skipped = read_csv(out2 / "skipped.csv")
+    assert [Path(r["path"]).name for r in skipped] == ["sorted"]
+    assert "export folder" in skipped[0]["reason"]
+
+
+def test_a_link_to_a_file_already_listed_is_counted_as_a_duplicate(tmp_path):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 4)
+    (photos / "links").mkdir()
+    os.symlink(goods[0], photos / "links" / "again.png")
+    os.symlink(goods[1], photos / "a_first_link.png")  # sorts before the file it points to
+    outside = relihelpers.good_image(tmp_path / "elsewhere" / "only_here.png", 3)
+    os.symlink(outside, photos / "links" / "only_link.png")  # a dataset assembled from links: kept
+    found = list_inputs(photos)
+    assert found.duplicates == 2
+    assert str(goods[0]) in found.paths and str(goods[1]) in found.paths  # the real names are kept
+    assert str(photos / "links" / "only_link.png") in found.paths
+    assert len(found.paths) == len(goods) + 1
+
+
+def test_a_camera_size_jpeg_over_pillows_bomb_limit_is_decoded_at_reduced_size(tmp_path):
+    path = tmp_path / "camera.jpg"
+    Image.new("RGB", (11648, 8736), (90, 140, 200)).save(path, quality=50)  # 101.8 MP, a real camera size
+    assert 11648 * 8736 > Image.MAX_IMAGE_PIXELS
+    im = decode_image(path)
+    assert im.mode == "RGB"
+    assert im.size == (11648 // 2, 8736 // 2)  # DCT-scaled: never decoded whole
+    assert im.getpixel((10, 10)) == pytest.approx((90, 140, 200), abs=3)
+
+
+def test_a_png_over_the_bomb_limit_is_still_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (40, 30)).save(tmp_path / "warn.png")  # 1,200 px: Pillow's warning range
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(tmp_path / "warn.png")
+    from tacluster.embed import reader
+
+    monkeypatch.setattr(reader, "LARGE_PHOTO_PIXELS", 300)  # the same ratio to the limit as 12 MP to 89 MP
+    Image.new("RGB", (40, 30)).save(tmp_path / "warn.jpg")  # a JPEG of that size decodes, reduced
+    assert decode_image(tmp_path / "warn.jpg").size == (20, 15)
+
+
+def test_jfif_jpe_and_avif_files_are_clustered_and_heic_without_its_plugin_is_listed(tmp_path, cli, cluster_args,
+                                                                                      monkeypatch):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 4)
+    im = Image.open(goods[0]).convert("RGB")
+    im.save(photos / "phone.jfif", format="JPEG")
+    im.save(photos / "old.jpe", format="JPEG")
+    im.save(photos / "modern.avif", format="AVIF")
+    (photos / "iphone.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    from tacluster.embed import reader
+
+    monkeypatch.setattr(reader, "_HEIF", [False])  # as on a machine without pillow-heif
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    assigned = {Path(r["path"]).name for r in read_csv(out / "assignments.csv")}
+    assert {"phone.jfif", "old.jpe", "modern.avif"} <= assigned
+    skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(out / "skipped.csv")}
+    assert "pillow-heif" in skipped["iphone.heic"]
+
+
+def test_predict_lists_each_skipped_file_and_an_empty_folder_exits_2(tmp_path, cli, cluster_args, shared_cache):
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 6)
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    new = tmp_path / "new"
+    relihelpers.add_good(new, 2)
+    (new / "broken.jpg").write_bytes(b"not a jpeg")
+    preds = tmp_path / "preds.csv"
+    common = ["--cache-dir", shared_cache, "--device", "cpu"]
+    code, stdout, err = cli(["predict", out, new, "--out", preds, *common])
+    assert code == 0, err
+    assert "1 skipped" in stdout and "not an image" in stdout and str(preds) in stdout
+    rows = {Path(r["path"]).name: r for r in read_csv(preds)}
+    assert rows["broken.jpg"]["cluster"] == "" and rows["broken.jpg"]["cluster_name"].startswith("skipped: ")
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(["predict", out, tmp_path / "empty", "--out", tmp_path / "p2.csv", *common])
+    assert_one_line_error(code, err, r"no images to assign.*supported: jpg")
+
+
+def test_export_of_a_run_whose_images_are_gone_exports_the_rest_and_leaves_no_partial_folder(
+        tmp_path, cli, cluster_args, monkeypatch):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 6)
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    goods[0].unlink()
+    code, stdout, err = cli(["export", out, "--to", tmp_path / "links"])
+    assert code == 0, err
+    assert "not exported: 1 image" in stdout
+    links = [p for p in (tmp_path / "links").rglob("*") if p.is_symlink()]
+    assert len(links) == len(goods) - 1 and all(p.exists() for p in links)  # no dangling link
+
+    from tacluster.run import edit
+
+    calls = []
+
+    def copy_then_fail(src, dst):
+        calls.append(src)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return shutil.copyfile(src, dst)
+
+    monkeypatch.setattr(edit.shutil, "copy2", copy_then_fail)
+    code, _, err = cli(["export", out, "--to", tmp_path / "copies", "--copy"])
+    assert code == 2 and "No space left" in err
+    assert not (tmp_path / "copies").exists()  # nothing half-written blocks a retry
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+    monkeypatch.undo()
+    code, _, err = cli(["export", out, "--to", tmp_path / "copies", "--copy"])
+    assert code == 0, err
+
+    for p in goods[1:]:
+        p.unlink()
+    code, _, err = cli(["export", out, "--to", tmp_path / "none"])
+    assert_one_line_error(code, err, r"none of the run's \d+ images is a file here")
+    assert not (tmp_path / "none").exists()
+    assert read_run(out)["status"] == "complete"
+
+
+def test_heic_photos_are_clustered_with_the_pillow_heif_plugin(tmp_path, cli, cluster_args):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the [heif] extra (pillow-heif) is not installed")
+    pillow_heif.register_heif_opener()
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 4)
+    Image.open(goods[1]).convert("RGB").resize((64, 64)).save(photos / "iphone.heic", format="HEIF")
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    assert "iphone.heic" in {Path(r["path"]).name for r in read_csv(out / "assignments.csv")}
