@@ -172,3 +172,79 @@ def test_limits_apply_and_restore_in_either_import_order(first):
     assert torch_inside[0] == 1 and torch_inside[1] in (1, None)
     # MKL's count too: the old managers left it at 1 after the nested case with torch imported first
     assert after_nested == before and after == before, (before, after_nested, after)
+
+
+# -- the process settings of a command (configure_process) ------------------------------
+
+
+@pytest.mark.parametrize("files, want", [
+    ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3.0),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_cgroup_cpu_quota_is_read_from_v2_and_v1_files(tmp_path, files, want):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert threads._cgroup_cpu_quota(tmp_path) == want
+
+
+def test_available_cpus_is_capped_by_the_container_quota(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: 1.5)
+    assert threads.available_cpus() == 1
+    monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: None)
+    assert threads.available_cpus() == 64
+
+
+_CONFIGURE = r"""
+import json, os, sys
+from tacluster._threads import configure_process
+n = configure_process(int(sys.argv[1]) if sys.argv[1] != "-" else None)
+import torch
+print(json.dumps([n, torch.get_num_threads(), os.environ["OMP_WAIT_POLICY"]]))
+"""
+
+
+@pytest.mark.parametrize("arg, env, want", [
+    ("1", {}, [1, 1, "PASSIVE"]),
+    ("-", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, [1, 1, "ACTIVE"]),  # the user's choice stands
+    ("2", {"OMP_NUM_THREADS": "1"}, [2, 2, "PASSIVE"]),  # --threads wins over the environment
+])
+def test_configure_process_sets_passive_waiting_and_the_thread_count_before_torch_loads(arg, env, want):
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", _CONFIGURE, arg], capture_output=True, text=True, env={**clean, **env})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == want
+
+
+def test_keep_freed_memory_serves_large_blocks_from_the_heap_not_fresh_mappings():
+    if not threads.keep_freed_memory():
+        pytest.skip("no glibc mallopt on this platform")
+    code = r"""
+import ctypes, sys
+from tacluster._threads import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+if sys.argv[1] == "1":
+    keep_freed_memory()
+before = libc.mallinfo2().hblks
+block = libc.malloc(40 << 20)  # 40 MB: above glibc's largest dynamic mmap threshold (32 MB)
+print(libc.mallinfo2().hblks - before)
+libc.free(ctypes.c_void_p(block))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    mapped = [int(subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
+                                 env=env, check=True).stdout.split()[-1]) for arg in ("0", "1")]
+    # glibc's default maps such a block afresh (and unmaps it on free: every batch faults it in
+    # again, zeroed); kept, it comes from the heap and is reused
+    assert mapped == [1, 0], mapped

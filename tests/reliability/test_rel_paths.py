@@ -159,3 +159,20 @@ def test_heic_photos_are_clustered_with_the_pillow_heif_plugin(tmp_path, cli, cl
     Image.open(goods[1]).convert("RGB").resize((64, 64)).save(photos / "iphone.heic", format="HEIF")
     out = _clustered(tmp_path, cli, cluster_args, photos)
     assert "iphone.heic" in {Path(r["path"]).name for r in read_csv(out / "assignments.csv")}
+
+
+def test_threads_option_runs_at_that_count_and_run_json_records_it(tmp_path, cli, cluster_args, capsys):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 6)
+    try:
+        code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "out"), "--threads", 1])
+        assert code == 0, err
+        assert read_run(tmp_path / "out")["settings"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exc:
+        cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "out2"), "--threads", "0"])
+    assert exc.value.code == 2
+    assert "--threads: '0' is not a whole number >= 1" in capsys.readouterr().err
