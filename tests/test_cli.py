@@ -129,7 +129,7 @@ def test_rerun_is_served_from_the_cache(run, tmp_path):
     [
         (["cluster", "{work}/missing", "--k", "3", "--out", "{work}/o1"], "does not exist"),
         (["cluster", "{work}/emptydir", "--k", "3", "--out", "{work}/o2"], "no usable images"),
-        (["cluster", "{data}", "--k", "301", "--out", "{work}/o3"], "larger than the 300 usable images"),
+        (["cluster", "{data}", "--k", "301", "--out", "{work}/o3"], "larger than the 300 image files"),
         (["cluster", "{data}", "--k", "3", "--out", "{work}/o4", "--backbone", "nonesuch"], "unknown backbone"),
         (["cluster", "{data}", "--k", "3", "--out", "{out}"], "different tacluster run"),
         (["cluster", "{data}", "--k", "1", "--out", "{work}/o5"], "at least 2|>= 2"),

@@ -481,7 +481,7 @@ def _(root):
 @kind("folder_with_one_image")
 def _(root):
     good_image(root / "only.png", 0)
-    return Case("", root, [], "error", r"--k 2 is larger than the 1 usable images; use --k 1|larger than the 1 usable")
+    return Case("", root, [], "error", r"only 1 image file in .*: clustering needs at least 2 images")
 
 
 @kind("k_equals_1")
@@ -494,7 +494,9 @@ def _(root):
 def _(root):
     n = len(add_good(root))
     (root / "bad.jpg").write_bytes(b"junk")
-    return Case("", root, [], "error", rf"--k 50 is larger than the {n} usable images.*use --k {n} or fewer", k=50)
+    # n good files and a junk one: refused against the 1 + n files listed, before any embedding
+    return Case("", root, [], "error", rf"--k 50 is larger than the {n + 1} image files found.*use --k {n + 1} or fewer",
+                k=50)
 
 
 @kind("missing_input")

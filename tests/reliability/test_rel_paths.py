@@ -176,3 +176,45 @@ def test_threads_option_runs_at_that_count_and_run_json_records_it(tmp_path, cli
         cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "out2"), "--threads", "0"])
     assert exc.value.code == 2
     assert "--threads: '0' is not a whole number >= 1" in capsys.readouterr().err
+
+
+def test_k_is_checked_against_the_files_before_any_embedding(tmp_path, cli, cluster_args, monkeypatch):
+    from tacluster.embed import runner
+
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 2)
+    for p in list(photos.glob("cifar_*")):
+        p.unlink()
+
+    def no_embedding(*a, **k):
+        raise AssertionError("embedded before K was checked")
+
+    monkeypatch.setattr(runner, "_run_with_progress", no_embedding)
+    code, _, err = cli(["cluster", photos, "--k", 1000, *cluster_args(tmp_path / "o1")])
+    assert_one_line_error(code, err, r"--k 1000 is larger than the 2 image files found in .*; use --k 2 or fewer")
+    code, _, err = cli(["cluster", photos, "--k", "auto", *cluster_args(tmp_path / "o2")])
+    assert_one_line_error(code, err, r"--k auto needs at least 3 images and found 2 image files .*give --k 2")
+    assert "k_range" not in err
+    (photos / "good_01.png").unlink()
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "o3")])
+    assert_one_line_error(code, err, r"only 1 image file in .*needs at least 2 images")
+    assert "--k 1" not in err  # never the advice to use a K that is then refused
+
+
+def test_a_file_that_failed_to_decode_is_not_decoded_again_on_a_rerun(tmp_path, cli, cluster_args, monkeypatch):
+    from tacluster.embed import runner
+
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 4)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff junk that is no JPEG")
+    cache = tmp_path / "cache"
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "o1", cache=cache)])
+    assert code == 0, err
+    decoded = []
+    real = runner.decode_image
+    monkeypatch.setattr(runner, "decode_image", lambda p: decoded.append(Path(p).name) or real(p))
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "o2", cache=cache)])
+    assert code == 0, err
+    assert decoded == []  # the failure is cached by content digest, like the embeddings
+    skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(tmp_path / "o2" / "skipped.csv")}
+    assert skipped["broken.jpg"].startswith("truncated or corrupt") or skipped["broken.jpg"] == "not an image"

@@ -161,10 +161,10 @@ def embed_images(
 
     Parameters
     ----------
-    source_or_paths : str, path-like or sequence of those
+    source_or_paths : str, path-like, sequence of those, or InputList
         A folder, a ``.csv``/``.txt`` list of paths (see
-        :func:`~tacluster.embed.reader.list_inputs`), or the paths
-        themselves.
+        :func:`~tacluster.embed.reader.list_inputs`), the paths
+        themselves, or what ``list_inputs`` returned.
     backbone : Backbone
         The model; its ``fingerprint`` names the cache folder.
     cache_dir : str or path-like, optional
@@ -335,6 +335,8 @@ class _LineProgress:
 
 
 def _resolve_inputs(source_or_paths) -> InputList:
+    if isinstance(source_or_paths, InputList):  # listed already (the caller checked its size)
+        return source_or_paths
     if isinstance(source_or_paths, (str, os.PathLike)):
         return list_inputs(source_or_paths)
     if isinstance(source_or_paths, Iterable):

@@ -154,7 +154,7 @@ def cluster_images(
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
         by default a model such as ``"clip"`` is fetched on first use
     """
-    from tacluster.embed import embed_images
+    from tacluster.embed import embed_images, list_inputs
     from tacluster.evaluate.naming import name_clusters
     from tacluster.nouns.bank import default_cache_dir
 
@@ -178,8 +178,10 @@ def cluster_images(
     with _timed(timings, "load_backbone"):
         bb = _load_backbone_quietly(backbone, device, offline, progress)
     if external is None:
+        listed = list_inputs(src)
+        _check_k_fits(n_clusters, len(listed.paths), "image files", src)  # before hours of embedding
         with _timed(timings, "embed"):
-            emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+            emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
     else:
         with _timed(timings, "read_embeddings"):
             emb = _read_external(external, bb, backbone)
@@ -310,11 +312,23 @@ def _check_usable(emb, n_clusters, out: Path, run_key: str, source, src: Path) -
         raise InputError(
             f"no usable images in {str(source)!r} (no image files found); " + SUPPORTED_NOTE
         )
-    if n_clusters != "auto" and n_clusters > n_usable:
-        raise InputError(
-            f"--k {n_clusters} is larger than the {n_usable} usable images found in {str(src)!r}; "
-            f"use --k {n_usable} or fewer"
-        )
+    _check_k_fits(n_clusters, n_usable, "usable images", src)
+
+
+#: ``--k auto`` searches K from 2 to at most 4/5 of the images: it needs 3.
+MIN_IMAGES_AUTO_K = 3
+
+
+def _check_k_fits(n_clusters, n: int, what: str, src) -> None:
+    """K against ``n`` images (the files listed before embedding, the usable ones after): one clear error."""
+    where = f" in {str(src)!r}" if src is not None else ""
+    if n == 1:
+        raise InputError(f"only 1 {what[:-1]}{where}: clustering needs at least 2 images (K is at least 2)")
+    if n_clusters == "auto" and 0 < n < MIN_IMAGES_AUTO_K:
+        raise InputError(f"--k auto needs at least {MIN_IMAGES_AUTO_K} images and found {n} {what}{where}; "
+                         f"give --k 2")
+    if n_clusters != "auto" and n_clusters > n > 0:
+        raise InputError(f"--k {n_clusters} is larger than the {n} {what} found{where}; use --k {n} or fewer")
 
 
 def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint, external: bool, own_joint: bool):
