@@ -29,7 +29,7 @@ def resolve_device(device: str) -> str:
         return "cuda" if has_cuda else "cpu"
     if not has_cuda:
         raise InputError(
-            f"device={device!r} was requested but torch sees no CUDA GPU "
-            f"(torch {torch.__version__}); use device='cpu' or 'auto'"
+            f"device {device!r} was requested but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}); use the CPU (--device cpu or auto; device='cpu' in the API)"
         )
     return dev

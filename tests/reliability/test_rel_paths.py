@@ -218,3 +218,47 @@ def test_a_file_that_failed_to_decode_is_not_decoded_again_on_a_rerun(tmp_path, 
     assert decoded == []  # the failure is cached by content digest, like the embeddings
     skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(tmp_path / "o2" / "skipped.csv")}
     assert skipped["broken.jpg"].startswith("truncated or corrupt") or skipped["broken.jpg"] == "not an image"
+
+
+def test_a_semicolon_csv_list_is_read_by_its_delimiter(tmp_path, cli, cluster_args):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 4)
+    listing = tmp_path / "list.csv"
+    listing.write_text("path;label\n" + "".join(f"{p};x{i % 2}\n" for i, p in enumerate(goods)))
+    out = _clustered(tmp_path, cli, cluster_args, listing)
+    assert len(read_csv(out / "assignments.csv")) == len(goods)
+    assert read_csv(out / "skipped.csv") == []
+
+
+def test_a_quoted_pattern_and_a_single_image_are_inputs_and_an_expanded_glob_is_explained(
+        tmp_path, cli, cluster_args, shared_cache):
+    photos = tmp_path / "photos"
+    goods = relihelpers.add_good(photos, 6)
+    out = _clustered(tmp_path, cli, cluster_args, str(photos / "good_*.png"))
+    assert sorted(Path(r["path"]).name for r in read_csv(out / "assignments.csv")) == [
+        p.name for p in goods if p.name.startswith("good_")]
+    preds = tmp_path / "one.csv"
+    code, _, err = cli(["predict", out, goods[0], "--out", preds, "--cache-dir", shared_cache, "--device", "cpu"])
+    assert code == 0, err
+    assert [Path(r["path"]).name for r in read_csv(preds)] == [goods[0].name]
+    code, _, err = cli(["cluster", goods[0], goods[1], goods[2], "--k", 2, *cluster_args(tmp_path / "o2")])
+    assert_one_line_error(code, err, r"got 3 inputs .*quote a pattern .*'photos/\*\.jpg'")
+    code, _, err = cli(["cluster", str(photos / "*.gif"), "--k", 2, *cluster_args(tmp_path / "o3")])
+    assert_one_line_error(code, err, r"no image file matches")
+
+
+def test_evaluate_warns_when_every_label_is_the_same_and_writes_absolute_paths(tmp_path, cli, cluster_args,
+                                                                                monkeypatch):
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 6)  # one folder: parent-dir gives every image the label "photos"
+    out = _clustered(tmp_path, cli, cluster_args, photos)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = cli(["evaluate", "out", "--labels", "parent-dir", "--confusion", "conf.png"])
+    assert code == 0, err
+    assert "ACC" in stdout
+    assert "warning: every image has the same label 'photos'" in err
+    import json
+
+    result = json.loads((out / "evaluation.json").read_text())
+    assert Path(result["confusion_png"]).is_absolute() and Path(result["confusion_png"]).is_file()
+    assert result["warnings"]

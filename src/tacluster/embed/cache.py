@@ -144,7 +144,7 @@ class EmbeddingCache:
         except OSError as err:
             raise CacheError(
                 f"cannot create the embedding cache under {str(self.root)!r}: {err}; "
-                "pass a writable cache_dir (or cache_dir=None to disable caching)"
+                "choose a writable cache folder (--cache-dir DIR or $TACLUSTER_CACHE; cache_dir= in the API)"
             ) from err
 
     # -- index ---------------------------------------------------------------

@@ -8,6 +8,7 @@ source that does not exist at all (or is of an unknown kind) is an error.
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -111,6 +112,8 @@ def list_inputs(source: str | os.PathLike) -> InputList:
     # Absolute (not resolved: symlinked names stay as the user sees them), so
     # the paths in the outputs do not depend on how INPUT was typed.
     src = Path(os.path.abspath(source))
+    if not src.exists() and glob.has_magic(str(source)):
+        return _glob(str(source))
     if not src.exists():
         raise InputError(
             f"image source {str(source)!r} does not exist; pass a folder of images "
@@ -120,6 +123,8 @@ def list_inputs(source: str | os.PathLike) -> InputList:
         return _walk_folder(src)
     if src.suffix.lower() in LIST_EXTENSIONS:
         return _read_list(src)
+    if is_image_name(src.name):  # one photo (predict one image; cluster says it needs two)
+        return check_paths([src])
     raise InputError(
         f"image source {str(source)!r} is neither a folder nor a .csv/.txt list; "
         "pass a folder of images or a list file with one path per line"
@@ -276,8 +281,32 @@ def _read_list(path: Path) -> InputList:
     return check_paths(entries, base=path.parent)
 
 
+def _glob(pattern: str) -> InputList:
+    """The image files a quoted shell pattern matches (``'photos/*.jpg'``, ``**`` recursive), sorted."""
+    matches = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if is_image_name(p))
+    if not matches:
+        raise InputError(f"no image file matches {pattern!r}; give a folder, a .csv/.txt list or a pattern "
+                         "that matches image files")
+    return check_paths(matches)
+
+
+def _csv_delimiter(first_line: str) -> str:
+    """The delimiter of a list file: the one that makes a ``path`` header cell
+    (a spreadsheet in a ``;`` locale writes ``path;label``), else what the
+    csv sniffer finds among , ; tab |, else a comma."""
+    for delim in ",;\t|":
+        if "path" in (c.strip().lower() for c in next(csv.reader([first_line], delimiter=delim), [])):
+            return delim
+    try:
+        return csv.Sniffer().sniff(first_line, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
 def _csv_paths(text: str) -> list[str]:
-    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    lines = text.splitlines()
+    delim = _csv_delimiter(next((ln for ln in lines if ln.strip()), ""))
+    rows = [r for r in csv.reader(lines, delimiter=delim) if r and any(c.strip() for c in r)]
     if not rows:
         return []
     header = [c.strip().lower() for c in rows[0]]

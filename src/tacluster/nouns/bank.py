@@ -426,7 +426,10 @@ def cached_noun_bank(
     finally:
         _BUILD.reset(token)
     if log:
-        print(f"{len(bank.words):,} nouns embedded in {time.perf_counter() - tic:.1f} s", file=sys.stderr, flush=True)
+        known = "" if len(bank.words) == len(words) else (
+            f" of {len(words):,} (the other {len(words) - len(bank.words):,} are not known to the backbone)")
+        print(f"{len(bank.words):,}{known} nouns embedded in {time.perf_counter() - tic:.1f} s",
+              file=sys.stderr, flush=True)
     stored_words = list(bank.words)  # fewer than ``words`` if the backbone dropped some
     meta = {
         "format_version": _FORMAT_VERSION,

@@ -7,6 +7,7 @@ the clustering; this module only wires stages and files together.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -267,7 +268,7 @@ def _open_input(source, embeddings, joint_embeddings, embedding_column):
     """``(external, src)``: the opened ``--embeddings`` (and joint) sources, or None for images, and the input path."""
     if embeddings is None:
         src = Path(source)
-        if not src.exists():
+        if not src.exists() and not glob.has_magic(str(source)):  # a quoted pattern is listed by the reader
             raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
         return None, src
     from tacluster.embed.external import open_embeddings
@@ -656,6 +657,12 @@ def evaluate_assignments(
         raise InputError(f"{str(assignments)!r} has no assigned images to evaluate")
     truth = read_labels(labels, paths)
     result = evaluate_clustering(truth, clusters)
+    classes_seen = sorted({str(t) for t in truth})
+    if len(classes_seen) == 1:
+        how = (" (the paths have no class folders above them: a run of --embeddings?)" if labels == "parent-dir"
+               else "")
+        result["warnings"] = [f"every image has the same label {classes_seen[0]!r}{how}: ACC and NMI against "
+                              "one class say nothing about the clustering; give --labels FILE.csv"]
     if confusion_png is not None:
         from tacluster.report.html import save_confusion_png
 
@@ -665,5 +672,5 @@ def evaluate_assignments(
             name_of.setdefault(int(c), n)
         row_names = [f"{int(c)}: {name_of.get(int(c), '')}" for c in cl]
         save_confusion_png(m, row_names, [str(c) for c in classes], confusion_png)
-        result["confusion_png"] = str(confusion_png)
+        result["confusion_png"] = path_to_text(str(Path(confusion_png).resolve()))  # absolute, as every output path
     return result
