@@ -262,3 +262,37 @@ def test_evaluate_warns_when_every_label_is_the_same_and_writes_absolute_paths(t
     result = json.loads((out / "evaluation.json").read_text())
     assert Path(result["confusion_png"]).is_absolute() and Path(result["confusion_png"]).is_file()
     assert result["warnings"]
+
+
+def test_a_second_command_on_a_run_directory_being_written_is_refused_at_once(tmp_path, cli, cluster_args):
+    import subprocess
+    import sys
+
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 4)
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom tacluster.run.rundir import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(60)\n", str(out)],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(out)])
+        assert_one_line_error(code, err, rf"another tacluster command \(pid {holder.pid}\) is writing")
+        assert [p.name for p in out.iterdir()] == [".tacluster-lock"]  # nothing of the refused run
+    finally:
+        holder.kill()  # as kill -9: the kernel drops the lock with the process
+        holder.wait()
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(out)])
+    assert code == 0, err
+    assert read_run(out)["status"] == "complete"
+
+
+def test_a_refused_run_leaves_no_folder_it_created(tmp_path, cli, cluster_args):
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 2)
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "new" / "out"), "--vocabulary",
+                        tmp_path / "missing.txt"])
+    assert code == 2, err
+    assert not (tmp_path / "new").exists()

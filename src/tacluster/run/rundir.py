@@ -10,7 +10,10 @@ files through these constants and read ``assignments.parquet`` through
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +35,8 @@ CLUSTER_PAGES_DIR = "clusters"
 #: Hidden folder inside ``--out`` where a run writes every output before
 #: moving them in (:func:`commit_outputs`).
 STAGING = ".tacluster-staging"
+#: The file a command holds locked (flock) while it writes a run directory.
+LOCK_FILE = ".tacluster-lock"
 #: The file that marks a folder `tacluster export` wrote (its images are never inputs).
 EXPORT_MARKER = ".tacluster-export.json"
 
@@ -247,3 +252,36 @@ def check_same_input(out_dir: Path, run_key: str, paths: Sequence[str], overwrit
             "or assign the new files with `tacluster predict`"
         )
 
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out/.tacluster-lock`` locked while the block writes the run
+    directory; a second command on it meanwhile fails at once with one line
+    (two runs into one ``--out`` both reported success and one result was
+    lost). The kernel drops the lock when the process dies, kill -9 included.
+    An ``out`` this call created is removed again when the block fails
+    before writing anything else there."""
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the folders this call creates, deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    lock_path = out / LOCK_FILE
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise InputError(f"another tacluster command (pid {holder}) is writing {str(out)!r} now; wait for it "
+                         "to finish, or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        yield
+    except BaseException:
+        if made and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            lock_path.unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()
+        raise
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -28,6 +28,7 @@ from tacluster.report.layout import map_coordinates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
 from tacluster.run.rundir import (
     RUN_FILE, begin_writing, check_out_dir, check_same_input, commit_outputs, record_failed_run, recover_pending,
+    run_lock,
 )
 from tacluster.run.tables import (
     csv_bytes,
@@ -173,60 +174,61 @@ def cluster_images(
     settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
                              estimator_params, joint_embeddings, embedding_column)
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    check_out_dir(out, run_key, overwrite)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    with run_lock(out):  # one command writes a run directory at a time
+        check_out_dir(out, run_key, overwrite)
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    with _timed(timings, "load_backbone"):
-        bb = _load_backbone_quietly(backbone, device, offline, progress)
-    if external is None:
-        listed = list_inputs(src)
-        _check_k_fits(n_clusters, len(listed.paths), "image files", src)  # before hours of embedding
-        with _timed(timings, "embed"):
-            emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
-    else:
-        with _timed(timings, "read_embeddings"):
-            emb = _read_external(external, bb, backbone)
-    _check_usable(emb, n_clusters, out, run_key, source, src)
-    check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
-    u = emb.arrays["image"]
-    joint = emb.arrays.get("joint", u)
-    with _timed(timings, "noun_bank"):
-        words, bank, unknown = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None,
-                                          joint is not u)
+        with _timed(timings, "load_backbone"):
+            bb = _load_backbone_quietly(backbone, device, offline, progress)
+        if external is None:
+            listed = list_inputs(src)
+            _check_k_fits(n_clusters, len(listed.paths), "image files", src)  # before hours of embedding
+            with _timed(timings, "embed"):
+                emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+        else:
+            with _timed(timings, "read_embeddings"):
+                emb = _read_external(external, bb, backbone)
+        _check_usable(emb, n_clusters, out, run_key, source, src)
+        check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
+        u = emb.arrays["image"]
+        joint = emb.arrays.get("joint", u)
+        with _timed(timings, "noun_bank"):
+            words, bank, unknown = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None,
+                                              joint is not u)
 
-    est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
-    with _timed(timings, "fit"):
-        est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
-    timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
-    with _timed(timings, "naming"):
-        named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
-                              class_probs=emb.arrays.get("probs"))
+        est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
+        with _timed(timings, "fit"):
+            est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
+        timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
+        with _timed(timings, "naming"):
+            named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
+                                  class_probs=emb.arrays.get("probs"))
 
-    tic = time.perf_counter()
-    xy = map_coordinates(u, seed)
-    record = {
-        "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
-                     "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
-                     "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                     "kept_nouns": len(est.kept_nouns_),
-                     **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
-                         "vocabulary_unknown": unknown} if vocabulary is not None else {})},
-        "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
-                   "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
-                   "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
-        **({"embeddings": {"image": external[0].describe(),
-                           **({"joint": external[1].describe()} if external[1] is not None else {})}}
-           if external is not None else {}),
-    }
-    _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start)
-    report_path = None
-    if report:
-        from tacluster.report.html import build_report
+        tic = time.perf_counter()
+        xy = map_coordinates(u, seed)
+        record = {
+            "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
+                         "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
+                         "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
+                         "kept_nouns": len(est.kept_nouns_),
+                         **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
+                             "vocabulary_unknown": unknown} if vocabulary is not None else {})},
+            "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
+                       "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
+                       "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
+            **({"embeddings": {"image": external[0].describe(),
+                               **({"joint": external[1].describe()} if external[1] is not None else {})}}
+               if external is not None else {}),
+        }
+        _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start)
+        report_path = None
+        if report:
+            from tacluster.report.html import build_report
 
-        report_path = build_report(out, progress=progress)
-    return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
-                      duplicates=emb.stats.n_duplicates,
-                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+            report_path = build_report(out, progress=progress)
+        return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
+                          duplicates=emb.stats.n_duplicates,
+                          vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
 
 
 class _timed:
