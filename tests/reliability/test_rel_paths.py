@@ -296,3 +296,15 @@ def test_a_refused_run_leaves_no_folder_it_created(tmp_path, cli, cluster_args):
                         tmp_path / "missing.txt"])
     assert code == 2, err
     assert not (tmp_path / "new").exists()
+
+
+def test_progress_in_a_log_is_plain_lines_not_bars(tmp_path, cli, vocab, shared_cache):
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 8)
+    code, _, err = cli(["cluster", photos, "--k", 2, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+                        "--vocabulary", vocab, "--backbone", "relitiny", "--method", "tac", "--device", "cpu"])
+    assert code == 0, err
+    assert "\r" not in err  # stderr is not a terminal here: no bar redraws
+    lines = err.splitlines()
+    for stage, unit in (("embedding (relitiny)", "images"), ("training heads", "epochs"), ("thumbnails", "images")):
+        assert any(ln.startswith(f"{stage}: ") and f" {unit} in " in ln for ln in lines), (stage, err)

@@ -27,7 +27,6 @@ from collections.abc import Iterable
 from typing import Callable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from tacluster.embed.backbones.base import Backbone
 from tacluster.embed.cache import EmbeddingCache, content_key
@@ -38,6 +37,7 @@ from tacluster.embed.reader import (
     decode_image,
     list_inputs,
 )
+from tacluster._progress import Progress
 from tacluster.errors import BackboneError, InputError, TaclusterError
 
 T = TypeVar("T")
@@ -292,46 +292,13 @@ def _cache_hits(cache: EmbeddingCache | None, unique: list[str]):
 
 def _run_with_progress(tasks, worker, n_images: int, name: str | None, progress: bool, engine: str):
     """Run the embedding tasks here or on Ray, with a tqdm bar on a terminal and plain lines otherwise."""
-    show = progress and sys.stderr.isatty() and n_images > 0
-    if progress and n_images and not show:  # a log file or pipe: plain lines, no bar
-        bar_cm = _LineProgress(n_images, name or "backbone")
-    else:
-        bar_cm = tqdm(total=n_images, unit="img", desc=f"embedding ({name or 'backbone'})", disable=not show)
-    with bar_cm as bar:
+    with Progress(n_images, f"embedding ({name or 'backbone'})", "image", enabled=progress) as bar:
         work = partial(worker, on_batch=bar.update)
         if engine == "ray":
             from tacluster.embed.ray_engine import run_tasks_ray
 
             return run_tasks_ray(tasks, work)
         return run_tasks(tasks, work)
-
-
-class _LineProgress:
-    """Progress as plain lines on stderr when it is not a terminal (logs, CI):
-    one at the start, one every :attr:`every_s` seconds, one at the end."""
-
-    every_s = 30.0
-
-    def __init__(self, total: int, name: str):
-        self.total, self.name, self.done = total, name, 0
-        self.t0 = self.last = time.perf_counter()
-
-    def __enter__(self) -> "_LineProgress":
-        print(f"embedding {self.total} images ({self.name})", file=sys.stderr, flush=True)
-        return self
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if now - self.last >= self.every_s and self.done < self.total:
-            self.last = now
-            print(f"embedding: {self.done}/{self.total} images ({100 * self.done / self.total:.0f} %, "
-                  f"{now - self.t0:.0f} s)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc) -> None:
-        if exc[0] is None:
-            print(f"embedding: {self.done}/{self.total} images in {time.perf_counter() - self.t0:.1f} s",
-                  file=sys.stderr, flush=True)
 
 
 def _resolve_inputs(source_or_paths) -> InputList:

@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
+from tacluster._progress import iter_progress
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, draw_auto_k, draw_map, hex_color, save_confusion_png
 from tacluster.report.reading import Assignments, RunDir, read_run_dir
 from tacluster.report.thumbnails import (
     file_uri,
     is_url,
-    iter_progress,
     make_thumb,
     placeholder,
     short_file,
@@ -327,7 +327,7 @@ def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool) -> dict[s
     thumbs_dir.mkdir(exist_ok=True)
     needed = sorted({p for top, out in picks.values() for p in top + out})
     thumb_of: dict[str, str | None] = {}
-    for p in iter_progress(needed, progress, "thumbnails"):
+    for p in iter_progress(needed, len(needed), "thumbnails", "image", enabled=progress):
         name = thumb_name(p, size)
         ok = not is_url(p) and ((thumbs_dir / name).is_file() or make_thumb(Path(p), thumbs_dir / name, size))
         thumb_of[p] = f"{THUMBS_DIR}/{name}" if ok else None

@@ -8,7 +8,6 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
 
 from tacluster._atomic import atomic_write_bytes
 from tacluster.run.rundir import THUMBS_DIR
@@ -98,12 +97,3 @@ def file_uri(path: str) -> str:
     if is_url(path):
         return path
     return Path(os.path.abspath(path)).as_uri()
-
-
-
-def iter_progress(items: list[Any], progress: bool, desc: str) -> Iterator[Any]:
-    if not progress:
-        return iter(items)
-    from tqdm.auto import tqdm
-
-    return iter(tqdm(items, desc=desc, unit="img"))

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ def _load_backbone_quietly(name: str, device: str, offline: bool | None, progres
     from tacluster.embed.backbones import load_backbone
     from tacluster.embed.backbones.hub import hub_progress
 
-    with hub_progress(progress):
+    with hub_progress(progress and sys.stderr.isatty()):  # in a log, a bar is a stream of carriage returns
         return load_backbone(name, device=device, offline=offline)
 
 

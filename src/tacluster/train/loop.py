@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from tacluster._device import resolve_device
+from tacluster._progress import Progress
 from tacluster._threads import one_torch_thread
 from tacluster.train.heads import ClusterHead
 
@@ -144,10 +144,11 @@ def train_heads(
     history: list[dict] = []
     f.train()
     g.train()
-    bar = tqdm(range(epochs), desc="training heads", unit="epoch", disable=not progress, leave=False)
-    for _ in bar:
-        history.append(_epoch(f, g, opt, (u, s), (nn_u, nn_s), gen, bs, steps_per_epoch, cfg))
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    with Progress(epochs, "training heads", "epoch", enabled=progress, leave=False) as bar:
+        for _ in range(epochs):
+            history.append(_epoch(f, g, opt, (u, s), (nn_u, nn_s), gen, bs, steps_per_epoch, cfg))
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            bar.update()
     f.eval().cpu()
     g.eval().cpu()
     return TrainResult(image_head=f, text_head=g, history=history, n_steps=epochs * steps_per_epoch)

@@ -213,7 +213,8 @@ def hub_offline(offline: bool | None):
 
 @contextlib.contextmanager
 def hub_progress(enabled: bool):
-    """Within the block, the Hub's download bars are off unless ``enabled`` (``--quiet``)."""
+    """Within the block, the Hub's download bars (and transformers' loading bars) are off unless
+    ``enabled``: ``--quiet``, or stderr is a log file rather than a terminal."""
     try:
         from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     except ImportError:  # no Hub client installed: nothing downloads, nothing to silence
@@ -224,8 +225,23 @@ def hub_progress(enabled: bool):
 
     was_disabled = are_progress_bars_disabled()
     disable_progress_bars()
+    tf_logging = _transformers_logging()
+    tf_was_on = tf_logging is not None and tf_logging.is_progress_bar_enabled()
+    if tf_was_on:
+        tf_logging.disable_progress_bar()  # "Loading checkpoint shards" and the like
     try:
         yield
     finally:
         if not was_disabled:
             enable_progress_bars()
+        if tf_was_on:
+            tf_logging.enable_progress_bar()
+
+
+def _transformers_logging():
+    """transformers' logging module when transformers is installed, else None."""
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        return None
+    return logging
