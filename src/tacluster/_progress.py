@@ -16,11 +16,11 @@ T = TypeVar("T")
 
 
 def duration(seconds: float) -> str:
-    """``"42 s"``, ``"7.5 min"``, ``"3.2 h"``."""
+    """``"42 s"``, ``"8 min"``, ``"3.2 h"``."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
+        return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 
 

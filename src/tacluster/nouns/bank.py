@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from tacluster._atomic import atomic_write, atomic_write_bytes, dir_mode
+from tacluster._progress import duration
 from tacluster.errors import CacheError, InputError
 
 if TYPE_CHECKING:  # the backbones import this module, never the other way round
@@ -168,7 +169,7 @@ class _BankProgress:
         elif now - self.last >= self.every_s and left > 0:
             self.last = now
             self._say(f"{self.desc}: {self.done:,}/{self.total:,} nouns ({100 * self.done / self.total:.0f} %, "
-                      f"{now - self.t0:.0f} s, ETA {_duration(left / rate)})")
+                      f"{now - self.t0:.0f} s, ETA {duration(left / rate)})")
 
     def cost_line(self, words_per_s: float) -> str:
         left = self.total - self.done + self.fresh  # what this run has to embed
@@ -177,20 +178,12 @@ class _BankProgress:
         where = f"copy a bank built elsewhere to {self.entry}" if self.entry else "copy a bank cache built elsewhere"
         resumed = f" (resuming: {self.total - left:,} of {self.total:,} nouns already done)" if left < self.total else ""
         return (f"{self.desc}: {left:,} nouns x {self.n_t} templates = {prompts:,} prompts{resumed}, "
-                f"about {_duration(est)} on this machine ({words_per_s * self.n_t:,.0f} prompts/s on the first batch); "
+                f"about {duration(est)} on this machine ({words_per_s * self.n_t:,.0f} prompts/s on the first batch); "
                 f"faster: a GPU (--device cuda), a shorter --vocabulary FILE, or {where}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _blocks_state(folder: Path, key: dict) -> dict[int, Path]:
