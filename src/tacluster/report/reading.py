@@ -32,6 +32,8 @@ class Assignments:
     x: np.ndarray
     y: np.ndarray
     outlier: np.ndarray | None = None  # optional column (runs before it have none)
+    moved: np.ndarray | None = None  # put there by a person (`tacluster move`)
+    new: np.ndarray | None = None  # added by `tacluster add`, fitting no cluster well
 
 
 
@@ -60,10 +62,11 @@ def _read_assignments(path: Path) -> Assignments:
         y = np.asarray(table.column("y").to_numpy(), dtype=np.float64)
     except (TypeError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path}: a column has the wrong type ({exc})") from exc
-    outlier = None
-    if "outlier" in table.column_names and not table.column("outlier").null_count:
-        outlier = np.asarray(table.column("outlier").to_numpy(zero_copy_only=False), dtype=bool)
-    return Assignments(paths, cluster, confidence, x, y, outlier)
+    flags = {}
+    for name in ("outlier", "moved", "new"):  # moved / new: written by `tacluster move` / `add`
+        if name in table.column_names and not table.column(name).null_count:
+            flags[name] = np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=bool)
+    return Assignments(paths, cluster, confidence, x, y, flags.get("outlier"), flags.get("moved"), flags.get("new"))
 
 
 
