@@ -100,6 +100,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             mean_conf = None if mean_conf is None else float(mean_conf)
             reps = [text_to_path(str(p)) for p in entry.get("representatives") or []]
             outliers = [text_to_path(str(p)) for p in entry.get("outliers") or []]
+            marked = {key: [text_to_path(str(p)) for p in entry.get(key) or []] for key in ("moved", "new")}
+            counts = {f"n_{key}": int(entry.get(f"n_{key}", len(v))) for key, v in marked.items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(
                 f"{path}: clusters[{i}] is malformed ({type(exc).__name__}: {exc}); "
@@ -107,7 +109,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             ) from exc
         clusters.append(
             {"id": cid, "size": size, "name": name, "top_nouns": nouns,
-             "mean_confidence": mean_conf, "representatives": reps, "outliers": outliers}
+             "mean_confidence": mean_conf, "representatives": reps, "outliers": outliers,
+             **marked, **counts}  # moved / new: `tacluster move` / `add`
         )
     ids = [c["id"] for c in clusters]
     if len(set(ids)) != len(ids):
