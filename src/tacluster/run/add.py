@@ -5,10 +5,12 @@ those already in the run (same content digest, or same path) are skipped.
 The rest are assigned by the saved model exactly as ``predict`` assigns them
 (:func:`tacluster.run.workflows.assign_with_outliers`: merges and splits
 included) and appended to the run's assignments, clusters.json and report.
-An added image whose confidence lies below its cluster's outlier threshold
-(the rule of :mod:`tacluster.run.outliers`, against the cluster's confidence
-distribution from the fit, saved with the model) fits no cluster well: it is
-marked ``new`` (and ``outlier``). When many are, the run is worth re-fitting:
+An added image fits no cluster well, and is marked ``new``, when its cosine to
+its cluster's centre lies far below those of the cluster's members from the
+fit (the robust rule of :mod:`tacluster.run.outliers`, against each
+cluster's distribution from the fit: :func:`~tacluster.run.outliers.novelty_mask`);
+its ``outlier`` mark is ``predict``'s (confidence below the cluster's saved
+threshold). When many are new, the run is worth re-fitting:
 :attr:`AddResult.refit_command` is the command that does it. Added images
 have no place on the fit's 2-D map (``x``, ``y`` are NaN; the map shows the
 fitted images). Everything goes through the edit journal of
@@ -83,12 +85,13 @@ def add_images(run_dir: str | os.PathLike, source: str | os.PathLike | None = No
              if path_to_text(p) not in in_run and not (key and key in digests)]
     rows = np.asarray(fresh, dtype=np.int64)
     part = EmbeddingResult([emb.paths[i] for i in fresh], {n: np.asarray(a[rows]) for n, a in emb.arrays.items()})
-    labels, conf, new = assign_with_outliers(est, cmap, part)
+    labels, conf, outlier = assign_with_outliers(est, cmap, part)
+    new = _fits_no_cluster(run, est, bb, part, labels, cache_dir, progress)
 
     t = run.table
     added = {"path": [path_to_text(p) for p in part.paths], "cluster": labels.tolist(),
              "confidence": conf.astype(np.float64).tolist(), "cluster_name": [cmap.names[c] for c in labels],
-             "outlier": new.tolist(), "x": [float("nan")] * len(fresh), "y": [float("nan")] * len(fresh),
+             "outlier": outlier.tolist(), "x": [float("nan")] * len(fresh), "y": [float("nan")] * len(fresh),
              DIGEST_COLUMN: [keys[i] for i in fresh], MOVED_COLUMN: [False] * len(fresh),
              NEW_COLUMN: new.tolist()}
     for column in t:
@@ -110,6 +113,29 @@ def add_images(run_dir: str | os.PathLike, source: str | os.PathLike | None = No
               extra={"skipped.csv": _skipped_bytes(run.dir, emb.skipped)})
     return AddResult(part.paths, labels, [cmap.names[c] for c in labels], new, len(emb.paths) - len(fresh),
                      emb.skipped, refit)
+
+
+def _fits_no_cluster(run, est, bb, part, labels: np.ndarray, cache_dir, progress: bool) -> np.ndarray:
+    """The ``new`` mark of each added image (:func:`tacluster.run.outliers.novelty_mask`): its cluster's
+    members from the fit (rows on the fit's map, i.e. not added; moved ones count) are the reference."""
+    from tacluster._blocks import joint_rows
+    from tacluster.run.cluster_map import model_features
+    from tacluster.run.features import run_features
+    from tacluster.run.outliers import novelty_mask
+
+    if not part.paths:
+        return np.zeros(0, dtype=bool)
+
+    def rows(image, joint):
+        parts, weights = model_features(est, image, joint)
+        x = joint_rows(parts, slice(None), weights)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    feats = run_features(run, bb, cache_dir=cache_dir, verb="add", progress=progress)
+    fitted = np.isfinite(np.asarray(run.table["x"], dtype=np.float64))
+    fit_rows = rows(feats["image"][fitted], None if "joint" not in feats else feats["joint"][fitted])
+    return novelty_mask(fit_rows, np.asarray(run.table["cluster"], dtype=np.int64)[fitted],
+                        rows(part.arrays["image"], part.arrays.get("joint")), labels, len(run.by_id))
 
 
 def _skipped_bytes(run_dir: Path, skipped) -> bytes:

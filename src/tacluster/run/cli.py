@@ -228,8 +228,8 @@ def _add_lifecycle(sub) -> None:
                      "Embed PHOTOS (cached; files already in the run, by content, are skipped), "
                      "assign them with the run's model exactly as predict does, and append them to "
                      "the assignments, clusters.json and the report. Images that fit no cluster "
-                     "well (confidence below the cluster's outlier threshold from the fit) are "
-                     "marked new and listed; when many are, the command that re-fits is printed.")
+                     "well (far less similar to their cluster's centre than its members from the fit) "
+                     "are marked new and listed; when many are, the command that re-fits is printed.")
     a.add_argument("input", nargs="?", default=None,
                    help="folder of images or a .csv/.txt list of paths (or use --embeddings)")
     a.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
