@@ -227,3 +227,35 @@ def test_bad_input_is_one_line_and_writes_nothing(run_copy, base, tmp_path, cli,
     assert len(lines) == 1 and lines[0].startswith("tacluster: error: ") and message in lines[0], err
     for d, files in snapshot.items():
         assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == files
+
+
+def test_split_and_add_on_a_run_of_embeddings(base, tmp_path, cli):
+    """A run made from --embeddings reads its recorded source again to split; add takes --embeddings."""
+    from tacluster.embed import embed_images
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.run import cluster_embeddings
+
+    bb = load_backbone("lite")
+    for tag, src in (("fit", base["fit"]), ("more", base["more"])):
+        emb = embed_images(src, bb, cache_dir=base["cache"], progress=False)
+        for name in ("image", "joint"):
+            np.save(tmp_path / f"{tag}_{name}.npy", emb.arrays[name])
+            (tmp_path / f"{tag}_{name}.paths.txt").write_text("\n".join(emb.paths) + "\n")
+    run = tmp_path / "byo"
+    cluster_embeddings(tmp_path / "fit_image.npy", run, 4, backbone="lite", joint_embeddings=tmp_path / "fit_joint.npy",
+                       cache_dir=base["cache"], vocabulary=str(base["root"] / "nouns.txt"), progress=False)
+    code, _, err = cli(["split", run, "0", "--quiet", "--device", "cpu"])
+    assert code == 0, err
+    more = ["--embeddings", tmp_path / "more_image.npy", "--joint-embeddings", tmp_path / "more_joint.npy"]
+    code, out, err = cli(["add", run, *more, "--quiet", "--device", "cpu"])
+    assert code == 0, err
+    t = _table(run)
+    assert len(t["path"]) == 40 + 22 and t["digest"][-1] == ""
+    pred = tmp_path / "p.csv"
+    assert cli(["predict", run, *more, "--out", pred, "--quiet", "--device", "cpu"])[0] == 0
+    import csv
+
+    with open(pred, newline="") as fh:
+        got = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
+    assert got == dict(zip(t["path"][40:], t["cluster"][40:]))
+    _consistent(run)
