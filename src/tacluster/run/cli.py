@@ -215,7 +215,8 @@ def _add_lifecycle(sub) -> None:
     v = _edit_parser(sub, "move", "move images into another cluster (a correction)",
                      "Put FILE... (paths as the run lists them) into cluster --to. Moved images are "
                      "marked (column 'moved'), shown in the report, and stay where they were put "
-                     "through later rename, merge, split and add.")
+                     "through later rename, merge and add (a split of their cluster keeps them in one "
+                     "of its parts).")
     v.add_argument("files", nargs="*", metavar="FILE", help="images of the run to move")
     v.add_argument("--to", required=True, metavar="CLUSTER", help="the cluster (id or name) they belong to")
     v.add_argument("--from-list", default=None, metavar="FILE",
@@ -230,7 +231,7 @@ def _add_lifecycle(sub) -> None:
                      "the assignments, clusters.json and the report. Images that fit no cluster "
                      "well (far less similar to their cluster's centre than its members from the fit) "
                      "are marked new and listed; when many are, the command that re-fits is printed.")
-    a.add_argument("input", nargs="?", default=None,
+    a.add_argument("input", nargs="?", default=None, metavar="PHOTOS",
                    help="folder of images or a .csv/.txt list of paths (or use --embeddings)")
     a.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
                    help="vectors made elsewhere by the run's backbone (the layouts of `cluster --embeddings`)")
@@ -254,7 +255,7 @@ def _run_model_options(p) -> None:
                    help="where the backbone runs (default: auto = cuda if available)")
     p.add_argument("--cache-dir", default=None,
                    help="embedding cache (default: the one the run used, recorded in run.json)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--offline", action="store_true", help="never download a model: read the caches only")
 
 
@@ -425,6 +426,8 @@ def _cmd_split(a) -> int:
 
     res = split_cluster(a.run, a.cluster, a.k, device=a.device, cache_dir=a.cache_dir,
                         offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
     print(f"split cluster {res.cluster} into {len(res.ids)} (assignments, clusters.json, model, report updated):")
     for cid, name, size in zip(res.ids, res.names, res.sizes):
         print(f"  {cid:>3}  {size:>6}  {name}")
@@ -434,9 +437,16 @@ def _cmd_split(a) -> int:
 def _cmd_move(a) -> int:
     from tacluster.run.move import move_images, read_file_list
 
+    from tacluster.errors import InputError
+
+    if not a.refit_centres and (a.device != "auto" or a.cache_dir is not None or a.offline):
+        raise InputError("--device, --cache-dir and --offline load the backbone for --refit-centres; "
+                         "a plain move needs none of them")
     files = list(a.files) + (read_file_list(a.from_list) if a.from_list else [])
     res = move_images(a.run, files, a.to, refit_centres=a.refit_centres, device=a.device, cache_dir=a.cache_dir,
                       offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
     print(f"moved {res.moved} image(s) into cluster {res.cluster}"
           + (f" ({res.already_there} were there already)" if res.already_there else "")
           + (f"; new centres reassigned {res.reassigned} other image(s)" if a.refit_centres else ""))
@@ -452,6 +462,8 @@ def _cmd_add(a) -> int:
     res = add_images(a.run, a.input, embeddings=a.embeddings, joint_embeddings=a.joint_embeddings,
                      embedding_column=a.embedding_column, device=a.device, batch_size=a.batch_size,
                      cache_dir=a.cache_dir, offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
     n_new = int(res.new.sum())
     print(f"added {len(res.paths)} image(s) to {a.run}; {res.already_in_run} already in the run, "
           f"{len(res.skipped)} skipped; {n_new} fit no cluster well (marked new)")
