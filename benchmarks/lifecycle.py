@@ -141,18 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: not in {a.shared}, skipped", file=sys.stderr)
             continue
         rows.append(run_domain(name, Path(a.shared), a.per_class, work, cache))
-        print(f"{name}: done", file=sys.stderr)
+        print(f"{name}: {rows[-1]}", file=sys.stderr)
+        _write(a, rows, argv)  # after each domain: a long run keeps what it measured
     header = ["domain", "K fit", "fit ACC", "split ACC", "split = predict %", "add = predict %",
               "held-out new %", "seen new %", "added"]
     table = [[r["domain"], r["classes"] - 1, r["fit_acc"], r["split_acc"], r["split_predict"], r["add_predict"],
               r["new_held"], r["new_seen"], r["added_images"]] for r in rows]
     print(markdown_table(header, table))
     print("goals: split ACC >= 95, split = predict 100, add = predict 100, held-out new >= 80, seen new <= 10")
-    write_json(a.out, {"per_class": a.per_class, "backbone": "lite", "method": "auto", "rows": rows,
-                       "environment": environment(),
-                       "command": "python benchmarks/lifecycle.py " + " ".join(argv or sys.argv[1:])})
-    print(f"wrote {a.out}")
+    print(f"wrote {_write(a, rows, argv)}")
     return 0
+
+
+def _write(a, rows: list[dict], argv) -> Path:
+    return write_json(a.out, {"per_class": a.per_class, "backbone": "lite", "method": "auto", "rows": rows,
+                              "environment": environment(),
+                              "command": "python benchmarks/lifecycle.py " + " ".join(argv or sys.argv[1:])})
 
 
 if __name__ == "__main__":
