@@ -212,6 +212,7 @@ def _older_version(run: Path) -> None:
     (["move", "{run}", "--to", "1"], "name the images to move"),
     (["move", "{run}", "{member}", "--to", "1", "--cache-dir", "{tmp}"], "for --refit-centres"),
     (["add", "{run}", "{tmp}/missing-folder"], "does not exist"),
+    (["add", "{run}", "--embeddings", "{tmp}/e.npy", "--batch-size", "8"], "drop it"),
     (["split", "{old}", "0"], "made by tacluster 0.1.0, which did not record"),
     (["add", "{old}", "{more}"], "made by tacluster 0.1.0, which did not record"),
 ])

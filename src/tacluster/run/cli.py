@@ -238,7 +238,7 @@ def _add_lifecycle(sub) -> None:
     a.add_argument("--joint-embeddings", default=None, metavar="DIR_OR_FILE",
                    help="with --embeddings and the lite backbone: the images' joint (noun-space) vectors")
     a.add_argument("--embedding-column", default=None, metavar="NAME", help="the Parquet vector column")
-    a.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    a.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default 64)")
 
 
 def _edit_parser(sub, name: str, summary: str, description: str):
@@ -459,8 +459,11 @@ def _cmd_add(a) -> int:
 
     if a.input is None and a.embeddings is None:
         raise InputError("nothing to add: give PHOTOS (a folder or list of images) or --embeddings DIR_OR_FILE")
+    if a.embeddings is not None and a.batch_size is not None:
+        raise InputError("--batch-size sets how many images are embedded at once; --embeddings reads vectors "
+                         "made elsewhere, so drop it")
     res = add_images(a.run, a.input, embeddings=a.embeddings, joint_embeddings=a.joint_embeddings,
-                     embedding_column=a.embedding_column, device=a.device, batch_size=a.batch_size,
+                     embedding_column=a.embedding_column, device=a.device, batch_size=a.batch_size or 64,
                      cache_dir=a.cache_dir, offline=a.offline or None, progress=not a.quiet)
     if a.quiet:
         return 0
