@@ -1,5 +1,6 @@
 """After clustering: `tacluster export`, `rename` and `merge` end to end, and a
-kill -9 during a rename (the run is then in its old or its new state, never a mix)."""
+kill -9 during a rename, split, move or add (the run is then in its old or its new
+state, never a mix)."""
 
 from __future__ import annotations
 
@@ -156,10 +157,23 @@ def test_export_makes_one_safe_folder_per_cluster(run_copy, tmp_path, cli, mode)
     assert_one_line_error(code, err, "not an empty folder")
 
 
-def _rename_proc(run: Path, name: str, site: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tacluster", "rename", str(run), "0", name],
+def _kill_while_editing(argv: list[str], run: Path, site: Path, delay: float) -> bool:
+    """Start ``tacluster ARGV`` (every atomic rename slowed to 0.15 s), kill -9 it ``delay`` s
+    after it begins staging its files; True when the kill landed after the commit point."""
+    proc = subprocess.Popen([sys.executable, "-m", "tacluster", *argv],
                             env=relihelpers.subprocess_env(site, RELI_WRITE_SLEEP="0.15"),
                             cwd=relihelpers.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600  # a busy machine: torch alone took 20 s to import
+    while not (run / EDIT_STAGING).exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    return (run / JOURNAL).exists()
 
 
 def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, cli):
@@ -172,20 +186,10 @@ def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, 
     for attempt in range(5):
         old = _state(run_copy)[0]
         new = f"renamed {attempt}"
-        proc = _rename_proc(run_copy, new, site)
-        deadline = time.monotonic() + 120
-        while not (run_copy / EDIT_STAGING).exists():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         # staging takes >= 5 x 0.15 s before the journal (the commit point): the first kills
         # land before it, the later ones while files are moved in or the report is rebuilt
-        time.sleep([0.05, 0.3, 1.2, 1.8, 2.6][attempt] + rng.uniform(0.0, 0.1))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
-        committed_kills += (run_copy / JOURNAL).exists()
+        committed_kills += _kill_while_editing(["rename", str(run_copy), "0", new], run_copy, site,
+                                               [0.05, 0.3, 1.2, 1.8, 2.6][attempt] + rng.uniform(0.0, 0.1))
         code, _, err = cli(["report", run_copy])  # any tacluster command on the run recovers it
         assert code == 0, err
         names = _state(run_copy)
@@ -204,3 +208,59 @@ def test_rename_of_a_run_without_report_makes_none(base_run, tmp_path, cli, clus
     assert cli(["rename", out, "1", "second"])[0] == 0
     assert not (out / "report.html").exists()
     assert json.loads((out / "clusters.json").read_text())["clusters"][1]["name"] == "second"
+
+
+def _edit_argv(command: str, run: Path, base_run: dict) -> list[str]:
+    """The command line of one edit of ``run`` (a copy of ``base_run``'s run)."""
+    if command == "split":
+        return ["split", str(run), "0", "--k", "2", "--device", "cpu", "--quiet"]
+    if command == "move":
+        first = read_csv(run / "assignments.csv")[0]
+        return ["move", str(run), first["path"], "--to", "2" if first["cluster"] != "2" else "1", "--quiet"]
+    more = base_run["root"] / "more"
+    if not more.is_dir():
+        for i in range(100, 106):
+            relihelpers.good_image(more / f"new_{i}.png", i)
+    return ["add", str(run), str(more), "--device", "cpu", "--quiet"]
+
+
+_EDIT_STATE = ("assignments.csv", "assignments.parquet", "clusters.json", "skipped.csv",
+               "model/config.json", "model/arrays.safetensors")
+
+
+def _edit_state(run: Path) -> tuple:
+    """The files an edit rewrites (bytes), and how many edits run.json's history holds."""
+    return tuple((run / n).read_bytes() for n in _EDIT_STATE) + (len(read_run(run).get("history", [])),)
+
+
+@pytest.mark.parametrize("command", ["split", "move", "add"])
+def test_kill_during_split_move_add_leaves_the_old_or_the_new_state(base_run, tmp_path, cli, command):
+    """kill -9 at moments before and after the commit point of a split, move or add (every
+    atomic rename slowed): after the next tacluster command every file is old, or every one new."""
+    site = relihelpers.write_sitecustomize(tmp_path / "site")
+    run = tmp_path / "run"
+    reference = tmp_path / "reference"
+    shutil.copytree(base_run["run"], reference, symlinks=True)
+    code, _, err = cli(_edit_argv(command, reference, base_run))
+    assert code == 0, err
+    shutil.copytree(base_run["run"], run, symlinks=True)
+    old = _edit_state(run)
+    new = _edit_state(reference)
+    assert old != new
+    outcomes, committed_kills = set(), 0
+    # three kills, each a fresh process (torch's import alone took ~20 s on the busy test machine)
+    for attempt, delay in enumerate([0.05, 1.3, 1.9]):
+        shutil.rmtree(run)
+        shutil.copytree(base_run["run"], run, symlinks=True)
+        # staging takes >= 6 x 0.15 s before the journal (the commit point)
+        committed_kills += _kill_while_editing(_edit_argv(command, run, base_run), run, site, delay)
+        code, _, err = cli(["report", run])  # any tacluster command on the run recovers it
+        assert code == 0, err
+        state = _edit_state(run)
+        assert state in (old, new), f"attempt {attempt}: a mix of the old and the new state"
+        outcomes.add("new" if state == new else "old")
+        assert not (run / JOURNAL).exists() and not (run / EDIT_STAGING).exists()
+        _state(run)
+    print(f"{command}: kills after the commit point: {committed_kills} of 3; outcomes: {sorted(outcomes)}")
+    assert committed_kills >= 1, "no kill landed after the commit point; adjust the delays"
+    assert outcomes == {"old", "new"}, "no kill landed before the commit point; adjust the delays"

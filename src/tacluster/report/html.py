@@ -268,7 +268,7 @@ def build_report(
     _write_cluster_pages(out_dir, env, rd, order, sorted_ids)
     clusters_view = []
     for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
-        top, outliers = picks[cl["id"]]
+        top, outliers, moved, new = picks[cl["id"]]
         mean_conf = cl["mean_confidence"]
         if mean_conf is None:
             m = a.cluster == cl["id"]
@@ -282,6 +282,8 @@ def build_report(
             "n_shown": len(top),
             "page": f"{CLUSTER_PAGES_DIR}/cluster-{cl['id']}.html",
             "outlier_tiles": [tile(p, True) for p in outliers],
+            "moved_tiles": [tile(p, False) for p in moved],
+            "new_tiles": [tile(p, True) for p in new],
         })
     html = env.get_template("report.html.j2").render(
         title=f"tacluster report: {out_dir.resolve().name}",
@@ -307,7 +309,7 @@ def build_report(
 
 def _pick_members(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray, per_cluster: int) -> dict:
     """Per cluster id: its ``per_cluster`` most confident members, then up to
-    :data:`OUTLIERS_SHOWN` outliers from clusters.json."""
+    :data:`OUTLIERS_SHOWN` outliers, images moved there and added images marked new, from clusters.json."""
     a = rd.assignments
     picks: dict[int, tuple[list[str], list[str]]] = {}
     for cl in rd.clusters:
@@ -317,7 +319,8 @@ def _pick_members(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray, per_clu
             top = cl["representatives"][:per_cluster]
         shown = set(top)
         outliers = [p for p in cl["outliers"] if p not in shown][:OUTLIERS_SHOWN]
-        picks[cl["id"]] = (top, outliers)
+        picks[cl["id"]] = (top, outliers, list(cl.get("moved", []))[:OUTLIERS_SHOWN],
+                           list(cl.get("new", []))[:OUTLIERS_SHOWN])
     return picks
 
 
@@ -325,7 +328,7 @@ def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool) -> dict[s
     """Thumbnail (relative path) of every picked image; a placeholder for those that cannot be shown."""
     thumbs_dir = out_dir / THUMBS_DIR
     thumbs_dir.mkdir(exist_ok=True)
-    needed = sorted({p for top, out in picks.values() for p in top + out})
+    needed = sorted({p for lists in picks.values() for group in lists for p in group})
     thumb_of: dict[str, str | None] = {}
     for p in iter_progress(needed, len(needed), "thumbnails", "image", enabled=progress):
         name = thumb_name(p, size)
@@ -375,7 +378,9 @@ def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sort
         for i in order[lo:min(hi, lo + PAGE_MEMBERS_MAX)]:
             p = a.path[i]
             flagged = bool(a.outlier[i]) if a.outlier is not None else p in outlier_paths
-            rows.append({"path": p, "uri": file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged})
+            rows.append({"path": p, "uri": file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged,
+                         "moved": a.moved is not None and bool(a.moved[i]),
+                         "new": a.new is not None and bool(a.new[i])})
         name = f"cluster-{cl['id']}.html"
         html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, total=int(hi - lo),
                                          report=REPORT_FILE, assignments=ASSIGNMENTS_CSV)

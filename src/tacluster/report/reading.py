@@ -32,6 +32,8 @@ class Assignments:
     x: np.ndarray
     y: np.ndarray
     outlier: np.ndarray | None = None  # optional column (runs before it have none)
+    moved: np.ndarray | None = None  # put there by a person (`tacluster move`)
+    new: np.ndarray | None = None  # added by `tacluster add`, fitting no cluster well
 
 
 
@@ -60,10 +62,11 @@ def _read_assignments(path: Path) -> Assignments:
         y = np.asarray(table.column("y").to_numpy(), dtype=np.float64)
     except (TypeError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path}: a column has the wrong type ({exc})") from exc
-    outlier = None
-    if "outlier" in table.column_names and not table.column("outlier").null_count:
-        outlier = np.asarray(table.column("outlier").to_numpy(zero_copy_only=False), dtype=bool)
-    return Assignments(paths, cluster, confidence, x, y, outlier)
+    flags = {}
+    for name in ("outlier", "moved", "new"):  # moved / new: written by `tacluster move` / `add`
+        if name in table.column_names and not table.column(name).null_count:
+            flags[name] = np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=bool)
+    return Assignments(paths, cluster, confidence, x, y, flags.get("outlier"), flags.get("moved"), flags.get("new"))
 
 
 
@@ -97,6 +100,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             mean_conf = None if mean_conf is None else float(mean_conf)
             reps = [text_to_path(str(p)) for p in entry.get("representatives") or []]
             outliers = [text_to_path(str(p)) for p in entry.get("outliers") or []]
+            marked = {key: [text_to_path(str(p)) for p in entry.get(key) or []] for key in ("moved", "new")}
+            counts = {f"n_{key}": int(entry.get(f"n_{key}", len(v))) for key, v in marked.items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(
                 f"{path}: clusters[{i}] is malformed ({type(exc).__name__}: {exc}); "
@@ -104,7 +109,8 @@ def _read_clusters(path: Path) -> list[dict[str, Any]]:
             ) from exc
         clusters.append(
             {"id": cid, "size": size, "name": name, "top_nouns": nouns,
-             "mean_confidence": mean_conf, "representatives": reps, "outliers": outliers}
+             "mean_confidence": mean_conf, "representatives": reps, "outliers": outliers,
+             **marked, **counts}  # moved / new: `tacluster move` / `add`
         )
     ids = [c["id"] for c in clusters]
     if len(set(ids)) != len(ids):

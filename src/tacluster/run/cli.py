@@ -22,6 +22,9 @@ EPILOG = """examples:
   tacluster predict runs/example/model new_photos/ --out preds.csv
   tacluster evaluate runs/example --labels parent-dir
   tacluster report runs/example
+  tacluster split runs/example 3 --k 2      # after clustering: split, move, add
+  tacluster move runs/example a.jpg b.jpg --to 5
+  tacluster add runs/example more_photos/
   tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
@@ -210,6 +213,66 @@ def _add_edits(sub) -> None:
     m.add_argument("run", help="run directory")
     m.add_argument("clusters", nargs="+", metavar="CLUSTER", help="A B [...]: ids or names; merged into A")
     m.add_argument("--name", default=None, help="name of the merged cluster (default: A's name)")
+    _add_lifecycle(sub)
+
+
+def _add_lifecycle(sub) -> None:
+    """``tacluster split / move / add``."""
+    s = _edit_parser(sub, "split", "split a cluster into parts (the inverse of merge)",
+                     "Re-cluster the members of CLUSTER (an id or its name) on the features the run "
+                     "used and replace it by the parts, named from the nouns: assignments, "
+                     "clusters.json, the model (predict then assigns the parts), run.json's history "
+                     "and the report are updated at once. The largest part keeps the id; the others "
+                     "get the next free ids.")
+    s.add_argument("cluster", help="cluster id or current name")
+    s.add_argument("--k", type=_k_value, default=2, metavar="N",
+                   help="number of parts (default 2), or 'auto' to estimate it")
+
+    v = _edit_parser(sub, "move", "move images into another cluster (a correction)",
+                     "Put FILE... (paths as the run lists them) into cluster --to. Moved images are "
+                     "marked (column 'moved'), shown in the report, and stay where they were put "
+                     "through later rename, merge and add (a split of their cluster keeps them in one "
+                     "of its parts).")
+    v.add_argument("files", nargs="*", metavar="FILE", help="images of the run to move")
+    v.add_argument("--to", required=True, metavar="CLUSTER", help="the cluster (id or name) they belong to")
+    v.add_argument("--from-list", default=None, metavar="FILE",
+                   help="also move the images listed in FILE (one path per line, or a .csv with a path column)")
+    v.add_argument("--refit-centres", action="store_true",
+                   help="centroid models: recompute each cluster's centre from its corrected members and "
+                        "reassign the images nobody moved, so predict follows the correction")
+
+    a = _edit_parser(sub, "add", "add new photos to a run without re-clustering",
+                     "Embed PHOTOS (cached; files already in the run, by content, are skipped), "
+                     "assign them with the run's model exactly as predict does, and append them to "
+                     "the assignments, clusters.json and the report. Images that fit no cluster "
+                     "well (far less similar to their cluster's centre than its members from the fit) "
+                     "are marked new and listed; when many are, the command that re-fits is printed.")
+    a.add_argument("input", nargs="?", default=None, metavar="PHOTOS",
+                   help="folder of images or a .csv/.txt list of paths (or use --embeddings)")
+    a.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="vectors made elsewhere by the run's backbone (the layouts of `cluster --embeddings`)")
+    a.add_argument("--joint-embeddings", default=None, metavar="DIR_OR_FILE",
+                   help="with --embeddings and the lite backbone: the images' joint (noun-space) vectors")
+    a.add_argument("--embedding-column", default=None, metavar="NAME", help="the Parquet vector column")
+    a.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default 64)")
+
+
+def _edit_parser(sub, name: str, summary: str, description: str):
+    """The parser of an edit of a finished run, with its RUN argument and the backbone options."""
+    p = sub.add_parser(name, help=summary, description=description)
+    p.add_argument("run", help="run directory")
+    _run_model_options(p)
+    return p
+
+
+def _run_model_options(p) -> None:
+    """Options of the edits that load the run's backbone (split, move, add)."""
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
+                   help="where the backbone runs (default: auto = cuda if available)")
+    p.add_argument("--cache-dir", default=None,
+                   help="embedding cache (default: the one the run used, recorded in run.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--offline", action="store_true", help="never download a model: read the caches only")
 
 
 def _k_value(text: str):
@@ -402,6 +465,71 @@ def _cmd_merge(a) -> int:
     return 0
 
 
+def _cmd_split(a) -> int:
+    from tacluster.run.split import split_cluster
+
+    res = split_cluster(a.run, a.cluster, a.k, device=a.device, cache_dir=a.cache_dir,
+                        offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
+    print(f"split cluster {res.cluster} into {len(res.ids)} (assignments, clusters.json, model, report updated):")
+    for cid, name, size in zip(res.ids, res.names, res.sizes):
+        print(f"  {cid:>3}  {size:>6}  {name}")
+    return 0
+
+
+def _cmd_move(a) -> int:
+    from tacluster.run.move import move_images, read_file_list
+
+    from tacluster.errors import InputError
+
+    if not a.refit_centres and (a.device != "auto" or a.cache_dir is not None or a.offline):
+        raise InputError("--device, --cache-dir and --offline load the backbone for --refit-centres; "
+                         "a plain move needs none of them")
+    files = list(a.files) + (read_file_list(a.from_list) if a.from_list else [])
+    res = move_images(a.run, files, a.to, refit_centres=a.refit_centres, device=a.device, cache_dir=a.cache_dir,
+                      offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
+    print(f"moved {res.moved} image(s) into cluster {res.cluster}"
+          + (f" ({res.already_there} were there already)" if res.already_there else "")
+          + (f"; new centres reassigned {res.reassigned} other image(s)" if a.refit_centres else ""))
+    return 0
+
+
+def _cmd_add(a) -> int:
+    from tacluster.errors import InputError
+    from tacluster.run.add import add_images
+
+    if a.input is None and a.embeddings is None:
+        raise InputError("nothing to add: give PHOTOS (a folder or list of images) or --embeddings DIR_OR_FILE")
+    if a.embeddings is not None and a.batch_size is not None:
+        raise InputError("--batch-size sets how many images are embedded at once; --embeddings reads vectors "
+                         "made elsewhere, so drop it")
+    res = add_images(a.run, a.input, embeddings=a.embeddings, joint_embeddings=a.joint_embeddings,
+                     embedding_column=a.embedding_column, device=a.device, batch_size=a.batch_size or 64,
+                     cache_dir=a.cache_dir, offline=a.offline or None, progress=not a.quiet)
+    if a.quiet:
+        return 0
+    n_new = int(res.new.sum())
+    print(f"added {len(res.paths)} image(s) to {a.run}; {res.already_in_run} already in the run, "
+          f"{len(res.skipped)} skipped; {n_new} fit no cluster well (marked new)")
+    sizes: dict[int, int] = {}
+    for c in res.labels.tolist():
+        sizes[c] = sizes.get(c, 0) + 1
+    for c in sorted(sizes, key=lambda c: (-sizes[c], c)):
+        print(f"  {c:>3}  {sizes[c]:>6}  {res.names[res.labels.tolist().index(c)]}")
+    shown = [p for p, w in zip(res.paths, res.new) if w]
+    for p in shown[:20]:
+        print(f"  new: {p}")
+    if len(shown) > 20:
+        print(f"  ... and {len(shown) - 20} more (new=true in assignments.csv)")
+    if res.refit_command:
+        print(f"{n_new} of the {len(res.paths)} added images fit no cluster well; to re-cluster everything:\n"
+              f"  {res.refit_command}")
+    return 0
+
+
 def _rows_cached() -> int:
     """Embeddings this process has cached so far (0 before the cache was ever used)."""
     cache_mod = sys.modules.get("tacluster.embed.cache")
@@ -420,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_process(getattr(args, "threads", None))  # before torch or faiss load
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
                "evaluate": _cmd_evaluate, "report": _cmd_report,
-               "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge}[args.command]
+               "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge,
+               "split": _cmd_split, "move": _cmd_move, "add": _cmd_add}[args.command]
     cached_before = _rows_cached()
     try:
         return handler(args)

@@ -28,11 +28,14 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
 from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError
-from tacluster.run.rundir import ASSIGNMENTS_FILE, EXPORT_MARKER, RUN_FILE, read_assignments_table
+from tacluster.run.rundir import (
+    ASSIGNMENTS_FILE, DIGEST_COLUMN, EXPORT_MARKER, MOVED_COLUMN, NEW_COLUMN, RUN_FILE, read_assignments_table,
+)
 
 JOURNAL = ".tacluster-edit.json"
 EDIT_STAGING = ".tacluster-edit-staging"
-EDITED_FILES = ("assignments.parquet", "assignments.csv", "clusters.json", "model/config.json", "run.json")
+EDITED_FILES = ("assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", "model/arrays.safetensors",
+                "model/config.json", "run.json")
 
 # --------------------------------------------------------------------------- journal
 
@@ -100,6 +103,39 @@ class _Run:
         except (OSError, ValueError) as exc:
             raise InputError(f"run {str(self.dir)!r} is incomplete or damaged ({exc}); re-run `tacluster cluster`") from None
         self.by_id = {int(c["id"]): c for c in self.clusters["clusters"]}
+        n = len(self.table["path"])
+        for column in (MOVED_COLUMN, NEW_COLUMN):  # runs before move/add: nothing moved, nothing new
+            self.table.setdefault(column, [False] * n)
+        self.table.setdefault("outlier", [False] * n)
+
+    def require_digests(self, verb: str) -> list[str]:
+        """The content key of every image (``assignments.parquet``'s digest column);
+        a run from an older tacluster has none: one line naming its version."""
+        digests = self.table.get(DIGEST_COLUMN)
+        if digests is None:
+            version = self.run.get("tacluster_version", "an older version")
+            raise InputError(
+                f"run {str(self.dir)!r} was made by tacluster {version}, which did not record the images' "
+                f"content digests that {verb} needs; re-run `tacluster cluster` with this tacluster")
+        return [str(d or "") for d in digests]
+
+    def summarise(self, entries: dict[int, dict]) -> None:
+        """clusters.json rebuilt from the assignments: ``entries[id]`` (name, top nouns, ...)
+        for ids 0..K-1, each given its members' sizes, representatives, outliers, moved and new images."""
+        from tacluster.run.tables import member_summary
+
+        t = self.table
+        labels = np.asarray(t["cluster"], dtype=np.int64)
+        conf = np.asarray(t["confidence"], dtype=np.float64)
+        masks = [np.asarray(t[c], dtype=bool) for c in ("outlier", MOVED_COLUMN, NEW_COLUMN)]
+        names = {cid: e["name"] for cid, e in entries.items()}
+        t["cluster_name"] = [names[int(c)] for c in labels]
+        kept = ("n_moved", "moved", "n_new", "new", "id", "size")
+        self.clusters = {**self.clusters, "n_clusters": len(entries), "clusters": [
+            {**{k: v for k, v in entries[cid].items() if k not in kept}, "id": cid,
+             **member_summary(t["path"], conf, masks[0], np.flatnonzero(labels == cid), masks[1], masks[2])}
+            for cid in sorted(entries)]}
+        self.by_id = {int(c["id"]): c for c in self.clusters["clusters"]}
 
     def cluster_id(self, ref: str | int) -> int:
         """A cluster by id or by its current name."""
@@ -112,24 +148,39 @@ class _Run:
         known = ", ".join(f"{cid} ({c['name']})" for cid, c in sorted(self.by_id.items())[:12])
         raise InputError(f"no cluster {text!r} in {str(self.dir)!r}; give an id or a name: {known}")
 
-    def write(self, action: dict) -> None:
-        """Write every changed file through the journal, with ``action`` in run.json's history."""
+    def write(self, action: dict, extra: dict[str, bytes] | None = None) -> None:
+        """Write every changed file through the journal, with ``action`` in run.json's history;
+        ``extra``: other files of the run to replace in the same edit (``model/arrays.safetensors``)."""
         from tacluster.run.tables import csv_bytes, parquet_bytes
 
         t = self.table
-        outlier = t.get("outlier") or [False] * len(t["path"])
-        csv_rows = ((p, int(c), f"{float(s):.4f}", n, "true" if o else "false")
-                    for p, c, s, n, o in zip(t["path"], t["cluster"], t["confidence"], t["cluster_name"], outlier))
+        flag = lambda v: "true" if v else "false"  # noqa: E731
+        csv_rows = ((p, int(c), f"{float(s):.4f}", n, flag(o), flag(m), flag(w))
+                    for p, c, s, n, o, m, w in zip(t["path"], t["cluster"], t["confidence"], t["cluster_name"],
+                                                   t["outlier"], t[MOVED_COLUMN], t[NEW_COLUMN]))
         action = {**action, "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         self.run.setdefault("history", []).append(action)
         files = {
             "assignments.parquet": parquet_bytes(t),
-            "assignments.csv": csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier"], csv_rows),
+            "assignments.csv": csv_bytes(["path", "cluster", "confidence", "cluster_name", "outlier",
+                                          MOVED_COLUMN, NEW_COLUMN], csv_rows),
             "clusters.json": json.dumps(self.clusters, indent=2, ensure_ascii=False).encode("utf-8"),
+            **(extra or {}),
             "model/config.json": json.dumps(self.config, indent=2).encode(),
             "run.json": json.dumps(self.run, indent=2).encode(),
         }
         _commit(self.dir, files)
+
+
+def model_arrays_bytes(run: _Run, replace: dict[str, np.ndarray], prefix: str = "refine.") -> bytes:
+    """``model/arrays.safetensors`` of the run with every array under ``prefix`` replaced by ``replace``
+    (other keys, e.g. ``cluster_centers``, may be replaced too), as bytes for the journal."""
+    from safetensors.numpy import load_file, save
+
+    arrays = {k: v for k, v in load_file(str(run.dir / "model" / "arrays.safetensors")).items()
+              if not k.startswith(prefix)}
+    arrays.update(replace)
+    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
 
 def _check_name(run: _Run, name: str, except_id: int | None = None) -> str:
@@ -171,7 +222,7 @@ def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], na
     ones as the assignments do; confidences stay those of the original
     clusters), run.json's history and the report are updated together.
     Returns ``(new id of the merged cluster, old ids merged)``."""
-    from tacluster.run.outliers import OUTLIERS_LISTED, outlier_mask, outlier_thresholds
+    from tacluster.run.outliers import outlier_mask, outlier_thresholds
 
     run = _Run(run_dir)
     ids = list(dict.fromkeys(run.cluster_id(c) for c in clusters))
@@ -192,30 +243,19 @@ def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], na
     conf = np.asarray(t["confidence"], dtype=np.float64)
     names = [run.by_id[c]["name"] for c in keep]
     t["cluster"] = labels.tolist()
-    t["cluster_name"] = [names[c] for c in labels]
-    outlier = outlier_mask(labels, conf, k_new)
-    t["outlier"] = outlier.tolist()
+    t["outlier"] = outlier_mask(labels, conf, k_new).tolist()
 
-    entries = []
+    entries = {}
     for new_id, old_id in enumerate(keep):
         members = [run.by_id[old_id]] + ([run.by_id[c] for c in sorted(gone)] if old_id == into else [])
-        idx = np.flatnonzero(labels == new_id)
-        order = idx[np.argsort(-conf[idx], kind="stable")]
         nouns = sorted((n for m in members for n in m.get("top_nouns", [])), key=lambda n: -float(n.get("score", 0)))
         seen, top = set(), []
         for n in nouns:
             if n["noun"] not in seen:
                 seen.add(n["noun"])
                 top.append(n)
-        entries.append({
-            **{k: v for k, v in run.by_id[old_id].items() if k not in ("id", "size")},
-            "id": new_id, "size": int(idx.size), "name": names[new_id], "top_nouns": top[:5],
-            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-            "representatives": [t["path"][i] for i in order[:8]],
-            "n_outliers": int(outlier[idx].sum()),
-            "outliers": [t["path"][i] for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
-        })
-    run.clusters = {**run.clusters, "n_clusters": k_new, "clusters": entries}
+        entries[new_id] = {**run.by_id[old_id], "name": names[new_id], "top_nouns": top[:5]}
+    run.summarise(entries)
 
     meta = run.config.setdefault("metadata", {})
     k_model = int(run.config["n_clusters"])

@@ -55,3 +55,36 @@ def outlier_thresholds(labels: np.ndarray, confidence: np.ndarray, n_clusters: i
         spread = 1.4826 * float(np.median(np.abs(member - med)))
         out.append(med - max(OUTLIER_ROBUST_Z * spread, OUTLIER_MIN_GAP))
     return out
+
+
+def novelty_mask(fit_rows: np.ndarray, fit_labels: np.ndarray, new_rows: np.ndarray, new_labels: np.ndarray,
+                 n_clusters: int) -> np.ndarray:
+    """Which added images fit no cluster well: their cosine to their cluster's centre lies far
+    below that of the cluster's members from the fit.
+
+    Rows are unit-length features (those the model's clusters are defined on).
+    A cluster's centre is the normalised mean of its fit members; a member's
+    own cosine is taken to the mean of the *other* members (leave one out),
+    as an added image is not part of the mean it is compared with. "Far
+    below" is :data:`OUTLIER_ROBUST_Z` robust standard deviations (1.4826 MAD)
+    under the members' median, the rule of :func:`outlier_mask`. A cluster of
+    fewer than 3 fit members marks nothing. The softmax confidence is not
+    used: it says how much nearer one cluster is than the others, not how
+    near (benchmarks/lifecycle.py: a held-out class was as confident as the
+    seen classes' new photos).
+    """
+    fit_labels = np.asarray(fit_labels, dtype=np.int64)
+    new_labels = np.asarray(new_labels, dtype=np.int64)
+    sums = np.zeros((n_clusters, fit_rows.shape[1]), dtype=np.float64)
+    np.add.at(sums, fit_labels, fit_rows)
+    counts = np.bincount(fit_labels, minlength=n_clusters)
+    loo = sums[fit_labels] - fit_rows  # each member's cluster mean without it
+    own = np.einsum("nd,nd->n", fit_rows, loo) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
+    limit = np.full(n_clusters, -np.inf)
+    for c in np.flatnonzero(counts >= 3):
+        member = own[fit_labels == c]
+        med = float(np.median(member))
+        limit[c] = med - OUTLIER_ROBUST_Z * 1.4826 * float(np.median(np.abs(member - med)))
+    centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    score = np.einsum("nd,nd->n", new_rows, centres[new_labels]) if new_labels.size else np.zeros(0)
+    return score < limit[new_labels]

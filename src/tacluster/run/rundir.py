@@ -32,6 +32,14 @@ MAP_FILE = "map.png"
 AUTO_K_FILE = "auto_k.png"
 THUMBS_DIR = "thumbs"
 CLUSTER_PAGES_DIR = "clusters"
+#: Column of ``assignments.parquet`` with each image's content key (SHA-256 of
+#: its bytes; empty for ``--embeddings`` rows): how ``split`` finds a member's
+#: embedding in the cache and ``add`` skips images already in the run.
+DIGEST_COLUMN = "digest"
+#: Boolean columns of the assignments written by ``move`` (a person put the
+#: image there) and ``add`` (an added image that fits no cluster well).
+MOVED_COLUMN = "moved"
+NEW_COLUMN = "new"
 #: Hidden folder inside ``--out`` where a run writes every output before
 #: moving them in (:func:`commit_outputs`).
 STAGING = ".tacluster-staging"

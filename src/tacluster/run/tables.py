@@ -17,7 +17,7 @@ from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError
 from tacluster.run.outliers import OUTLIERS_LISTED
-from tacluster.run.rundir import read_assignments_table
+from tacluster.run.rundir import DIGEST_COLUMN, read_assignments_table
 
 
 def text_rows(pairs) -> list[tuple[str, str]]:
@@ -47,14 +47,20 @@ def parquet_bytes(columns: dict) -> bytes:
 
 
 
-def write_run_tables(stage: Path, paths, skipped, labels, conf, outlier, names, top_nouns, xy) -> None:
-    """assignments.parquet / .csv, skipped.csv and clusters.json of a run, into its staging folder."""
+def write_run_tables(stage: Path, paths, skipped, labels, conf, outlier, names, top_nouns, xy,
+                     digests: Sequence[str] | None = None) -> None:
+    """assignments.parquet / .csv, skipped.csv and clusters.json of a run, into its staging folder.
+
+    ``digests``: each image's content key (``split`` and ``add`` find its
+    embedding in the cache by it; :data:`tacluster.run.rundir.DIGEST_COLUMN`);
+    None for vectors read from elsewhere."""
     n_clusters = len(names)
     name_col = [names[c] for c in labels]
     atomic_write_bytes(stage / "assignments.parquet", parquet_bytes({
         "path": [path_to_text(p) for p in paths], "cluster": labels.astype(np.int64),
         "confidence": conf.astype(np.float64), "cluster_name": name_col, "outlier": outlier,
         "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64),
+        DIGEST_COLUMN: list(digests) if digests is not None else [""] * len(paths),
     }))
     atomic_write_bytes(stage / "assignments.csv", csv_bytes(
         ["path", "cluster", "confidence", "cluster_name", "outlier"],
@@ -62,22 +68,35 @@ def write_run_tables(stage: Path, paths, skipped, labels, conf, outlier, names, 
          for p, c, s, n, o in zip(paths, labels, conf, name_col, outlier)),
     ))
     atomic_write_bytes(stage / "skipped.csv", csv_bytes(["path", "reason"], text_rows(skipped)))
-    clusters = []
-    for c in range(n_clusters):
-        idx = np.flatnonzero(labels == c)
-        order = idx[np.argsort(-conf[idx], kind="stable")]
-        clusters.append({
-            "id": c, "size": int(idx.size), "name": names[c],
-            "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in top_nouns[c]],
-            "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
-            "representatives": [path_to_text(paths[i]) for i in order[:8]],
-            "n_outliers": int(outlier[idx].sum()),
-            "outliers": [path_to_text(paths[i]) for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
-        })
+    texts = [path_to_text(p) for p in paths]
+    clusters = [{"id": c, "name": names[c],
+                 "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in top_nouns[c]],
+                 **member_summary(texts, conf, outlier, np.flatnonzero(labels == c))}
+                for c in range(n_clusters)]
     atomic_write_bytes(stage / "clusters.json", json.dumps(
         {"n_clusters": n_clusters, "clusters": clusters}, indent=2, ensure_ascii=False
     ).encode("utf-8"))
 
+
+
+def member_summary(paths: Sequence[str], conf: np.ndarray, outlier: np.ndarray, idx: np.ndarray,
+                   moved: np.ndarray | None = None, new: np.ndarray | None = None) -> dict:
+    """The entries of a cluster in clusters.json that follow from its members (rows ``idx``):
+    size, mean confidence, representatives (most confident first), outliers (least first);
+    with ``moved`` / ``new`` masks also the images moved there by a person and the added ones
+    that fit no cluster well."""
+    order = idx[np.argsort(-conf[idx], kind="stable")]
+    out = {
+        "size": int(idx.size), "mean_confidence": float(conf[idx].mean()) if idx.size else 0.0,
+        "representatives": [paths[i] for i in order[:8]],
+        "n_outliers": int(outlier[idx].sum()),
+        "outliers": [paths[i] for i in order[::-1] if outlier[i]][:OUTLIERS_LISTED],
+    }
+    for key, mask in (("moved", moved), ("new", new)):
+        if mask is not None and mask[idx].any():
+            out[f"n_{key}"] = int(mask[idx].sum())
+            out[key] = [paths[i] for i in order if mask[i]][:OUTLIERS_LISTED]
+    return out
 
 
 def read_assignments(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:

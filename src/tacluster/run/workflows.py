@@ -26,6 +26,7 @@ from tacluster._paths import path_to_text
 from tacluster._threads import threads_in_use
 from tacluster.errors import InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
+from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
 from tacluster.run.rundir import (
     RUN_FILE, begin_writing, check_out_dir, check_same_input, commit_outputs, record_failed_run, recover_pending,
@@ -382,7 +383,8 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
             "backbone": settings["backbone"], "backbone_fingerprint": bb.fingerprint, "cluster_names": named.names,
             "vocabulary": settings["vocabulary"], "outlier_below": outlier_thresholds(labels, conf, k),
         })
-        write_run_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, named.names, named.top_nouns, xy)
+        write_run_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, named.names, named.top_nouns, xy,
+                         digests=emb.keys)
         timings["write"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - t_start
         run = {
@@ -555,63 +557,20 @@ def predict_images(
     Memory beyond the vectors is O(rows): no (N, K) probability matrix.
     """
     from tacluster.embed import embed_images
-    from tacluster.estimator import TextAidedClustering
     from tacluster.nouns.bank import default_cache_dir
 
     out_path = None if out_csv is None else _check_prediction_out(Path(out_csv))
-    model_path = Path(model_dir)
-    if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
-        model_path = model_path / "model"  # a run directory: its model
-    if model_path.parent.is_dir():
-        recover_pending(model_path.parent)
-    est = TextAidedClustering.load(model_path)
-    meta = est.metadata_
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"model {str(model_dir)!r}: metadata in config.json is not an object; the model is corrupted")
-    label_map = meta.get("label_map")  # after `tacluster merge`: model cluster -> run cluster
-    if label_map is not None and (not isinstance(label_map, list) or len(label_map) != est.n_clusters_
-                                  or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
-                                             for c in label_map)):
-        raise ModelFileError(f"model {str(model_dir)!r}: metadata.label_map is malformed; the model is corrupted")
-    k_out = max(label_map) + 1 if label_map else est.n_clusters_
-    names_all = meta.get("cluster_names")
-    if names_all is None:
-        names_all = [str(i) for i in range(k_out)]
-    if (not isinstance(names_all, list) or len(names_all) != k_out
-            or not all(isinstance(n, str) for n in names_all)):
-        raise ModelFileError(
-            f"model {str(model_dir)!r}: metadata.cluster_names must list {k_out} names; "
-            "the model is corrupted, re-run `tacluster cluster`"
-        )
-    below = meta.get("outlier_below")
-    if not (isinstance(below, list) and len(below) == k_out
-            and all(b is None or (isinstance(b, (int, float)) and not isinstance(b, bool)) for b in below)):
-        below = [None] * k_out
-    name = meta.get("backbone")
-    if not name:
-        raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
+    est, cmap, name = load_run_model(model_dir)
     _check_sources(source, embeddings, joint_embeddings, embedding_column, "predict")
     external, _ = _open_input(source, embeddings, joint_embeddings, embedding_column)
-    bb = _load_backbone_quietly(name, device, offline, progress)
-    if meta.get("backbone_fingerprint") and meta["backbone_fingerprint"] != bb.fingerprint:
-        raise ModelFileError(
-            f"model {str(model_dir)!r} was made with a different version of backbone {name!r} "
-            "(fingerprints differ); re-run `tacluster cluster` with this backbone"
-        )
+    bb = model_backbone(est, name, model_dir, device, offline, progress)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if external is None:
         emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
     else:
         emb = _read_external(external, bb, name)
-    if emb.paths:
-        labels, conf = est.predict_with_confidence(emb.arrays["image"], joint_embeddings=emb.arrays.get("joint"))
-        if label_map:  # after `tacluster merge`: the run's id of each model cluster, as in assignments
-            labels = np.asarray(label_map, dtype=np.int64)[labels]
-    else:
-        labels, conf = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    names = [names_all[c] for c in labels]
-    limit = np.array([-np.inf if b is None else float(b) for b in below])
-    outlier = conf < limit[labels] if len(labels) else np.zeros(0, dtype=bool)
+    labels, conf, outlier = assign_with_outliers(est, cmap, emb)
+    names = [cmap.names[c] for c in labels]
     if out_path is not None and out_path.suffix.lower() == ".parquet":
         skipped = text_rows(emb.skipped)
         atomic_write_bytes(out_path, parquet_bytes({
@@ -636,6 +595,47 @@ def predict_images(
         raise InputError(f"no images to assign in {str(source or embeddings)!r} (no image files found); "
                          + SUPPORTED_NOTE)
     return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
+
+
+def load_run_model(model_dir: str | os.PathLike):
+    """``(model, cluster map, backbone name)`` of a run's ``model/`` (or the run directory),
+    after finishing an interrupted edit of the run; :class:`ModelFileError` when unusable."""
+    from tacluster.estimator import TextAidedClustering
+
+    model_path = Path(model_dir)
+    if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
+        model_path = model_path / "model"  # a run directory: its model
+    if model_path.parent.is_dir():
+        recover_pending(model_path.parent)
+    est = TextAidedClustering.load(model_path)
+    cmap = read_cluster_map(est, model_path)  # merges and splits: model clusters -> run clusters
+    name = est.metadata_.get("backbone")
+    if not name:
+        raise ModelFileError(f"model {str(model_dir)!r} does not say which backbone made it (metadata.backbone)")
+    return est, cmap, name
+
+
+def model_backbone(est, name: str, model_dir, device: str, offline: bool | None, progress: bool):
+    """The backbone that made a saved model, refused when its fingerprint differs from the model's."""
+    bb = _load_backbone_quietly(name, device, offline, progress)
+    fingerprint = est.metadata_.get("backbone_fingerprint")
+    if fingerprint and fingerprint != bb.fingerprint:
+        raise ModelFileError(
+            f"model {str(model_dir)!r} was made with a different version of backbone {name!r} "
+            "(fingerprints differ); re-run `tacluster cluster` with this backbone"
+        )
+    return bb
+
+
+def assign_with_outliers(est, cmap, emb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(run clusters, confidence, outlier)`` of embedded images, as ``predict`` gives them: the
+    model's clusters after merges and splits (:func:`tacluster.run.cluster_map.assign_run_clusters`),
+    an outlier where the confidence lies below its cluster's threshold from the fit."""
+    if not emb.paths:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
+    labels, conf = assign_run_clusters(est, cmap, emb.arrays["image"], emb.arrays.get("joint"))
+    limit = np.array([-np.inf if b is None else float(b) for b in cmap.outlier_below])
+    return labels, conf, conf < limit[labels]
 
 
 def _check_prediction_out(out: Path) -> Path:

@@ -1,0 +1,153 @@
+"""``tacluster split``: re-cluster one cluster's members into parts, the inverse of ``merge``.
+
+The members are re-clustered (spherical k-means, 10 restarts) on the features
+the model's clusters are defined on (:func:`tacluster.run.cluster_map.model_features`),
+with the embeddings the run used (:func:`tacluster.run.features.run_features`).
+The model gains a refinement (:mod:`tacluster.run.cluster_map`): an image the
+model puts in the cluster goes on to the nearest part, by the same
+:func:`tacluster.cluster.kmeans.assign` that placed the members, so
+``predict`` sends the members, and new images like them, to the parts. The
+largest part keeps the cluster's id; the others get the next free ids. Parts
+are named from the nouns as ``cluster`` names clusters (the z-score against
+the whole collection), skipping names other clusters already have. Images a
+person moved into the cluster go to the part their features fall in (still
+marked moved). Everything goes through the edit journal of
+:mod:`tacluster.run.edit`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tacluster._blocks import joint_rows
+from tacluster.errors import InputError
+
+
+@dataclass
+class SplitResult:
+    """What :func:`split_cluster` did: the cluster split and its parts (run ids, names, sizes)."""
+
+    cluster: int
+    ids: list[int]
+    names: list[str]
+    sizes: list[int]
+
+
+def check_k(k, n_members: int) -> int | str:
+    """``k`` as an int in [2, n_members], or ``"auto"``; one-line error otherwise."""
+    if k == "auto":
+        if n_members < 4:
+            raise InputError(f"the cluster has {n_members} images; --k auto needs at least 4 (or give --k 2)")
+        return "auto"
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= int(k) <= n_members:
+        raise InputError(f"--k {k!r}: split a cluster of {n_members} images into 2 to {n_members} parts, or 'auto'")
+    return int(k)
+
+
+def _part_names(named, parts: list[int], taken: set[str], fallback: str) -> list[str]:
+    """For each part (a cluster id of ``named``): its name, or its best top noun no other cluster is called."""
+    out = []
+    for j, c in enumerate(parts):
+        options = [named.names[c]] + [w for w, _ in named.top_nouns[c]]
+        pick = next((w for w in options if w not in taken), None) or f"{fallback} ({j + 1})"
+        taken.add(pick)
+        out.append(pick)
+    return out
+
+
+def split_cluster(run_dir: str | os.PathLike, cluster: str | int, k: int | str = 2, *, device: str = "auto",
+                  cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+                  progress: bool = False) -> SplitResult:
+    """Split one cluster (by id or name) of a finished run into ``k`` parts (or ``"auto"``).
+
+    Assignments, clusters.json, the model (``predict`` assigns the parts), the
+    report and run.json's history are updated at once. ``cache_dir``: the
+    embedding cache (default: the run's). Returns the parts.
+    """
+    from tacluster.cluster.choose_k import estimate_n_clusters
+    from tacluster.cluster.kmeans import kmeans_cluster
+    from tacluster.evaluate.naming import name_clusters
+    from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.nouns.vocabulary import load_vocabulary
+    from tacluster.run.cluster_map import Refinement, model_features, refine
+    from tacluster.run.edit import _Run, model_arrays_bytes
+    from tacluster.run.features import run_cache_dir, run_features
+    from tacluster.run.outliers import outlier_mask, outlier_thresholds
+    from tacluster.run.workflows import load_run_model, model_backbone
+
+    run = _Run(run_dir)
+    cid = run.cluster_id(cluster)
+    labels = np.asarray(run.table["cluster"], dtype=np.int64)
+    members = np.flatnonzero(labels == cid)
+    k = check_k(k, members.size)
+    settings = run.run.get("settings") or {}
+    if not settings.get("embeddings"):
+        run.require_digests("split")
+    est, cmap, name = load_run_model(run.dir / "model")
+    bb = model_backbone(est, name, run.dir / "model", device, offline, progress)
+    feats = run_features(run, bb, cache_dir=cache_dir, progress=progress)
+    parts, weights = model_features(est, feats["image"][members],
+                                    None if "joint" not in feats else feats["joint"][members])
+    x = joint_rows(parts, slice(None), weights)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    seed = int(settings.get("seed", 0) or 0)
+    k_requested = k
+    if k == "auto":
+        k = int(estimate_n_clusters(x, k_range=(2, max(2, min(30, members.size // 10))), seed=seed).k)
+    centroids = kmeans_cluster(x, k, seed=seed + 1, n_init=10).centroids
+    n_leaves = cmap.n_leaves
+    r = Refinement([leaf for leaf, c in enumerate(cmap.label_map) if c == cid],
+                   list(range(n_leaves, n_leaves + k)), centroids)
+    # the members as predict will place them: on the cluster's leaf, then refined (same code)
+    leaves, conf = refine([r], parts, weights, np.full(members.size, r.parents[0]),
+                          np.asarray(run.table["confidence"], dtype=np.float32)[members])
+    part = leaves - n_leaves
+    sizes = np.bincount(part, minlength=k)
+    if (sizes == 0).any():
+        raise InputError(f"cluster {cid} holds too few distinct images to split into {k} parts; use a smaller --k")
+    order = [int(j) for j in np.argsort(-sizes, kind="stable")]  # the largest part keeps the id
+    k_run = len(run.by_id)
+    run_id = {order[0]: cid, **{j: k_run + i for i, j in enumerate(order[1:])}}
+
+    new_labels = labels.copy()
+    new_labels[members] = [run_id[int(j)] for j in part]
+    new_conf = np.asarray(run.table["confidence"], dtype=np.float64)
+    new_conf[members] = conf
+    k_new = k_run + k - 1
+    vocab = settings.get("vocabulary")
+    bank = cached_noun_bank(bb, load_vocabulary(None if vocab in (None, "wordnet") else vocab),
+                            cache_dir=run_cache_dir(run, cache_dir), progress=progress)
+    named = name_clusters(feats.get("joint", feats["image"]), new_labels, k_new, bank.embeddings, bank.words,
+                          class_probs=feats.get("probs"))
+    ids = [run_id[j] for j in order]
+    taken = {c["name"] for i, c in run.by_id.items() if i != cid}
+    names = _part_names(named, ids, taken, run.by_id[cid]["name"])
+
+    t = run.table
+    t["cluster"] = new_labels.tolist()
+    t["confidence"] = new_conf.tolist()
+    outlier = np.asarray(t["outlier"], dtype=bool)
+    outlier[members] = outlier_mask(part, conf, k)
+    t["outlier"] = outlier.tolist()
+    base = {kk: v for kk, v in run.by_id[cid].items() if kk not in ("name", "top_nouns")}
+    entries = {i: c for i, c in run.by_id.items() if i != cid}
+    for i, nm in zip(ids, names):
+        entries[i] = {**base, "name": nm,
+                      "top_nouns": [{"noun": w, "score": round(s, 4)} for w, s in named.top_nouns[i]]}
+    run.summarise(entries)
+
+    cmap.refinements.append(r)
+    cmap.label_map = cmap.label_map + [run_id[j] for j in range(k)]
+    cmap.names = [entries[i]["name"] for i in range(k_new)]
+    part_below = outlier_thresholds(part, conf, k)
+    cmap.outlier_below = list(cmap.outlier_below) + [None] * (k - 1)
+    for j in range(k):
+        cmap.outlier_below[run_id[j]] = part_below[j]
+    run.config.setdefault("metadata", {}).update(cmap.metadata())
+    run.write({"action": "split", "cluster": cid, "k": k_requested, "into": ids,
+               "names": names, "sizes": [int(sizes[j]) for j in order]},
+              extra={"model/arrays.safetensors": model_arrays_bytes(run, cmap.arrays())})
+    return SplitResult(cid, ids, names, [int(sizes[j]) for j in order])
