@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from tacluster.synthetic import make_world
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: The shared data folder: ../shared next to the repo, or $TACLUSTER_SHARED (a git worktree lives elsewhere).
+SHARED = Path(os.environ.get("TACLUSTER_SHARED") or REPO.parent / "shared")
 
 
 @pytest.fixture(scope="session")

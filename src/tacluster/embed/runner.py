@@ -95,12 +95,16 @@ class EmbeddingResult:
     skipped : list of (str, str)
         ``(path, reason)`` for every input left out.
     stats : EmbeddingStats
+    keys : list of str, length n, or None
+        The content digest (SHA-256 of the bytes, the cache key) of each path;
+        None for vectors made elsewhere (``--embeddings``).
     """
 
     paths: list[str]
     arrays: dict[str, np.ndarray]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
+    keys: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +244,7 @@ def embed_images(
         seconds=time.perf_counter() - t0,
         n_duplicates=inputs.duplicates,
     )
-    return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats)
+    return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats, [keys[i] for i in usable])
 
 
 def _check_embed_args(batch_size, num_workers, decode_in, engine) -> None:

@@ -242,13 +242,16 @@ def safe_folder_name(name: str, fallback: str) -> str:
     return text
 
 
-def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link") -> dict[str, int]:
+def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link",
+               skip_duplicates: bool = False) -> dict[str, int]:
     """One folder per cluster under ``to``, named by the cluster's name (made
     safe; clashes get the cluster id), holding a link to (``mode="link"``) or a
-    copy of (``"copy"``) each of its images. Returns images per folder."""
+    copy of (``"copy"``) each of its images; with ``skip_duplicates`` only the
+    largest file of each group of the run's ``duplicates.csv``. Returns images per folder."""
     if mode not in ("link", "copy"):
         raise InputError(f"mode={mode!r} must be 'link' or 'copy'")
     run = _Run(run_dir)
+    skip = _duplicates_to_skip(run.dir) if skip_duplicates else set()
     dst = Path(to)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise InputError(f"--to {str(dst)!r} exists and is not an empty folder; choose a new one")
@@ -266,6 +269,8 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
     taken: set[str] = set()
     for text, cid in zip(run.table["path"], run.table["cluster"]):
         src = text_to_path(str(text))
+        if src in skip:
+            continue
         folder = folders[int(cid)]
         target = dst / folder / os.path.basename(src)
         stem, suffix = os.path.splitext(os.path.basename(src))
@@ -281,3 +286,15 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
             shutil.copy2(src, target)
         counts[folder] += 1
     return counts
+
+
+def _duplicates_to_skip(run_dir: Path) -> set[str]:
+    """The paths ``export --skip-duplicates`` leaves out (:func:`tacluster.run.duplicates.paths_to_skip`)."""
+    from tacluster.run.duplicates import paths_to_skip, read_duplicates
+    from tacluster.run.rundir import DUPLICATES_FILE
+
+    path = run_dir / DUPLICATES_FILE
+    if not path.is_file():
+        raise InputError(f"run {str(run_dir)!r} has no {DUPLICATES_FILE} (made by an older tacluster); "
+                         f"re-run `tacluster cluster`, or export without --skip-duplicates")
+    return paths_to_skip(read_duplicates(path))
