@@ -96,7 +96,7 @@ def _fmt_value(value: Any) -> str:
 
 _STAGE_WORDS = {
     "load_backbone": "load the backbone", "embed": "embed the images", "noun_bank": "embed the nouns",
-    "fit": "cluster", "naming": "name the clusters", "write": "write the outputs",
+    "fit": "cluster", "naming": "name the clusters", "duplicates": "find duplicates", "write": "write the outputs",
 }
 _COUNT_WORDS = {
     "embedded_now": "images embedded now", "from_cache": "images from the cache",

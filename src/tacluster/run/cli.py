@@ -22,6 +22,7 @@ EPILOG = """examples:
   tacluster predict runs/example/model new_photos/ --out preds.csv
   tacluster evaluate runs/example --labels parent-dir
   tacluster report runs/example
+  tacluster duplicates photos/ --out dups.csv   # byte-identical and near-identical images
   tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
@@ -201,6 +202,9 @@ def _add_edits(sub) -> None:
 
 def _add_duplicates(sub) -> None:
     """``tacluster duplicates``."""
+    from tacluster.run.duplicates import FALLBACK_THRESHOLD, THRESHOLDS
+
+    measured = ", ".join(f"{t} for {name}" for name, t in THRESHOLDS.items())
     d = sub.add_parser(
         "duplicates", help="find byte-identical and near-identical images in a folder",
         description="Find the duplicates among the images of INPUT without clustering them: byte-identical "
@@ -214,7 +218,8 @@ def _add_duplicates(sub) -> None:
                    help="CSV to write (default: duplicates.csv in the current folder)")
     d.add_argument("--threshold", default=None, metavar="T",
                    help="cosine similarity in (0, 1] from which two images are near duplicates "
-                        "(default: the threshold measured for the backbone's family, docs/duplicates.md)")
+                        f"(default: {measured} measured; {FALLBACK_THRESHOLD} for the other, unmeasured "
+                        "backbones; docs/duplicates.md)")
     d.add_argument("--backbone", default="lite",
                    help="the model that embeds the images, as for `cluster` (default lite)")
     _common(d)

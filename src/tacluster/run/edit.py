@@ -296,5 +296,5 @@ def _duplicates_to_skip(run_dir: Path) -> set[str]:
     path = run_dir / DUPLICATES_FILE
     if not path.is_file():
         raise InputError(f"run {str(run_dir)!r} has no {DUPLICATES_FILE} (made by an older tacluster); "
-                         f"re-run `tacluster cluster`, or export without --skip-duplicates")
+                         "re-run `tacluster cluster`, or export without --skip-duplicates")
     return paths_to_skip(read_duplicates(path))
