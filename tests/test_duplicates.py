@@ -151,7 +151,10 @@ def test_cli_writes_the_csv_and_prints_one_line(photos, tmp_path, capsys):
     out = tmp_path / "d.csv"
     assert main(["duplicates", str(photos["dir"]), "--out", str(out), "--cache-dir", str(photos["cache"])]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
-    assert len(printed) == 1 and printed[0].startswith(f"{len(PLANTED)} duplicate group(s) (1 byte-identical)")
+    n_members = sum(len(transforms) + 1 for transforms in PLANTED.values())
+    assert len(printed) == 1 and printed[0].startswith(
+        f"{len(PLANTED)} duplicate group(s) holding {n_members} of {16 + len(photos['copies'])} images "
+        "(2 of them byte-identical")
     assert len(_groups_of(out)) == len(PLANTED)
     strict = tmp_path / "strict.csv"
     assert main(["duplicates", str(photos["dir"]), "--out", str(strict), "--cache-dir", str(photos["cache"]),

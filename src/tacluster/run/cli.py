@@ -396,8 +396,8 @@ def _cmd_duplicates(a) -> int:
                               offline=a.offline or None)
     if not a.quiet:
         s = found.summary()
-        print(f"{s['groups']} duplicate group(s) ({s['identical_groups']} byte-identical) holding {s['images']} of "
-              f"{len(found.paths)} images, cosine >= {found.threshold:g} -> {a.out}")
+        print(f"{s['groups']} duplicate group(s) holding {s['images']} of {len(found.paths)} images "
+              f"({s['identical_images']} of them byte-identical to another), cosine >= {found.threshold:g} -> {a.out}")
     return 0
 
 

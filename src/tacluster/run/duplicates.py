@@ -336,6 +336,7 @@ class Duplicates:
         return {"file": DUPLICATES_FILE, "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "groups": len(self.groups), "images": self.n_images,
                 "identical_groups": sum(bool(g.identical.all()) for g in self.groups),
+                "identical_images": sum(int(g.identical.sum()) for g in self.groups),
                 "by_content": self.digests is not None}
 
 
