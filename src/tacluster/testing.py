@@ -1,4 +1,4 @@
-"""Utilities for tests and benchmarks: tiny models built locally (nothing downloaded)."""
+"""Utilities for tests and benchmarks: tiny models built locally (nothing downloaded), planted image copies."""
 
 from __future__ import annotations
 
@@ -194,3 +194,60 @@ def save_random_real_size_model(short: str, folder: str | os.PathLike, seed: int
     else:
         transformers.CLIPImageProcessor().save_pretrained(tiny)
     return tiny
+
+
+#: The copies :func:`plant_copy` makes.
+COPY_TRANSFORMS = ("jpeg40", "half", "crop5", "colour", "all", "identical")
+
+
+def _colour(im):
+    from PIL import Image, ImageEnhance
+
+    im = ImageEnhance.Brightness(ImageEnhance.Color(im).enhance(1.15)).enhance(1.05)
+    r, g, b = im.split()
+    return Image.merge("RGB", (r.point(lambda v: min(255, int(v * 1.04))), g, b.point(lambda v: int(v * 0.96))))
+
+
+def _half(im):
+    from PIL import Image
+
+    return im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.LANCZOS)
+
+
+def _crop5(im):
+    return im.crop((round(0.05 * im.width), round(0.05 * im.height), im.width, im.height))
+
+
+def _jpeg(im, quality: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def plant_copy(src: str | os.PathLike, dst: str | os.PathLike, transform: str) -> None:
+    """Write a copy of the image ``src`` made by ``transform`` (one of :data:`COPY_TRANSFORMS`) to ``dst``:
+    ``jpeg40`` re-encoded at JPEG quality 40; ``half`` resized to half width and height
+    (Lanczos); ``crop5`` 5 % of the width and height cut off (left and top); ``colour``
+    saturation x1.15, brightness x1.05, red x1.04, blue x0.96; ``all`` the four together
+    (colour, half, crop, JPEG 40); ``identical`` the same bytes. The others are saved as
+    JPEG quality 95. What ``benchmarks/duplicates.py`` plants to measure the threshold."""
+    import shutil
+
+    from PIL import Image
+
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if transform == "identical":
+        shutil.copyfile(src, dst)
+        return
+    with Image.open(src) as opened:
+        im = opened.convert("RGB")
+    if transform == "jpeg40":
+        data = _jpeg(im, 40)
+    elif transform == "all":
+        data = _jpeg(_crop5(_half(_colour(im))), 40)
+    else:
+        data = _jpeg({"half": _half, "crop5": _crop5, "colour": _colour}[transform](im), 95)
+    dst.write_bytes(data)

@@ -65,7 +65,11 @@ OUTLIERS_SHOWN = 6
 #: where the rest are (assignments.csv): at 1.28 M images the full lists made
 #: ~250 MB of HTML that no browser shows anyway.
 PAGE_MEMBERS_MAX = 2_000
-_KNOWN_RUN_KEYS = ("tacluster_version", "command", "settings", "timings_s", "counts", "auto_k", "method_choice")
+#: Duplicate groups shown (with up to DUPLICATES_PER_GROUP thumbnails each); duplicates.csv lists all.
+DUPLICATE_GROUPS_SHOWN = 30
+DUPLICATES_PER_GROUP = 8
+_KNOWN_RUN_KEYS = ("tacluster_version", "command", "settings", "timings_s", "counts", "auto_k", "method_choice",
+                   "duplicates")
 
 
 def _fmt_seconds(value: Any) -> str:
@@ -92,7 +96,7 @@ def _fmt_value(value: Any) -> str:
 
 _STAGE_WORDS = {
     "load_backbone": "load the backbone", "embed": "embed the images", "noun_bank": "embed the nouns",
-    "fit": "cluster", "naming": "name the clusters", "write": "write the outputs",
+    "fit": "cluster", "naming": "name the clusters", "duplicates": "find duplicates", "write": "write the outputs",
 }
 _COUNT_WORDS = {
     "embedded_now": "images embedded now", "from_cache": "images from the cache",
@@ -264,7 +268,9 @@ def build_report(
     del path_rank
     sorted_ids = a.cluster[order]
     picks = _pick_members(rd, order, sorted_ids, thumbs_per_cluster)
-    tile = _tile_maker(a, _thumbnails(out_dir, picks, thumb_size, progress))
+    dup_groups = _read_duplicate_groups(out_dir)
+    dup_paths = [r["path"] for rows in dup_groups for r in rows]
+    tile = _tile_maker(a, _thumbnails(out_dir, picks, thumb_size, progress, dup_paths))
     _write_cluster_pages(out_dir, env, rd, order, sorted_ids)
     clusters_view = []
     for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
@@ -300,6 +306,7 @@ def build_report(
         skipped=rd.skipped[:SKIPPED_SHOWN],
         skipped_total=len(rd.skipped),
         thumb_size=thumb_size,
+        duplicates=_duplicates_view(run, dup_groups, tile, out_dir),
         **_run_summary(rd),
     )
     dst = out_dir / REPORT_FILE
@@ -324,11 +331,46 @@ def _pick_members(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray, per_clu
     return picks
 
 
-def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool) -> dict[str, str]:
-    """Thumbnail (relative path) of every picked image; a placeholder for those that cannot be shown."""
+def _read_duplicate_groups(out_dir: Path) -> list[list[dict]]:
+    """The first :data:`DUPLICATE_GROUPS_SHOWN` groups of ``duplicates.csv`` (none for a run
+    made before it existed), each cut to :data:`DUPLICATES_PER_GROUP` rows."""
+    from tacluster.run.duplicates import read_duplicates
+    from tacluster.run.rundir import DUPLICATES_FILE
+
+    path = out_dir / DUPLICATES_FILE
+    if not path.is_file():
+        return []
+    groups = read_duplicates(path)
+    return [groups[g][:DUPLICATES_PER_GROUP] for g in sorted(groups)[:DUPLICATE_GROUPS_SHOWN]]
+
+
+def _duplicates_view(run: dict, groups: list[list[dict]], tile, out_dir: Path) -> dict | None:
+    """What the page's duplicates section shows; None when the run recorded no detection."""
+    from tacluster.run.duplicates import read_duplicates
+    from tacluster.run.rundir import DUPLICATES_FILE
+
+    info = run.get("duplicates")
+    if not isinstance(info, dict) and not groups:
+        return None
+    info = info if isinstance(info, dict) else {}
+    n_groups = info.get("groups")
+    if n_groups is None:
+        n_groups = len(read_duplicates(out_dir / DUPLICATES_FILE))
+    shown = []
+    for rows in groups:
+        kinds = {r.get("kind") for r in rows}
+        shown.append({"id": rows[0]["group"], "kind": "byte-identical" if kinds == {"identical"} else "near-identical",
+                      "tiles": [tile(r["path"], False) for r in rows]})
+    return {"groups": shown, "n_groups": n_groups, "n_images": info.get("images"),
+            "threshold": info.get("threshold"), "file": DUPLICATES_FILE}
+
+
+def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool, extra=()) -> dict[str, str]:
+    """Thumbnail (relative path) of every picked image and of ``extra`` paths; a placeholder
+    for those that cannot be shown."""
     thumbs_dir = out_dir / THUMBS_DIR
     thumbs_dir.mkdir(exist_ok=True)
-    needed = sorted({p for lists in picks.values() for group in lists for p in group})
+    needed = sorted({p for lists in picks.values() for group in lists for p in group} | set(extra))
     thumb_of: dict[str, str | None] = {}
     for p in iter_progress(needed, len(needed), "thumbnails", "image", enabled=progress):
         name = thumb_name(p, size)

@@ -25,6 +25,7 @@ EPILOG = """examples:
   tacluster split runs/example 3 --k 2      # after clustering: split, move, add
   tacluster move runs/example a.jpg b.jpg --to 5
   tacluster add runs/example more_photos/
+  tacluster duplicates photos/ --out dups.csv   # byte-identical and near-identical images
   tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_backbones(sub)
     _add_report(sub)
     _add_edits(sub)
+    _add_duplicates(sub)
     for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
@@ -197,6 +199,8 @@ def _add_edits(sub) -> None:
                      help="symbolic links to the original files (default)")
     how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the files")
     x.set_defaults(mode="link")
+    x.add_argument("--skip-duplicates", action="store_true",
+                   help="of each group in the run's duplicates.csv export only the largest file")
 
     n = sub.add_parser("rename", help="rename a cluster everywhere (assignments, model, report)",
                        description="Rename cluster CLUSTER (an id or its current name) to NAME in the assignments, "
@@ -273,6 +277,31 @@ def _run_model_options(p) -> None:
                    help="embedding cache (default: the one the run used, recorded in run.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.add_argument("--offline", action="store_true", help="never download a model: read the caches only")
+
+
+def _add_duplicates(sub) -> None:
+    """``tacluster duplicates``."""
+    from tacluster.run.duplicates import FALLBACK_THRESHOLD, THRESHOLDS
+
+    measured = ", ".join(f"{t} for {name}" for name, t in THRESHOLDS.items())
+    d = sub.add_parser(
+        "duplicates", help="find byte-identical and near-identical images in a folder",
+        description="Find the duplicates among the images of INPUT without clustering them: byte-identical "
+                    "files (same content) and near-identical images (re-encoded, resized, slightly cropped "
+                    "or recoloured copies of one photo: embeddings with cosine >= the threshold). Writes a CSV "
+                    "with one row per image of each group (group, path, digest, size_bytes, kind, similarity; "
+                    "largest file first) and prints a one-line summary. Embeddings are cached, as for "
+                    "`cluster`; every `cluster` run writes the same file as DIR/duplicates.csv.")
+    d.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
+    d.add_argument("--out", default="duplicates.csv", metavar="FILE",
+                   help="CSV to write (default: duplicates.csv in the current folder)")
+    d.add_argument("--threshold", default=None, metavar="T",
+                   help="cosine similarity in (0, 1] from which two images are near duplicates "
+                        f"(default: {measured} measured; {FALLBACK_THRESHOLD} for the other, unmeasured "
+                        "backbones; docs/duplicates.md)")
+    d.add_argument("--backbone", default="lite",
+                   help="the model that embeds the images, as for `cluster` (default lite)")
+    _common(d)
 
 
 def _k_value(text: str):
@@ -437,9 +466,10 @@ def _cmd_report(a) -> int:
 def _cmd_export(a) -> int:
     from tacluster.run.edit import export_run
 
-    done = export_run(a.run, a.to, mode=a.mode)
+    done = export_run(a.run, a.to, mode=a.mode, skip_duplicates=a.skip_duplicates)
     print(f"exported {sum(done.counts.values())} images into {len(done.counts)} folders under {a.to} "
-          f"({'links' if a.mode == 'link' else 'copies'})")
+          f"({'links' if a.mode == 'link' else 'copies'}"
+          + ("; of each group in duplicates.csv only the largest file" if a.skip_duplicates else "") + ")")
     for folder, n in done.counts.items():
         print(f"  {n:>6}  {folder}")
     if done.missing:
@@ -530,6 +560,19 @@ def _cmd_add(a) -> int:
     return 0
 
 
+def _cmd_duplicates(a) -> int:
+    from tacluster.run.duplicates import folder_duplicates
+
+    found = folder_duplicates(a.input, a.out, threshold=a.threshold, backbone=a.backbone, device=a.device,
+                              batch_size=a.batch_size, cache_dir=a.cache_dir, progress=not a.quiet,
+                              offline=a.offline or None)
+    if not a.quiet:
+        s = found.summary()
+        print(f"{s['groups']} duplicate group(s) holding {s['images']} of {len(found.paths)} images "
+              f"({s['identical_images']} of them byte-identical to another), cosine >= {found.threshold:g} -> {a.out}")
+    return 0
+
+
 def _rows_cached() -> int:
     """Embeddings this process has cached so far (0 before the cache was ever used)."""
     cache_mod = sys.modules.get("tacluster.embed.cache")
@@ -549,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"cluster": _cmd_cluster, "predict": _cmd_predict,
                "evaluate": _cmd_evaluate, "report": _cmd_report,
                "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge,
-               "split": _cmd_split, "move": _cmd_move, "add": _cmd_add}[args.command]
+               "split": _cmd_split, "move": _cmd_move, "add": _cmd_add,
+               "duplicates": _cmd_duplicates}[args.command]
     cached_before = _rows_cached()
     try:
         return handler(args)

@@ -292,10 +292,12 @@ class Export:
     missing: list[str]
 
 
-def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link") -> Export:
+def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link",
+               skip_duplicates: bool = False) -> Export:
     """One folder per cluster under ``to``, named by the cluster's name (made
     safe; clashes get the cluster id), holding a link to (``mode="link"``) or a
-    copy of (``"copy"``) each of its images.
+    copy of (``"copy"``) each of its images; with ``skip_duplicates`` only the
+    largest file of each group of the run's ``duplicates.csv``.
 
     Images that are not files here (a run of ``--embeddings``, photos moved
     since) are not exported but returned in :attr:`Export.missing`; when none
@@ -307,6 +309,7 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
     if mode not in ("link", "copy"):
         raise InputError(f"mode={mode!r} must be 'link' or 'copy'")
     run = _Run(run_dir)
+    skip = _duplicates_to_skip(run.dir) if skip_duplicates else set()
     dst = Path(to)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise InputError(f"--to {str(dst)!r} exists and is not an empty folder; choose a new one")
@@ -329,7 +332,7 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
     partial = dst.with_name(f".{dst.name}.tacluster-partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _export_into(partial, rows, set(missing), folders, counts, mode)
+        _export_into(partial, rows, set(missing), skip, folders, counts, mode)
         atomic_write_bytes(partial / EXPORT_MARKER, json.dumps(
             {"run": path_to_text(str(run.dir.resolve())), "mode": mode, "missing": len(missing)}).encode())
         if dst.is_dir():
@@ -341,11 +344,11 @@ def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str =
     return Export(counts, missing)
 
 
-def _export_into(dst: Path, rows, missing: set[str], folders: dict[int, str], counts: dict[str, int],
-                 mode: str) -> None:
+def _export_into(dst: Path, rows, missing: set[str], skip: set[str], folders: dict[int, str],
+                 counts: dict[str, int], mode: str) -> None:
     taken: set[str] = set()
     for src, cid in rows:
-        if src in missing:
+        if src in missing or src in skip:
             continue
         folder = folders[cid]
         target = dst / folder / os.path.basename(src)
@@ -361,3 +364,15 @@ def _export_into(dst: Path, rows, missing: set[str], folders: dict[int, str], co
         else:
             shutil.copy2(src, target)
         counts[folder] += 1
+
+
+def _duplicates_to_skip(run_dir: Path) -> set[str]:
+    """The paths ``export --skip-duplicates`` leaves out (:func:`tacluster.run.duplicates.paths_to_skip`)."""
+    from tacluster.run.duplicates import paths_to_skip, read_duplicates
+    from tacluster.run.rundir import DUPLICATES_FILE
+
+    path = run_dir / DUPLICATES_FILE
+    if not path.is_file():
+        raise InputError(f"run {str(run_dir)!r} has no {DUPLICATES_FILE} (made by an older tacluster); "
+                         "re-run `tacluster cluster`, or export without --skip-duplicates")
+    return paths_to_skip(read_duplicates(path))

@@ -26,6 +26,7 @@ ASSIGNMENTS_FILE = "assignments.parquet"
 ASSIGNMENTS_CSV = "assignments.csv"
 CLUSTERS_FILE = "clusters.json"
 SKIPPED_FILE = "skipped.csv"
+DUPLICATES_FILE = "duplicates.csv"
 MODEL_DIR = "model"
 REPORT_FILE = "report.html"
 MAP_FILE = "map.png"
@@ -80,12 +81,12 @@ def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", 
 #: What a run writes, relative to ``--out``, in the order they are moved in
 #: (``run.json`` goes last, see :func:`commit_outputs`).
 STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.parquet",
-                "assignments.csv", "skipped.csv", "clusters.json"]
+                "assignments.csv", "skipped.csv", "clusters.json", DUPLICATES_FILE]
 
 
 
 OUR_FILES = (
-    "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
+    "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", DUPLICATES_FILE, RUN_FILE,
     "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
 )
 

@@ -27,6 +27,7 @@ from tacluster._threads import threads_in_use
 from tacluster.errors import InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
+from tacluster.run.duplicates import DUPLICATES_FILE, collection_duplicates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
 from tacluster.run.rundir import (
     RUN_FILE, begin_writing, check_out_dir, check_same_input, commit_outputs, record_failed_run, recover_pending,
@@ -206,6 +207,8 @@ def cluster_images(
             named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
                                   class_probs=emb.arrays.get("probs"))
 
+        with _timed(timings, "duplicates"):
+            dups = collection_duplicates(emb, backbone)
         tic = time.perf_counter()
         xy = map_coordinates(u, seed)
         record = {
@@ -218,11 +221,12 @@ def cluster_images(
             "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
                        "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
                        "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
+            "duplicates": dups.summary(),
             **({"embeddings": {"image": external[0].describe(),
                                **({"joint": external[1].describe()} if external[1] is not None else {})}}
                if external is not None else {}),
         }
-        _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start)
+        _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start, dups.csv_bytes())
         report_path = None
         if report:
             from tacluster.report.html import build_report
@@ -372,7 +376,7 @@ def _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, dev
 
 
 def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, command, timings: dict,
-               tic: float, t_start: float) -> None:
+               tic: float, t_start: float, duplicates_csv: bytes) -> None:
     """Model, tables and run.json staged whole, then moved into ``out``; on any error the previous outputs stay."""
     labels, conf, k = est.labels_, est.confidence_, est.n_clusters_
     settings = record["settings"]
@@ -385,6 +389,7 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
         })
         write_run_tables(stage, emb.paths, emb.skipped, labels, conf, outlier, named.names, named.top_nouns, xy,
                          digests=emb.keys)
+        atomic_write_bytes(stage / DUPLICATES_FILE, duplicates_csv)
         timings["write"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - t_start
         run = {
@@ -396,6 +401,7 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
             "timings_s": {key: round(v, 3) for key, v in timings.items()},
             "counts": record["counts"],
             "versions": versions(),
+            "duplicates": record["duplicates"],
             **({"embeddings": record["embeddings"]} if "embeddings" in record else {}),
             **_choices(est, settings),
         }
