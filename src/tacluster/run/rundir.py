@@ -32,6 +32,9 @@ CLUSTER_PAGES_DIR = "clusters"
 #: Hidden folder inside ``--out`` where a run writes every output before
 #: moving them in (:func:`commit_outputs`).
 STAGING = ".tacluster-staging"
+#: Hidden folder of an edited run: what each edit replaced, so it can be undone
+#: (:func:`tacluster.run.edit.undo_last_edit`).
+UNDO_DIR = ".tacluster-undo"
 
 
 def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", "cluster")):
@@ -71,7 +74,7 @@ STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.pa
 
 OUR_FILES = (
     "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", RUN_FILE,
-    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
+    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters", UNDO_DIR,
 )
 
 
