@@ -4,20 +4,18 @@ kill -9 during a rename (the run is then in its old or its new state, never a mi
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 import relihelpers
 from relihelpers import assert_one_line_error, read_csv, read_run
+from relihelpers import edit_state as _state
 from tacluster.run.edit import EDIT_STAGING, JOURNAL
 
 
@@ -43,28 +41,6 @@ def run_copy(base_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(base_run["run"], dst, symlinks=True)
     return dst
-
-
-def _state(run: Path) -> dict:
-    """Every place a cluster's name and id live, checked to agree; returns {id: name}."""
-    clusters = json.loads((run / "clusters.json").read_text(encoding="utf-8"))
-    names = {c["id"]: c["name"] for c in clusters["clusters"]}
-    assert sorted(names) == list(range(clusters["n_clusters"]))
-    rows = read_csv(run / "assignments.csv")
-    assert all(names[int(r["cluster"])] == r["cluster_name"] for r in rows)
-    assert {int(r["cluster"]) for r in rows} == set(names)
-    for c in clusters["clusters"]:
-        assert c["size"] == sum(int(r["cluster"]) == c["id"] for r in rows)
-    t = pq.read_table(run / "assignments.parquet").to_pydict()
-    assert [(int(c), n) for c, n in zip(t["cluster"], t["cluster_name"])] == [
-        (int(r["cluster"]), r["cluster_name"]) for r in rows]
-    meta = json.loads((run / "model" / "config.json").read_text())["metadata"]
-    assert meta["cluster_names"] == [names[i] for i in range(len(names))]
-    page = (run / "report.html").read_text(encoding="utf-8")
-    import html
-
-    assert all(html.escape(n, quote=False) in page for n in names.values())
-    return names
 
 
 def test_rename_updates_assignments_model_history_and_report(run_copy, base_run, tmp_path, cli):
@@ -180,17 +156,9 @@ def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, 
         # staging takes >= 5 x 0.15 s before the journal (the commit point): the first kills
         # land before it, the later ones while files are moved in or the report is rebuilt
         time.sleep([0.05, 0.3, 1.2, 1.8, 2.6][attempt] + rng.uniform(0.0, 0.1))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
-        committed_kills += (run_copy / JOURNAL).exists()
-        code, _, err = cli(["report", run_copy])  # any tacluster command on the run recovers it
-        assert code == 0, err
-        names = _state(run_copy)
-        assert names[0] in (old, new)
-        outcomes.add("new" if names[0] == new else "old")
-        assert not (run_copy / JOURNAL).exists() and not (run_copy / EDIT_STAGING).exists()
+        committed, outcome = relihelpers.kill_and_recover(proc, run_copy, cli, old, new)
+        committed_kills += committed
+        outcomes.add(outcome)
     print(f"kills after the commit point: {committed_kills} of 5; outcomes: {sorted(outcomes)}")
     assert committed_kills >= 1, "no kill landed after the commit point; adjust the delays"
     assert outcomes == {"old", "new"}, "no kill landed before the commit point; adjust the delays"
