@@ -23,7 +23,7 @@ import pytest
 
 import relihelpers
 from devtools import CHROMIUM, Browser
-from relihelpers import edit_state, read_csv, read_run
+from relihelpers import assert_one_line_error, edit_state, read_csv, read_run
 from tacluster.run.edit import EDIT_STAGING, JOURNAL
 from tacluster.serve import make_server
 from tacluster.serve.views import run_version
@@ -183,7 +183,7 @@ def test_the_runs_own_files_and_images_are_served(served):
     run = served.server.run_dir
     status, headers, body = served.get("/run/map.png")
     assert status == 200 and headers["Content-Type"] == "image/png" and body == (run / "map.png").read_bytes()
-    assert "sandbox" in headers["Content-Security-Policy"]
+    assert "script" not in headers["Content-Security-Policy"] and "default-src 'none'" in headers["Content-Security-Policy"]
     rows = pq.read_table(run / "assignments.parquet").column("path").to_pylist()
     status, _, body = served.get("/image/3")
     assert status == 200 and body == Path(rows[3]).read_bytes()
@@ -198,6 +198,24 @@ def test_names_are_escaped(served):
     for path in ("/", "/cluster/1"):
         body = served.get(path)[2].decode()
         assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;" in body and "<img src=x" not in body
+
+
+def test_serve_command_errors_are_one_line(run_copy, tmp_path, cli, capsys):
+    def refused(argv: list, pattern: str) -> None:
+        code, _, err = cli(["serve", *argv, "--no-browser"])
+        assert_one_line_error(code, err, pattern)
+
+    refused([tmp_path / "nothing"], "is not a directory")
+    refused([tmp_path], "not found")
+    refused([run_copy, "--port", "70000"], "must be an integer from 0")
+    busy = make_server(run_copy, 0)
+    try:
+        refused([run_copy, "--port", busy.port], f"port {busy.port} cannot be used")
+    finally:
+        busy.server_close()
+    with pytest.raises(SystemExit):
+        cli(["serve", "--help"])
+    assert "--no-browser" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- actions

@@ -28,8 +28,9 @@ from tacluster.serve.views import RunView, Views
 #: Served for every page: nothing but this server's own files, no inline script or style.
 PAGE_CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
-#: Served for the run's files and images (a report page, an SVG): sandboxed, no script at all.
-FILE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
+#: Served for the run's files and images (a report page, an SVG): no script at all. Not a
+#: sandbox: its opaque origin would keep the cookie off the report's own thumbnail requests.
+FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; form-action 'none'"
 STATIC = {"serve.css": "text/css; charset=utf-8", "serve.js": "text/javascript; charset=utf-8"}
 MAX_FORM_BYTES = 1 << 20
 
