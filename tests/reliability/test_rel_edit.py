@@ -171,3 +171,42 @@ def test_rename_of_a_run_without_report_makes_none(base_run, tmp_path, cli, clus
     assert cli(["rename", out, "1", "second"])[0] == 0
     assert not (out / "report.html").exists()
     assert json.loads((out / "clusters.json").read_text())["clusters"][1]["name"] == "second"
+
+
+def test_undo_puts_back_each_edit_in_turn_and_refuses_what_does_not_match(run_copy):
+    from tacluster.errors import InputError
+    from tacluster.run.edit import mark_outliers, merge_clusters, rename_cluster, undo_last_edit
+
+    files = ("assignments.parquet", "assignments.csv", "clusters.json", "model/config.json")
+
+    def snap() -> dict:
+        return {n: (run_copy / n).read_bytes() for n in files}
+
+    states = [snap()]
+    rename_cluster(run_copy, 0, "one")
+    states.append(snap())
+    merge_clusters(run_copy, [1, 2])
+    states.append(snap())
+    rows = read_csv(run_copy / "assignments.csv")
+    calm = next(r["path"] for r in rows if r["outlier"] == "false")
+    assert mark_outliers(run_copy, [calm, calm]) == 1
+    assert next(r for r in read_csv(run_copy / "assignments.csv") if r["path"] == calm)["outlier"] == "true"
+    with pytest.raises(InputError, match="is not an image of run"):
+        mark_outliers(run_copy, [calm, "/no/such.jpg"])
+    for expected, action in zip(reversed(states), ["outliers", "merge", "rename"]):
+        assert undo_last_edit(run_copy)["action"] == action
+        assert snap() == expected
+        _state(run_copy)
+    with pytest.raises(InputError, match="nothing to undo"):
+        undo_last_edit(run_copy)
+    assert [h["action"] for h in read_run(run_copy)["history"]] == [
+        "rename", "merge", "outliers", "undo", "undo", "undo"]
+    # an undo record that does not match run.json's history is refused, nothing changed
+    rename_cluster(run_copy, 0, "two")
+    info = read_run(run_copy)
+    info["history"][-1]["to"] = "something else"
+    (run_copy / "run.json").write_text(json.dumps(info))
+    before = snap()
+    with pytest.raises(InputError, match="does not match run.json's history"):
+        undo_last_edit(run_copy)
+    assert snap() == before

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from tacluster.errors import InputError
 from tacluster.run import edit
 from tacluster.serve import pages, security
-from tacluster.serve.views import RunView, Views
+from tacluster.serve.views import RunBusy, RunView, Views
 
 #: Served for every page: nothing but this server's own files, no inline script or style.
 PAGE_CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
@@ -109,11 +109,11 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, run_dir: Path, port: int, token: str, quiet: bool = True):
-        self.run_dir = Path(run_dir)
+    def __init__(self, views: Views, port: int, token: str, quiet: bool = True):
+        self.run_dir = views.dir
         self.token = token
         self.quiet = quiet
-        self.views = Views(self.run_dir)
+        self.views = views
         self.edit_lock = threading.Lock()  # one edit at a time; each checks the version under it
         super().__init__(("127.0.0.1", port), _Handler)
 
@@ -185,6 +185,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._message(403, "No token", "open the link `tacluster serve` printed (it holds the token)")
         try:
             self._route(url.path, query)
+        except RunBusy as exc:
+            self._message(503, "Busy", str(exc))
         except InputError as exc:
             self._message(404, "Not found", str(exc))
         except Exception as exc:  # noqa: BLE001 - one line to the browser, the server keeps serving
@@ -284,7 +286,8 @@ def _image_file(view: RunView, row: int) -> Path | None:
 
 
 def make_server(run_dir: str | Path, port: int = 0, *, token: str | None = None, quiet: bool = True) -> ReviewServer:
-    """A review server for ``run_dir`` on 127.0.0.1:``port`` (0: a free port), not yet serving.
+    """A review server for ``run_dir`` on 127.0.0.1:``port`` (0: a free port), not yet serving;
+    ``token`` defaults to a fresh random one, ``quiet=False`` logs each request to stderr.
 
     Raises
     ------
@@ -301,9 +304,10 @@ def make_server(run_dir: str | Path, port: int = 0, *, token: str | None = None,
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InputError(f"--port {port!r} must be an integer from 0 (any free port) to 65535")
     recover_pending(run)
-    Views(run).current()  # a run that cannot be read is refused now, not on the first page
+    views = Views(run)
+    views.current()  # a run that cannot be read is refused now, not on the first page
     try:
-        return ReviewServer(run, port, token or security.new_token(), quiet=quiet)
+        return ReviewServer(views, port, token or security.new_token(), quiet=quiet)
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             raise InputError(f"port {port} cannot be used ({exc.strerror}); choose another --port, or 0 for any free one") from None

@@ -83,6 +83,10 @@ class RunView:
                 "confidence": float(a.confidence[row]), "outlier": bool(self.outlier[row])}
 
 
+class RunBusy(InputError):
+    """An edit of the run is being moved in (its journal exists) for longer than a page waits."""
+
+
 class Views:
     """The current :class:`RunView` of a run directory, re-read when its version changes
     (an edit from this server, another tab or the command line)."""
@@ -108,7 +112,7 @@ class Views:
                         self._view = view
                         return view
                 time.sleep(0.1)
-        raise InputError(f"{str(self.dir)!r} is being edited by another process; reload in a moment")
+        raise RunBusy(f"{str(self.dir)!r} is being edited; reload in a moment")
 
     def thumbnail(self, view: RunView, row: int) -> Path | None:
         """The cached thumbnail of row ``row`` (made on first request; a placeholder
