@@ -305,12 +305,17 @@ def test_a_cluster_opens_a_page_at_a_time(served, monkeypatch):
 
 @pytest.fixture(scope="module")
 def flower_run(tmp_path_factory, shared_data, vocab):
-    """A 3-cluster run of 24 photos (3 classes of ../shared/data/flowers17)."""
-    tar = shared_data.tarball("flowers17.tar.gz")
+    """A 3-cluster run of 24 photos (3 classes of ../shared/data/flowers17); where that
+    folder is absent, of generated images, so the browser checks still run."""
     if CHROMIUM is None:
         pytest.skip("Chromium not installed (apt-get install -y chromium); real-browser checks skipped")
     root = tmp_path_factory.mktemp("flowers")
-    shared_data.extract(tar, root / "photos", 8, {"c1", "c2", "c3"})
+    try:
+        shared_data.extract(shared_data.tarball("flowers17.tar.gz"), root / "photos", 8, {"c1", "c2", "c3"})
+    except pytest.skip.Exception as absent:
+        print(f"{absent}; the browser test runs on generated images")
+        for cls in ("a", "b", "c"):
+            relihelpers.add_good(root / "photos" / cls, 6)
     return {"run": _make_run(root / "photos", root / "run", root / "cache", vocab, 3),
             "data": root / "photos", "cache": root / "cache"}
 
@@ -349,8 +354,8 @@ def test_real_browser_renames_merges_marks_and_undoes(flower_run, tmp_path, cli)
         assert browser.evaluate("document.getElementById('n-clusters').textContent") == "2"
         names = edit_state(run)
         assert len(names) == 2 and names[0] == "yellow <b>flowers</b>"
-        sizes = sorted(c["size"] for c in json.loads((run / "clusters.json").read_text())["clusters"])
-        assert sum(sizes) == 24
+        sizes = [c["size"] for c in json.loads((run / "clusters.json").read_text())["clusters"]]
+        assert sum(sizes) == len(read_csv(run / "assignments.csv")) == len(read_csv(flower_run["run"] / "assignments.csv"))
         # predict with the edited model agrees with the assignments on disk
         preds = tmp_path / "p.csv"
         code, _, err = cli(["predict", run, flower_run["data"], "--out", preds, "--cache-dir",
