@@ -210,3 +210,10 @@ def test_undo_puts_back_each_edit_in_turn_and_refuses_what_does_not_match(run_co
     with pytest.raises(InputError, match="does not match run.json's history"):
         undo_last_edit(run_copy)
     assert snap() == before
+    # nor is one whose later edits lost their records (an undo would take back two edits)
+    info["history"][-1]["to"] = "two"
+    (run_copy / "run.json").write_text(json.dumps(info))
+    rename_cluster(run_copy, 0, "three")
+    shutil.rmtree(sorted((run_copy / ".tacluster-undo").iterdir())[-1])
+    with pytest.raises(InputError, match="does not match run.json's history"):
+        undo_last_edit(run_copy)

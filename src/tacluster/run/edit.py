@@ -335,8 +335,11 @@ def undo_last_edit(run_dir: str | os.PathLike) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"the undo record {str(snap)!r} is damaged ({exc}); the run itself is unchanged") from None
     history = run.run.get("history") or []
-    undone = manifest.get("edit")
-    if not (isinstance(undone, dict) and int(steps[-1]) < len(history) and history[int(steps[-1])] == undone):
+    undone, step = manifest.get("edit"), int(steps[-1])
+    later = [h.get("action") == "undo" for h in history[step + 1:] if isinstance(h, dict)]
+    # the snapshot is of the edit at its place in the history, and every edit after it was undone
+    if not (isinstance(undone, dict) and step < len(history) and history[step] == undone
+            and later.count(True) == later.count(False)):
         raise InputError(f"the last edit of {str(run.dir)!r} cannot be undone: its undo record {str(snap)!r} "
                          "does not match run.json's history; the run is unchanged")
     old_run["history"] = [*history, {"action": "undo", "undid": undone.get("action"), "at": _now()}]
