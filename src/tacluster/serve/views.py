@@ -17,7 +17,7 @@ import numpy as np
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, hex_color
 from tacluster.report.reading import RunDir, members_by_cluster, read_run_dir
-from tacluster.report.thumbnails import ensure_thumb, placeholder, short_file, short_name
+from tacluster.report.thumbnails import ensure_thumb, placeholder, short_file, short_name, thumb_name
 from tacluster.run.rundir import RUN_FILE, THUMBS_DIR
 
 #: Images per page of a cluster, and thumbnails per cluster on the overview.
@@ -79,6 +79,7 @@ class RunView:
         a = self.rd.assignments
         p = a.path[row]
         return {"row": row, "path": p, "name": short_name(p), "file": short_file(p),
+                "key": thumb_name(p, THUMB_SIZE)[:16],  # in the thumbnail's URL: cached until the path changes
                 "folder": os.path.basename(os.path.dirname(p)),
                 "confidence": float(a.confidence[row]), "outlier": bool(self.outlier[row])}
 
