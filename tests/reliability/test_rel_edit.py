@@ -153,9 +153,10 @@ def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, 
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        # staging takes >= 5 x 0.15 s before the journal (the commit point): the first kills
-        # land before it, the later ones while files are moved in or the report is rebuilt
-        time.sleep([0.05, 0.3, 1.2, 1.8, 2.6][attempt] + rng.uniform(0.0, 0.1))
+        # staging takes >= 11 x 0.15 s (5 files and the undo snapshot's 6) before the journal (the
+        # commit point, ~1.8 s): the first kills land before it, the later ones while files are
+        # moved in (another 11 x 0.15 s) or the report is rebuilt
+        time.sleep([0.05, 0.5, 1.2, 2.6, 3.2][attempt] + rng.uniform(0.0, 0.1))
         committed, outcome = relihelpers.kill_and_recover(proc, run_copy, cli, old, new)
         committed_kills += committed
         outcomes.add(outcome)
