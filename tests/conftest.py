@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -54,3 +55,10 @@ def extract_members(tar_path: Path, dest: Path, per_class: int, classes=None) ->
             tar.extract(m, dest, filter="data")
             out.append(dest / m.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """:func:`shared_tarball` and :func:`extract_members` for tests in sub-folders, which
+    cannot import them: their own conftest module takes the name ``conftest``."""
+    return SimpleNamespace(tarball=shared_tarball, extract=extract_members)

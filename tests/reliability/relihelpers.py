@@ -580,3 +580,48 @@ def read_csv(path: Path) -> list[dict]:
 
 def read_run(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
+
+
+def edit_state(run: Path) -> dict:
+    """Every place a cluster's name and id live, checked to agree; returns {id: name}."""
+    clusters = json.loads((run / "clusters.json").read_text(encoding="utf-8"))
+    names = {c["id"]: c["name"] for c in clusters["clusters"]}
+    assert sorted(names) == list(range(clusters["n_clusters"]))
+    rows = read_csv(run / "assignments.csv")
+    assert all(names[int(r["cluster"])] == r["cluster_name"] for r in rows)
+    assert {int(r["cluster"]) for r in rows} == set(names)
+    for c in clusters["clusters"]:
+        assert c["size"] == sum(int(r["cluster"]) == c["id"] for r in rows)
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(run / "assignments.parquet").to_pydict()
+    assert [(int(c), n) for c, n in zip(t["cluster"], t["cluster_name"])] == [
+        (int(r["cluster"]), r["cluster_name"]) for r in rows]
+    meta = json.loads((run / "model" / "config.json").read_text())["metadata"]
+    assert meta["cluster_names"] == [names[i] for i in range(len(names))]
+    import html
+
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert all(html.escape(n, quote=False) in page for n in names.values())
+    return names
+
+
+def kill_and_recover(proc, run: Path, cli, old: str, new: str) -> tuple[bool, str]:
+    """kill -9 ``proc`` (renaming cluster 0 of ``run`` from ``old`` to ``new``), then let the
+    next tacluster command recover the run. Returns whether the kill came after the commit
+    point (the journal) and the state the run is in, checked whole: "old" or "new"."""
+    import signal
+
+    from tacluster.run.edit import EDIT_STAGING, JOURNAL
+
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    committed = (run / JOURNAL).exists()
+    code, _, err = cli(["report", run])  # any tacluster command on the run recovers it
+    assert code == 0, err
+    name = edit_state(run)[0]
+    assert name in (old, new)
+    assert not (run / JOURNAL).exists() and not (run / EDIT_STAGING).exists()
+    return committed, "new" if name == new else "old"

@@ -5,20 +5,18 @@ state, never a mix)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 import relihelpers
 from relihelpers import assert_one_line_error, read_csv, read_run
+from relihelpers import edit_state as _state
 from tacluster.run.edit import EDIT_STAGING, JOURNAL
 
 
@@ -44,28 +42,6 @@ def run_copy(base_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(base_run["run"], dst, symlinks=True)
     return dst
-
-
-def _state(run: Path) -> dict:
-    """Every place a cluster's name and id live, checked to agree; returns {id: name}."""
-    clusters = json.loads((run / "clusters.json").read_text(encoding="utf-8"))
-    names = {c["id"]: c["name"] for c in clusters["clusters"]}
-    assert sorted(names) == list(range(clusters["n_clusters"]))
-    rows = read_csv(run / "assignments.csv")
-    assert all(names[int(r["cluster"])] == r["cluster_name"] for r in rows)
-    assert {int(r["cluster"]) for r in rows} == set(names)
-    for c in clusters["clusters"]:
-        assert c["size"] == sum(int(r["cluster"]) == c["id"] for r in rows)
-    t = pq.read_table(run / "assignments.parquet").to_pydict()
-    assert [(int(c), n) for c, n in zip(t["cluster"], t["cluster_name"])] == [
-        (int(r["cluster"]), r["cluster_name"]) for r in rows]
-    meta = json.loads((run / "model" / "config.json").read_text())["metadata"]
-    assert meta["cluster_names"] == [names[i] for i in range(len(names))]
-    page = (run / "report.html").read_text(encoding="utf-8")
-    import html
-
-    assert all(html.escape(n, quote=False) in page for n in names.values())
-    return names
 
 
 def test_rename_updates_assignments_model_history_and_report(run_copy, base_run, tmp_path, cli):
@@ -186,10 +162,11 @@ def test_kill_during_rename_leaves_the_old_or_the_new_state(run_copy, tmp_path, 
     for attempt in range(5):
         old = _state(run_copy)[0]
         new = f"renamed {attempt}"
-        # staging takes >= 5 x 0.15 s before the journal (the commit point): the first kills
-        # land before it, the later ones while files are moved in or the report is rebuilt
+        # staging takes >= 11 x 0.15 s (5 files and the undo snapshot's 6) before the journal (the
+        # commit point, ~1.8 s): the first kills land before it, the later ones while files are
+        # moved in (another 11 x 0.15 s) or the report is rebuilt
         committed_kills += _kill_while_editing(["rename", str(run_copy), "0", new], run_copy, site,
-                                               [0.05, 0.3, 1.2, 1.8, 2.6][attempt] + rng.uniform(0.0, 0.1))
+                                               [0.05, 0.5, 1.2, 2.6, 3.2][attempt] + rng.uniform(0.0, 0.1))
         code, _, err = cli(["report", run_copy])  # any tacluster command on the run recovers it
         assert code == 0, err
         names = _state(run_copy)
@@ -249,10 +226,11 @@ def test_kill_during_split_move_add_leaves_the_old_or_the_new_state(base_run, tm
     assert old != new
     outcomes, committed_kills = set(), 0
     # three kills, each a fresh process (torch's import alone took ~20 s on the busy test machine)
-    for attempt, delay in enumerate([0.05, 1.3, 1.9]):
+    for attempt, delay in enumerate([0.05, 2.4, 3.2]):
         shutil.rmtree(run)
         shutil.copytree(base_run["run"], run, symlinks=True)
-        # staging takes >= 6 x 0.15 s before the journal (the commit point)
+        # staging takes >= 12 x 0.15 s (6 files and their undo snapshot) before the journal (the
+        # commit point, ~1.8 s); moving them in takes as long again
         committed_kills += _kill_while_editing(_edit_argv(command, run, base_run), run, site, delay)
         code, _, err = cli(["report", run])  # any tacluster command on the run recovers it
         assert code == 0, err
@@ -264,3 +242,49 @@ def test_kill_during_split_move_add_leaves_the_old_or_the_new_state(base_run, tm
     print(f"{command}: kills after the commit point: {committed_kills} of 3; outcomes: {sorted(outcomes)}")
     assert committed_kills >= 1, "no kill landed after the commit point; adjust the delays"
     assert outcomes == {"old", "new"}, "no kill landed before the commit point; adjust the delays"
+
+
+def test_undo_puts_back_each_edit_in_turn_and_refuses_what_does_not_match(run_copy):
+    from tacluster.errors import InputError
+    from tacluster.run.edit import mark_outliers, merge_clusters, rename_cluster, undo_last_edit
+
+    files = ("assignments.parquet", "assignments.csv", "clusters.json", "model/config.json")
+
+    def snap() -> dict:
+        return {n: (run_copy / n).read_bytes() for n in files}
+
+    states = [snap()]
+    rename_cluster(run_copy, 0, "one")
+    states.append(snap())
+    merge_clusters(run_copy, [1, 2])
+    states.append(snap())
+    rows = read_csv(run_copy / "assignments.csv")
+    calm = next(r["path"] for r in rows if r["outlier"] == "false")
+    assert mark_outliers(run_copy, [calm, calm]) == 1
+    assert next(r for r in read_csv(run_copy / "assignments.csv") if r["path"] == calm)["outlier"] == "true"
+    with pytest.raises(InputError, match="is not an image of run"):
+        mark_outliers(run_copy, [calm, "/no/such.jpg"])
+    for expected, action in zip(reversed(states), ["outliers", "merge", "rename"]):
+        assert undo_last_edit(run_copy)["action"] == action
+        assert snap() == expected
+        _state(run_copy)
+    with pytest.raises(InputError, match="nothing to undo"):
+        undo_last_edit(run_copy)
+    assert [h["action"] for h in read_run(run_copy)["history"]] == [
+        "rename", "merge", "outliers", "undo", "undo", "undo"]
+    # an undo record that does not match run.json's history is refused, nothing changed
+    rename_cluster(run_copy, 0, "two")
+    info = read_run(run_copy)
+    info["history"][-1]["to"] = "something else"
+    (run_copy / "run.json").write_text(json.dumps(info))
+    before = snap()
+    with pytest.raises(InputError, match="does not match run.json's history"):
+        undo_last_edit(run_copy)
+    assert snap() == before
+    # nor is one whose later edits lost their records (an undo would take back two edits)
+    info["history"][-1]["to"] = "two"
+    (run_copy / "run.json").write_text(json.dumps(info))
+    rename_cluster(run_copy, 0, "three")
+    shutil.rmtree(sorted((run_copy / ".tacluster-undo").iterdir())[-1])
+    with pytest.raises(InputError, match="does not match run.json's history"):
+        undo_last_edit(run_copy)

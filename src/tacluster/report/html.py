@@ -41,15 +41,14 @@ from tacluster._atomic import atomic_write_bytes
 from tacluster._progress import iter_progress
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, draw_auto_k, draw_map, hex_color, save_confusion_png
-from tacluster.report.reading import Assignments, RunDir, read_run_dir
+from tacluster.report.reading import Assignments, RunDir, members_by_cluster, read_run_dir
 from tacluster.report.thumbnails import (
+    ensure_thumb,
     file_uri,
     is_url,
-    make_thumb,
     placeholder,
     short_file,
     short_name,
-    thumb_name,
 )
 from tacluster.run.rundir import (
     ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
@@ -183,11 +182,12 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
     return rows
 
 
-def _template_env() -> Any:
+def template_env(folder: Path = Path(__file__).with_name("templates")) -> Any:
+    """The Jinja environment of the report's pages (and ``tacluster serve``'s, from ``folder``)."""
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        loader=jinja2.FileSystemLoader(folder),
         # Every path, noun and name in the page comes from user data: escape all of it.
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -251,7 +251,7 @@ def build_report(
     out_dir = Path(out_dir)
     rd = read_run_dir(out_dir)
     a, run = rd.assignments, rd.run
-    env = _template_env()
+    env = template_env()
     colors = cluster_colors([c["id"] for c in rd.clusters])
     map_info = draw_map(a, rd.clusters, colors, out_dir / MAP_FILE)
     auto_k = None
@@ -259,14 +259,7 @@ def build_report(
         auto_k = draw_auto_k(run["auto_k"], out_dir / AUTO_K_FILE, out_dir / RUN_FILE)
         auto_k["image"] = AUTO_K_FILE
 
-    # One sort for all clusters: by cluster, then highest confidence, then path
-    # (so ties, and hence the page, are reproducible). The paths enter as their
-    # rank, not as a fixed-width string array (N x longest path x 4 bytes).
-    path_rank = np.empty(len(a.path), dtype=np.int64)
-    path_rank[sorted(range(len(a.path)), key=a.path.__getitem__)] = np.arange(len(a.path))
-    order = np.lexsort((path_rank, -a.confidence, a.cluster))
-    del path_rank
-    sorted_ids = a.cluster[order]
+    order, sorted_ids = members_by_cluster(a)
     picks = _pick_members(rd, order, sorted_ids, thumbs_per_cluster)
     dup_groups = _read_duplicate_groups(out_dir)
     dup_paths = [r["path"] for rows in dup_groups for r in rows]
@@ -373,9 +366,8 @@ def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool, extra=())
     needed = sorted({p for lists in picks.values() for group in lists for p in group} | set(extra))
     thumb_of: dict[str, str | None] = {}
     for p in iter_progress(needed, len(needed), "thumbnails", "image", enabled=progress):
-        name = thumb_name(p, size)
-        ok = not is_url(p) and ((thumbs_dir / name).is_file() or make_thumb(Path(p), thumbs_dir / name, size))
-        thumb_of[p] = f"{THUMBS_DIR}/{name}" if ok else None
+        name = ensure_thumb(thumbs_dir, p, size)
+        thumb_of[p] = f"{THUMBS_DIR}/{name}" if name else None
     blank = placeholder(thumbs_dir, size) if None in thumb_of.values() else ""
     return {p: (src or blank, src is not None) for p, src in thumb_of.items()}
 

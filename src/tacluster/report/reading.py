@@ -165,3 +165,15 @@ def read_run_dir(out_dir: Path) -> RunDir:
     run_found = run_path.is_file()
     run = _read_run(run_path) if run_found else {}
     return RunDir(assignments, clusters, run, _read_skipped(out_dir / SKIPPED_FILE), run_found)
+
+
+
+def members_by_cluster(a: Assignments) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by cluster, then highest confidence, then path (so ties, and
+    hence the pages, are reproducible), and the cluster id of each row in that
+    order: cluster ``c``'s members are ``order[searchsorted(ids, c):searchsorted(ids, c + 1)]``."""
+    # The paths enter as their rank, not as a fixed-width string array (N x longest path x 4 bytes).
+    path_rank = np.empty(len(a.path), dtype=np.int64)
+    path_rank[sorted(range(len(a.path)), key=a.path.__getitem__)] = np.arange(len(a.path))
+    order = np.lexsort((path_rank, -a.confidence, a.cluster))
+    return order, a.cluster[order]

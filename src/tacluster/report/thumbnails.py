@@ -47,6 +47,16 @@ def make_thumb(src: Path, dst: Path, size: int) -> bool:
 
 
 
+def ensure_thumb(thumbs_dir: Path, path: str, size: int) -> str | None:
+    """File name (in ``thumbs_dir``) of the cached thumbnail of image ``path``, made
+    when missing; None for a URL or a file that cannot be decoded."""
+    name = thumb_name(path, size)
+    if is_url(path):
+        return None
+    return name if (thumbs_dir / name).is_file() or make_thumb(Path(path), thumbs_dir / name, size) else None
+
+
+
 def placeholder(thumbs_dir: Path, size: int) -> str:
     from PIL import Image, ImageDraw
 

@@ -26,6 +26,7 @@ EPILOG = """examples:
   tacluster move runs/example a.jpg b.jpg --to 5
   tacluster add runs/example more_photos/
   tacluster duplicates photos/ --out dups.csv   # byte-identical and near-identical images
+  tacluster serve runs/example        # review and fix the clusters in the browser
   tacluster backbones fetch clip      # pre-fetch a model for offline use
 """
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_edits(sub)
     _add_duplicates(sub)
+    _add_serve(sub)
     for command in sub.choices.values():  # --debug also after the subcommand, where errors suggest it
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
@@ -302,6 +304,19 @@ def _add_duplicates(sub) -> None:
     d.add_argument("--backbone", default="lite",
                    help="the model that embeds the images, as for `cluster` (default lite)")
     _common(d)
+
+
+def _add_serve(sub) -> None:
+    """``tacluster serve``."""
+    s = sub.add_parser("serve", help="review and fix a run in the browser (rename, merge, outliers, undo, export)",
+                       description="Serve RUN on 127.0.0.1 for review: clusters by size with names, thumbnails, "
+                                   "confidence, outliers and the map, with actions (rename, merge selected, mark "
+                                   "outliers, undo the last edit, export) that run the same journaled edits as "
+                                   "the commands. Only the printed link (it holds a random token) opens it.")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: any free port)")
+    s.add_argument("--no-browser", dest="browser", action="store_false",
+                   help="only print the link; do not open a browser")
 
 
 def _k_value(text: str):
@@ -573,6 +588,13 @@ def _cmd_duplicates(a) -> int:
     return 0
 
 
+def _cmd_serve(a) -> int:
+    from tacluster.serve import serve_run
+
+    serve_run(a.run, a.port, open_browser=a.browser)
+    return 0
+
+
 def _rows_cached() -> int:
     """Embeddings this process has cached so far (0 before the cache was ever used)."""
     cache_mod = sys.modules.get("tacluster.embed.cache")
@@ -593,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                "evaluate": _cmd_evaluate, "report": _cmd_report,
                "backbones": _cmd_backbones, "export": _cmd_export, "rename": _cmd_rename, "merge": _cmd_merge,
                "split": _cmd_split, "move": _cmd_move, "add": _cmd_add,
-               "duplicates": _cmd_duplicates}[args.command]
+               "duplicates": _cmd_duplicates, "serve": _cmd_serve}[args.command]
     cached_before = _rows_cached()
     try:
         return handler(args)

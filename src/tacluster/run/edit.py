@@ -1,4 +1,5 @@
-"""After clustering: export a run as folders, rename clusters, merge clusters.
+"""After clustering: export a run as folders, rename clusters, merge clusters,
+mark images as outliers, undo the last edit.
 
 ``rename`` and ``merge`` change several files of a run directory together
 (``assignments.parquet``/``.csv``, ``clusters.json``, ``model/config.json``,
@@ -10,6 +11,10 @@ is rebuilt, and the journal is removed last. A process killed before the
 journal exists leaves the old run untouched; killed after, the next tacluster
 command on the run (:func:`recover`) finishes the move, so a run is seen in its
 old or its new state, never a mix.
+
+Each edit also stages what it replaces into ``DIR/.tacluster-undo/<step>/``,
+moved in with the edit itself, so an edit can be undone exactly when it
+happened (:func:`undo_last_edit`); the last :data:`UNDO_KEPT` are kept.
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
 from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError
 from tacluster.run.rundir import (
-    ASSIGNMENTS_FILE, DIGEST_COLUMN, EXPORT_MARKER, MOVED_COLUMN, NEW_COLUMN, RUN_FILE, read_assignments_table,
+    ASSIGNMENTS_FILE, DIGEST_COLUMN, EXPORT_MARKER, MOVED_COLUMN, NEW_COLUMN, RUN_FILE, UNDO_DIR,
+    read_assignments_table,
 )
 
 JOURNAL = ".tacluster-edit.json"
 EDIT_STAGING = ".tacluster-edit-staging"
 EDITED_FILES = ("assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", "model/arrays.safetensors",
                 "model/config.json", "run.json")
+#: Edits that can be undone, newest first (older snapshots are removed with the next edit).
+UNDO_KEPT = 20
 
 # --------------------------------------------------------------------------- journal
 
@@ -53,12 +61,22 @@ def recover(run_dir: str | os.PathLike) -> bool:
     try:
         entry = json.loads(journal.read_text())
         files, report = entry["files"], bool(entry.get("report", True))
+        remove = [str(r) for r in entry.get("remove", [])]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        files, report = list(EDITED_FILES), True
+        files, report, remove = list(EDITED_FILES), True, []
     for name in files:
         src = stage / name
         if src.is_file():
             move_into(src, run / name)
+    for name in remove:  # undo snapshots used up or too old, files an undo takes back
+        parts = Path(name).parts
+        if ".." in parts or not (parts[:1] == (UNDO_DIR,) or name in EDITED_FILES):
+            continue  # a journal names nothing else; never follow one out of the run
+        target = run / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
     if report:  # a run made with --no-report gets none
         from tacluster.report.html import build_report
 
@@ -69,14 +87,38 @@ def recover(run_dir: str | os.PathLike) -> bool:
     return True
 
 
-def _commit(run: Path, files: dict[str, bytes]) -> None:
+def _commit(run: Path, files: dict[str, bytes], remove: Sequence[str] = ()) -> None:
     stage = run / EDIT_STAGING
     shutil.rmtree(stage, ignore_errors=True)
     for name, data in files.items():
         atomic_write_bytes(stage / name, data)
     report = (run / "report.html").is_file()
-    atomic_write_bytes(run / JOURNAL, json.dumps({"files": list(files), "report": report}).encode())  # the commit point
+    entry = {"files": list(files), "report": report, "remove": list(remove)}
+    atomic_write_bytes(run / JOURNAL, json.dumps(entry).encode())  # the commit point
     recover(run)
+
+
+def _undo_steps(run: Path) -> list[str]:
+    """The undo snapshots of a run, oldest first."""
+    folder = run / UNDO_DIR
+    steps = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return sorted(steps, key=int)
+
+
+def _with_snapshot(run: Path, files: dict[str, bytes], step: int, action: dict) -> tuple[dict[str, bytes], list[str]]:
+    """``files`` plus, under ``UNDO_DIR/<step>/``, the current bytes of each file they replace
+    (and which do not exist yet); and the snapshots beyond :data:`UNDO_KEPT` to remove."""
+    snap = f"{UNDO_DIR}/{step:06d}"
+    out = dict(files)
+    absent = []
+    for name in files:
+        if (run / name).is_file():
+            out[f"{snap}/{name}"] = (run / name).read_bytes()
+        else:
+            absent.append(name)
+    out[f"{snap}/undo.json"] = json.dumps({"edit": action, "files": list(files), "absent": absent}).encode()
+    older = _undo_steps(run)
+    return out, [f"{UNDO_DIR}/{s}" for s in older[:max(0, len(older) + 1 - UNDO_KEPT)]]
 
 
 # --------------------------------------------------------------------------- reading
@@ -148,9 +190,14 @@ class _Run:
         known = ", ".join(f"{cid} ({c['name']})" for cid, c in sorted(self.by_id.items())[:12])
         raise InputError(f"no cluster {text!r} in {str(self.dir)!r}; give an id or a name: {known}")
 
+    def version(self) -> int:
+        """How many edits (undos included) run.json's history holds: it only grows."""
+        return len(self.run.get("history") or [])
+
     def write(self, action: dict, extra: dict[str, bytes] | None = None) -> None:
-        """Write every changed file through the journal, with ``action`` in run.json's history;
-        ``extra``: other files of the run to replace in the same edit (``model/arrays.safetensors``)."""
+        """Write every changed file through the journal, with ``action`` in run.json's history
+        (and an undo snapshot of what it replaces); ``extra``: other files of the run to
+        replace in the same edit (``model/arrays.safetensors``)."""
         from tacluster.run.tables import csv_bytes, parquet_bytes
 
         t = self.table
@@ -158,7 +205,8 @@ class _Run:
         csv_rows = ((p, int(c), f"{float(s):.4f}", n, flag(o), flag(m), flag(w))
                     for p, c, s, n, o, m, w in zip(t["path"], t["cluster"], t["confidence"], t["cluster_name"],
                                                    t["outlier"], t[MOVED_COLUMN], t[NEW_COLUMN]))
-        action = {**action, "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        step = self.version()
+        action = {**action, "at": _now()}
         self.run.setdefault("history", []).append(action)
         files = {
             "assignments.parquet": parquet_bytes(t),
@@ -169,7 +217,11 @@ class _Run:
             "model/config.json": json.dumps(self.config, indent=2).encode(),
             "run.json": json.dumps(self.run, indent=2).encode(),
         }
-        _commit(self.dir, files)
+        _commit(self.dir, *_with_snapshot(self.dir, files, step, action))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def model_arrays_bytes(run: _Run, replace: dict[str, np.ndarray], prefix: str = "refine.") -> bytes:
@@ -266,6 +318,63 @@ def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], na
     run.write({"action": "merge", "into": into, "merged": sorted(gone),
                "ids": {str(o): n for o, n in sorted(new_of.items())}})
     return new_of[into], ids
+
+
+# --------------------------------------------------------------------------- outliers / undo
+
+
+def mark_outliers(run_dir: str | os.PathLike, paths: Sequence[str], outlier: bool = True) -> int:
+    """Flag (or, with ``outlier=False``, unflag) images of a run as outliers of their
+    cluster: the assignments' ``outlier`` column, clusters.json's counts and lists,
+    run.json's history and the report. The model's rule for new images stays.
+    Returns how many images changed."""
+    run = _Run(run_dir)
+    t = run.table
+    index = {text_to_path(str(p)): i for i, p in enumerate(t["path"])}
+    rows = sorted({index.get(text_to_path(str(p)), -1) for p in paths})
+    if not rows:
+        raise InputError("select at least one image to mark")
+    if rows[0] < 0:
+        missing = next(p for p in paths if text_to_path(str(p)) not in index)
+        raise InputError(f"{missing!r} is not an image of run {str(run.dir)!r}")
+    flags = [bool(f) for f in t["outlier"]]
+    changed = [i for i in rows if flags[i] != outlier]
+    for i in changed:
+        flags[i] = outlier
+    t["outlier"] = flags
+    run.summarise(dict(run.by_id))  # counts and lists of outliers from the assignments
+    run.write({"action": "outliers" if outlier else "not outliers", "paths": [t["path"][i] for i in rows]})
+    return len(changed)
+
+
+def undo_last_edit(run_dir: str | os.PathLike) -> dict:
+    """Put back the files the last edit replaced (rename, merge, outliers, ...; an undo
+    is not itself undone), keeping run.json's history, to which ``undo`` is added.
+    Returns the history entry of the edit undone."""
+    run = _Run(run_dir)
+    steps = _undo_steps(run.dir)
+    if not steps:
+        raise InputError(f"nothing to undo in {str(run.dir)!r}: no edit made since the run was clustered")
+    snap = run.dir / UNDO_DIR / steps[-1]
+    try:
+        manifest = json.loads((snap / "undo.json").read_text())
+        files = {name: (snap / name).read_bytes() for name in manifest["files"] if name not in manifest["absent"]}
+        old_run = json.loads(files.get(RUN_FILE, b"null")) or dict(run.run)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"the undo record {str(snap)!r} is damaged ({exc}); the run itself is unchanged") from None
+    history = run.run.get("history") or []
+    undone, step = manifest.get("edit"), int(steps[-1])
+    later = [h.get("action") == "undo" for h in history[step + 1:] if isinstance(h, dict)]
+    # the snapshot is of the edit at its place in the history, and every edit after it was undone
+    if not (isinstance(undone, dict) and step < len(history) and history[step] == undone
+            and later.count(True) == later.count(False)):
+        raise InputError(f"the last edit of {str(run.dir)!r} cannot be undone: its undo record {str(snap)!r} "
+                         "does not match run.json's history; the run is unchanged")
+    old_run["history"] = [*history, {"action": "undo", "undid": undone.get("action"), "at": _now()}]
+    files[RUN_FILE] = json.dumps(old_run, indent=2).encode()
+    # the snapshot goes, and so do files the edit created
+    _commit(run.dir, files, [f"{UNDO_DIR}/{steps[-1]}", *manifest.get("absent", [])])
+    return undone
 
 
 # --------------------------------------------------------------------------- export

@@ -48,6 +48,9 @@ STAGING = ".tacluster-staging"
 LOCK_FILE = ".tacluster-lock"
 #: The file that marks a folder `tacluster export` wrote (its images are never inputs).
 EXPORT_MARKER = ".tacluster-export.json"
+#: Hidden folder of an edited run: what each edit replaced, so it can be undone
+#: (:func:`tacluster.run.edit.undo_last_edit`).
+UNDO_DIR = ".tacluster-undo"
 
 
 def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", "cluster")):
@@ -87,7 +90,7 @@ STAGED_FILES = ["model/arrays.safetensors", "model/config.json", "assignments.pa
 
 OUR_FILES = (
     "assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", DUPLICATES_FILE, RUN_FILE,
-    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters",
+    "report.html", "map.png", "auto_k.png", "model", "thumbs", "clusters", UNDO_DIR,
 )
 
 
