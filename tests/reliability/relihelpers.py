@@ -481,7 +481,7 @@ def _(root):
 @kind("folder_with_one_image")
 def _(root):
     good_image(root / "only.png", 0)
-    return Case("", root, [], "error", r"only 1 image file in .*: clustering needs at least 2 images")
+    return Case("", root, [], "error", r"only 1 usable image in .*: clustering needs at least 2 images")
 
 
 @kind("k_equals_1")

@@ -200,7 +200,7 @@ def test_api_raises_tacluster_errors(tmp_path):
     with pytest.raises(InputError, match="no usable images"):
         cluster_images(empty, tmp_path / "o1", 2, **kw)
     one = build("folder_with_one_image", tmp_path / "one").source
-    with pytest.raises(InputError, match="only 1 image file"):
+    with pytest.raises(InputError, match="only 1 usable image"):
         cluster_images(one, tmp_path / "o2", 2, **kw)
     for bad_k in (1, 0, -3, 2.5, True, "4"):
         with pytest.raises(InputError, match=">= 2"):

@@ -197,7 +197,7 @@ def test_k_is_checked_against_the_files_before_any_embedding(tmp_path, cli, clus
     assert "k_range" not in err
     (photos / "good_01.png").unlink()
     code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(tmp_path / "o3")])
-    assert_one_line_error(code, err, r"only 1 image file in .*needs at least 2 images")
+    assert_one_line_error(code, err, r"only 1 usable image in .*needs at least 2 images")
     assert "--k 1" not in err  # never the advice to use a K that is then refused
 
 

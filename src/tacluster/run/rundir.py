@@ -273,6 +273,9 @@ def run_lock(out: Path):
     lost). The kernel drops the lock when the process dies, kill -9 included.
     An ``out`` this call created is removed again when the block fails
     before writing anything else there."""
+    if out.exists() and not out.is_dir():  # check_out_dir says what is wrong
+        yield
+        return
     made = [p for p in (out, *out.parents) if not p.exists()]  # the folders this call creates, deepest first
     out.mkdir(parents=True, exist_ok=True)
     lock_path = out / LOCK_FILE

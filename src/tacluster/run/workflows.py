@@ -331,6 +331,8 @@ MIN_IMAGES_AUTO_K = 3
 def _check_k_fits(n_clusters, n: int, what: str, src) -> None:
     """K against ``n`` images (the files listed before embedding, the usable ones after): one clear error."""
     where = f" in {str(src)!r}" if src is not None else ""
+    if n == 1 and what == "image files":
+        return  # decoding it is cheap, and then the error can say whether it is usable at all
     if n == 1:
         raise InputError(f"only 1 {what[:-1]}{where}: clustering needs at least 2 images (K is at least 2)")
     if n_clusters == "auto" and 0 < n < MIN_IMAGES_AUTO_K:
