@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import extract_members, shared_tarball
+from helpers import extract_members, shared_tarball
 from tacluster.run.cli import main
 from tacluster.run.duplicates import COLUMNS, EXACT_MAX, find_duplicates, folder_duplicates
 from tacluster.testing import plant_copy

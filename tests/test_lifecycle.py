@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import extract_members, shared_tarball
+from helpers import extract_members, shared_tarball
 
 SEEN = ("coast", "forest", "highway", "kitchen")
 NOUNS = "coast\nforest\nhighway\nkitchen\noffice\nbeach\ntree\ncar\nroom\nsea\nroad\nstove\ndesk\nwood\n"
