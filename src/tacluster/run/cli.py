@@ -98,6 +98,10 @@ def _add_cluster(sub) -> None:
                    help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
                         "(steadier across seeds; default 0 = best of 10 restarts)")
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
+    c.add_argument("--noun-bank", default="auto", choices=["auto", "full", "candidates"],
+                   help="full = every noun with all 7 prompt templates (the paper); candidates = rank every noun "
+                        "with one template, embed all 7 only for each semantic centre's candidates (cached per "
+                        "noun); auto (default) = candidates on a CPU unless the full bank is cached, full on a GPU")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
     c.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
@@ -218,7 +222,7 @@ def _cmd_cluster(a) -> int:
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
         embeddings=a.embeddings, joint_embeddings=a.joint_embeddings, embedding_column=a.embedding_column,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
-        progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
+        noun_bank=a.noun_bank, progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
