@@ -47,3 +47,18 @@ def save_tiny_hf_clip(folder, seed: int = 0):
     from tacluster.testing import save_tiny_hf_clip as build
 
     return build(folder, seed)
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks/ on sys.path, as when it runs as a script)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", bench / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark
+
 WORDNET = Path("/usr/share/wordnet")
 
 
 def _load():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("name_hits_bench", REPO / "benchmarks" / "name_hits.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("name_hits")
 
 
 @pytest.fixture(scope="module")

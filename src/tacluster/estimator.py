@@ -37,6 +37,7 @@ from tacluster.counterparts import (
     select_nouns,
     semantic_centres,
 )
+from tacluster.counterparts.candidates import NOUN_POOL, select_from_candidates
 from tacluster.errors import InputError, NotFittedError
 
 METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
@@ -110,6 +111,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Nouns each centre keeps.
     noun_temperature : float, default=1.0
         Temperature of the noun-to-centre softmax (paper: none, i.e. 1).
+    noun_pool : int, default=80
+        With ``fit(..., exact_noun_embeddings=...)`` only: candidates per centre
+        ranked with the cheap bank and then embedded exactly
+        (:func:`tacluster.counterparts.candidates.select_from_candidates`).
     tau : float, default=0.005
         Retrieval softmax temperature.
     text_weight : float or "auto", default=1.0
@@ -186,6 +191,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Rows of the noun bank kept by noun selection.
     kept_nouns_ : list of str
     kept_noun_embeddings_ : ndarray of shape (n_kept, d_joint)
+    noun_pool_ : CandidateSelection or None
+        The candidates and their exact vectors when ``fit`` was given
+        ``exact_noun_embeddings`` (None otherwise).
     cluster_centers_ : ndarray of shape (n_clusters, n_features) or None
         k-means centroids (``"kmeans"``, ``"no-train"``).
     image_head_, text_head_ : ClusterHead or None
@@ -214,6 +222,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         n_centres: int | None = None,
         nouns_per_centre: int = 5,
         noun_temperature: float = 1.0,
+        noun_pool: int = NOUN_POOL,
         tau: float = 0.005,
         text_weight: float = 1.0,
         n_neighbors: int = 50,
@@ -241,6 +250,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.n_centres = n_centres
         self.nouns_per_centre = nouns_per_centre
         self.noun_temperature = noun_temperature
+        self.noun_pool = noun_pool
         self.tau = tau
         self.text_weight = text_weight
         self.n_neighbors = n_neighbors
@@ -268,10 +278,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
         check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
         use_large_scale(1, self.large_scale)  # validates the value
-        for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
+        for name in ("nouns_per_centre", "noun_pool", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
                      "kmeans_n_iter", "centres_n_init"):
             check_positive(getattr(self, name), name, integer=True)
         check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
+        if self.noun_pool < self.nouns_per_centre:
+            raise InputError(f"noun_pool={self.noun_pool} must be >= nouns_per_centre={self.nouns_per_centre}")
         check_positive(self.consensus, "consensus", integer=True, allow_zero=True)
         if self.consensus == 1:
             raise InputError("consensus=1 combines nothing; use 0 (best of the restarts) or >= 2 partitions, e.g. 20")
@@ -302,6 +314,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         nouns: Sequence[str] | None = None,
         *,
         joint_embeddings=None,
+        exact_noun_embeddings=None,
     ) -> "TextAidedClustering":
         """Cluster the images.
 
@@ -316,6 +329,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         joint_embeddings : array-like of shape (n_samples, d_joint), optional
             The images in the noun space; defaults to ``image_embeddings``
             (right for CLIP, where images and nouns share one space).
+        exact_noun_embeddings : callable, optional
+            Maps sorted rows (int64) of ``noun_embeddings`` to their exact
+            vectors, shape (m, d_joint). When given, ``noun_embeddings`` is a
+            cheap bank that only ranks the nouns: each semantic centre's
+            ``noun_pool`` best candidates are embedded exactly and the
+            selection runs on them; ``kept_noun_embeddings_`` are exact.
 
         Returns
         -------
@@ -339,7 +358,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         elif self.method == "spectral":
             self._fit_spectral(u, k, large, seed, timings)
         else:
-            s = self._fit_text_side(u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings)
+            s = self._fit_text_side(u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings,
+                                    exact_noun_embeddings)
             if self.method == "no-train":
                 self._fit_no_train(u, s, k, large, seed, timings)
             else:
@@ -378,6 +398,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.kept_noun_indices_ = np.zeros(0, dtype=np.int64)
         self.kept_nouns_ = []
         self.kept_noun_embeddings_ = None
+        self.noun_pool_ = None
         self.n_joint_features_ = None
         self.trust_ = None
         self.text_weight_ = None if self.text_weight == "auto" else float(self.text_weight)
@@ -434,7 +455,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         else:
             self._set_assignment(*assign([u], self.cluster_centers_, proba=True))
 
-    def _fit_text_side(self, u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings) -> np.ndarray:
+    def _fit_text_side(self, u, joint_embeddings, noun_embeddings, nouns, k, large, seed, timings,
+                       exact_noun_embeddings=None) -> np.ndarray:
         """Semantic centres, noun selection and retrieval (METHOD.md stages 1-2); returns s."""
         n = u.shape[0]
         joint, bank, words = self._check_text_inputs(u, joint_embeddings, noun_embeddings, nouns, k)
@@ -452,13 +474,20 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         timings["centres"] = time.perf_counter() - tic
 
         tic = time.perf_counter()
-        sel = select_nouns(centres, bank, per_centre=self.nouns_per_centre, temperature=self.noun_temperature)
+        if exact_noun_embeddings is None:
+            sel = select_nouns(centres, bank, per_centre=self.nouns_per_centre, temperature=self.noun_temperature)
+            kept = np.ascontiguousarray(bank[sel.indices])
+        else:
+            self.noun_pool_ = cand = select_from_candidates(
+                centres, bank, exact_noun_embeddings, pool=self.noun_pool, per_centre=self.nouns_per_centre,
+                temperature=self.noun_temperature)
+            sel, kept = cand.selection, cand.kept_embeddings
         timings["noun_selection"] = time.perf_counter() - tic
         self.semantic_centres_ = centres
         self.kept_noun_indices_ = sel.indices
         self.kept_noun_confidence_ = sel.confidence
         self.kept_nouns_ = [words[i] for i in sel.indices]
-        self.kept_noun_embeddings_ = np.ascontiguousarray(bank[sel.indices])
+        self.kept_noun_embeddings_ = kept
 
         tic = time.perf_counter()
         s = self.counterparts_ = self._counterparts(joint)
@@ -666,9 +695,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             labels[sl], conf[sl] = p.argmax(1), p.max(1)
         return labels, conf
 
-    def fit_predict(self, image_embeddings, noun_embeddings=None, nouns=None, *, joint_embeddings=None):
+    def fit_predict(self, image_embeddings, noun_embeddings=None, nouns=None, *, joint_embeddings=None,
+                    exact_noun_embeddings=None):
         """``fit`` then return ``labels_``."""
-        return self.fit(image_embeddings, noun_embeddings, nouns, joint_embeddings=joint_embeddings).labels_
+        return self.fit(image_embeddings, noun_embeddings, nouns, joint_embeddings=joint_embeddings,
+                        exact_noun_embeddings=exact_noun_embeddings).labels_
 
     def transform(self, image_embeddings, *, joint_embeddings=None) -> np.ndarray:
         """Text counterparts of new images, shape (n_samples, d_joint)."""

@@ -43,6 +43,7 @@ __all__ = [
     "cached_noun_bank",
     "default_cache_dir",
     "embed_with_templates",
+    "noun_bank_entry",
     "words_digest",
 ]
 
@@ -119,6 +120,7 @@ class _Build:
 
     blocks: Path | None  # finished blocks are kept here (resume after an interruption)
     entry: Path | None  # where the finished bank will live (named in the cost line)
+    note: str = ""  # what this build is and what it saves, said in the cost line
 
 
 _BUILD: contextvars.ContextVar[_Build | None] = contextvars.ContextVar("tacluster_bank_build", default=None)
@@ -133,9 +135,9 @@ class _BankProgress:
     every_s = 30.0
 
     def __init__(self, total_words: int, n_templates: int, done_words: int, desc: str,
-                 progress: bool, entry: Path | None):
+                 progress: bool, entry: Path | None, note: str = ""):
         self.total, self.n_t, self.done, self.desc = total_words, n_templates, done_words, desc
-        self.entry = entry
+        self.entry, self.note = entry, note
         self.tty = sys.stderr.isatty()
         self.on = progress
         self.bar = None
@@ -177,9 +179,10 @@ class _BankProgress:
         est = left / max(words_per_s, 1e-9)
         where = f"copy a bank built elsewhere to {self.entry}" if self.entry else "copy a bank cache built elsewhere"
         resumed = f" (resuming: {self.total - left:,} of {self.total:,} nouns already done)" if left < self.total else ""
-        return (f"{self.desc}: {left:,} nouns x {self.n_t} templates = {prompts:,} prompts{resumed}, "
+        templates = "template" if self.n_t == 1 else "templates"
+        return (f"{self.desc}: {left:,} nouns x {self.n_t} {templates} = {prompts:,} prompts{resumed}, "
                 f"about {duration(est)} on this machine ({words_per_s * self.n_t:,.0f} prompts/s on the first batch); "
-                f"faster: a GPU (--device cuda), a shorter --vocabulary FILE, or {where}")
+                f"{self.note + '; ' if self.note else ''}faster: a GPU (--device cuda), a shorter --vocabulary FILE, or {where}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -260,7 +263,7 @@ def embed_with_templates(
         try:
             done = _blocks_state(build.blocks, key)
         except OSError:
-            build = _Build(None, build.entry)  # cannot keep blocks: build without resume
+            build = _Build(None, build.entry, build.note)  # cannot keep blocks: build without resume
     out: np.ndarray | None = None
     pending: list[tuple[list[int], np.ndarray]] = []
     for b, start in enumerate(starts):
@@ -278,7 +281,8 @@ def embed_with_templates(
         if out is None:
             out = np.empty((len(words), block.shape[1]), dtype=np.float32)
         out[rows] = block
-    bar = _BankProgress(len(words), n_t, n_done, desc, progress, build.entry if build else None)
+    bar = _BankProgress(len(words), n_t, n_done, desc, progress, build.entry if build else None,
+                        build.note if build else "")
     try:
         for b, start in enumerate(starts):
             if b in done:
@@ -315,8 +319,17 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(arr, dtype=np.float32))
 
 
-def _entry_key(fingerprint: str, wdigest: str) -> str:
-    return hashlib.sha256(f"{fingerprint}\n{wdigest}".encode()).hexdigest()[:32]
+def _entry_key(fingerprint: str, wdigest: str, templates: Sequence[str] | None = None) -> str:
+    # The backbone's own templates keep the key they always had (existing caches stay valid).
+    extra = "" if templates is None else "\n" + words_digest(list(templates))
+    return hashlib.sha256(f"{fingerprint}\n{wdigest}{extra}".encode()).hexdigest()[:32]
+
+
+def noun_bank_entry(backbone: Backbone, words: Sequence[str], cache_dir: str | os.PathLike | None = None,
+                    templates: Sequence[str] | None = None) -> Path:
+    """The folder :func:`cached_noun_bank` keeps this bank in (it may not exist yet)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / "nounbanks" / _entry_key(backbone.fingerprint, words_digest(list(words)), templates)
 
 
 def _read_entry(entry: Path, wdigest: str, fingerprint: str) -> NounBank:
@@ -365,6 +378,8 @@ def cached_noun_bank(
     words: Sequence[str],
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    templates: Sequence[str] | None = None,
+    note: str = "",
 ) -> NounBank:
     """The backbone's noun bank for ``words``, computed once and memory-mapped after.
 
@@ -377,6 +392,11 @@ def cached_noun_bank(
         Cache root; :func:`default_cache_dir` when None.
     progress : bool
         Show a progress bar while building (only on a terminal).
+    templates : sequence of str, optional
+        Prompt templates other than the backbone's own (a backbone with
+        :attr:`~Backbone.prompt_templates`); part of the cache key.
+    note : str
+        Said in the cost line before the build (what this bank is for).
 
     Returns
     -------
@@ -399,7 +419,7 @@ def cached_noun_bank(
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     fingerprint = backbone.fingerprint
     wdigest = words_digest(words)
-    entry = root / "nounbanks" / _entry_key(fingerprint, wdigest)
+    entry = noun_bank_entry(backbone, words, root, templates)
 
     if entry.exists():
         try:
@@ -413,9 +433,10 @@ def cached_noun_bank(
               "then cached", file=sys.stderr, flush=True)
     tic = time.perf_counter()
     blocks = entry.parent / f".{entry.name}.blocks"
-    token = _BUILD.set(_Build(blocks, entry))
+    token = _BUILD.set(_Build(blocks, entry, note))
     try:
-        bank = backbone.noun_bank(words, progress=progress)
+        bank = (backbone.noun_bank(words, progress=progress) if templates is None
+                else backbone.noun_bank(words, progress=progress, templates=templates))
     finally:
         _BUILD.reset(token)
     if log:

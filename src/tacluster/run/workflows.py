@@ -138,6 +138,7 @@ def cluster_images(
     embeddings: str | os.PathLike | None = None,
     joint_embeddings: str | os.PathLike | None = None,
     embedding_column: str | None = None,
+    noun_bank: str = "auto",
 ) -> ClusterRun:
     """Cluster every image of ``source`` and write the run directory ``out_dir``.
 
@@ -158,6 +159,11 @@ def cluster_images(
     vocabulary : a file with one noun per line (default: WordNet nouns)
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
         by default a model such as ``"clip"`` is fetched on first use
+    noun_bank : ``"full"`` (the paper: every noun with every template),
+        ``"candidates"`` (rank with one template, embed exactly only each
+        semantic centre's candidates; :mod:`tacluster.nouns.exact`) or ``"auto"``
+        (candidates on a CPU unless the full bank is cached; full on a GPU and
+        for backbones without templates); run.json records which ran
     """
     from tacluster.embed import embed_images, list_inputs
     from tacluster.evaluate.naming import name_clusters
@@ -167,6 +173,10 @@ def cluster_images(
     timings: dict[str, float] = {}
     out = Path(out_dir)
     n_clusters = _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column)
+    from tacluster.nouns.exact import NOUN_BANK_MODES
+
+    if noun_bank not in NOUN_BANK_MODES:
+        raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
     external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
     if external is None:
         out_r, src_r = out.resolve(), src.resolve()
@@ -176,6 +186,8 @@ def cluster_images(
     resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
                              estimator_params, joint_embeddings, embedding_column)
+    if noun_bank != "auto":  # an explicit choice is part of the run key ("auto" keeps the keys it always had)
+        settings["noun_bank"] = noun_bank
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     with run_lock(out):  # one command writes a run directory at a time
         check_out_dir(out, run_key, overwrite)
@@ -196,15 +208,17 @@ def cluster_images(
         u = emb.arrays["image"]
         joint = emb.arrays.get("joint", u)
         with _timed(timings, "noun_bank"):
-            words, bank, unknown = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None,
-                                              joint is not u)
+            nouns = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None, joint is not u,
+                               noun_bank, _device_used(device))
+        words, bank, unknown = nouns.words, nouns.bank, nouns.unknown
 
         est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
         with _timed(timings, "fit"):
-            est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
+            est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint,
+                    exact_noun_embeddings=nouns.exact)
         timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
         with _timed(timings, "naming"):
-            named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
+            named = name_clusters(joint, est.labels_, est.n_clusters_, nouns.naming_bank(est), bank.words,
                                   class_probs=emb.arrays.get("probs"))
 
         with _timed(timings, "duplicates"):
@@ -215,12 +229,13 @@ def cluster_images(
             "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
                          "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
                          "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                         "kept_nouns": len(est.kept_nouns_),
+                         "kept_nouns": len(est.kept_nouns_), "noun_bank": nouns.mode,
                          **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
                              "vocabulary_unknown": unknown} if vocabulary is not None else {})},
             "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
                        "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
-                       "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
+                       "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates,
+                       **({"noun_bank": nouns.counts(est)} if nouns.mode == "candidates" else {})},
             "duplicates": dups.summary(),
             **({"embeddings": {"image": external[0].describe(),
                                **({"joint": external[1].describe()} if external[1] is not None else {})}}
@@ -342,13 +357,56 @@ def _check_k_fits(n_clusters, n: int, what: str, src) -> None:
         raise InputError(f"--k {n_clusters} is larger than the {n} {what} found{where}; use --k {n} or fewer")
 
 
-def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint, external: bool, own_joint: bool):
-    """``(words, bank, unknown)``: the vocabulary, its cached noun bank, and the words the backbone cannot embed."""
+@dataclass
+class _Nouns:
+    """The noun side of a run: the vocabulary, its bank (``mode="candidates"``: the
+    one-template ranking bank, with ``exact`` giving the exact vectors of its rows)."""
+
+    words: list[str]
+    bank: object  # NounBank
+    unknown: list[str]
+    mode: str  # what ran: "full" or "candidates"
+    exact: object = None  # callable rows -> exact vectors, or None
+    store: object = None  # the ExactNounStore behind ``exact``
+
+    def naming_bank(self, est) -> np.ndarray:
+        """The bank cluster names are scored on: exact vectors wherever they were computed."""
+        pool = getattr(est, "noun_pool_", None)
+        if pool is None:
+            return self.bank.embeddings
+        from tacluster.nouns.exact import with_exact_rows
+
+        return with_exact_rows(self.bank.embeddings, pool.pool, pool.pool_embeddings)
+
+    def counts(self, est) -> dict:
+        """run.json's record of the candidate path: prompts of the ranking bank, the pool, what was embedded."""
+        pool = getattr(est, "noun_pool_", None)
+        n_t = len(self.store.backbone.prompt_templates)
+        n_pool = 0 if pool is None else len(pool.pool)
+        return {"ranking_templates": 1, "ranking_prompts": len(self.bank.words), "pool_nouns": n_pool,
+                "noun_pool_per_centre": est.noun_pool if pool is not None else None,
+                "pool_prompts": n_pool * n_t, "full_bank_prompts": len(self.bank.words) * n_t,
+                "exact_embedded_now": self.store.embedded, "exact_from_cache": self.store.from_cache}
+
+
+def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint, external: bool, own_joint: bool,
+               noun_bank: str = "auto", device: str = "cpu") -> _Nouns:
+    """The vocabulary, its cached noun bank (full or candidates, :func:`~tacluster.nouns.exact.resolve_noun_bank`)
+    and the words the backbone cannot embed."""
     from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.nouns.exact import candidate_banks, resolve_noun_bank
     from tacluster.nouns.vocabulary import load_vocabulary
 
     words = load_vocabulary(vocabulary)
-    bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress)
+    mode = resolve_noun_bank(noun_bank, bb, words, cache, device)
+    exact = store = None
+    if mode == "candidates":
+        bank, exact, store = candidate_banks(bb, words, cache_dir=cache, progress=progress)
+    else:
+        n_t = len(bb.prompt_templates or ())
+        note = (f"--noun-bank candidates would embed {len(words):,} prompts (one template) plus each collection's "
+                "candidate pool" if n_t > 1 else "")
+        bank = cached_noun_bank(bb, words, cache_dir=cache, progress=progress, note=note)
     if external and len(bank.words) and bank.embeddings.shape[1] != joint.shape[1]:
         raise InputError(
             f"{'joint ' if own_joint else ''}embeddings have {joint.shape[1]} dims but backbone {backbone!r} "
@@ -362,7 +420,7 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
         )
     known = set(bank.words)
     unknown = [w for w in words if w not in known] if vocabulary is not None else []
-    return words, bank, unknown
+    return _Nouns(words, bank, unknown, mode, exact, store)
 
 
 def _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params):

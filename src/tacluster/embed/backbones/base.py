@@ -35,6 +35,10 @@ class Backbone(abc.ABC):
 
     name: str = ""
     outputs: tuple[str, ...] = ("image",)
+    #: The prompt templates :meth:`noun_bank` averages, when it takes a
+    #: ``templates=`` argument (then a cheaper bank can rank the nouns,
+    #: ``--noun-bank candidates``); None for a bank not built from templates.
+    prompt_templates: tuple[str, ...] | None = None
 
     @property
     @abc.abstractmethod
@@ -75,6 +79,7 @@ class CLIPBackbone(Backbone):
     """
 
     outputs = ("image",)
+    prompt_templates = PROMPT_TEMPLATES
     text_batch_size: int = 256
 
     def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
@@ -101,14 +106,15 @@ class CLIPBackbone(Backbone):
             feats = self._text_features(list(texts))
         return _unit_rows(feats)
 
-    def noun_bank(self, words: Sequence[str], progress: bool = True) -> NounBank:
-        """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
+    def noun_bank(self, words: Sequence[str], progress: bool = True,
+                  templates: Sequence[str] = PROMPT_TEMPLATES) -> NounBank:
+        """The prompts of ``templates`` (TAC's 7) per word, embedded, normalised, averaged, normalised.
 
         Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
         """
         words = list(words)
         emb = embed_with_templates(
-            self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
+            self.encode_text, words, templates, self.text_batch_size, progress, desc=self.name
         )
         return NounBank(words=words, embeddings=emb)
 

@@ -1,0 +1,190 @@
+"""--noun-bank candidates: rank with one template, select exactly among each centre's candidates.
+
+Tiny random CLIP (tests/helpers.py) and a small slice of WordNet, so each test
+takes seconds; the agreement on real trained text towers is measured by
+benchmarks/noun_candidates.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import save_tiny_hf_clip
+
+from tacluster.counterparts import select_nouns
+from tacluster.counterparts.candidates import select_from_candidates
+from tacluster.estimator import TextAidedClustering
+from tacluster.nouns.exact import ExactNounStore, candidate_banks, resolve_noun_bank
+from tacluster.nouns.vocabulary import load_wordnet_nouns
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from tacluster.embed.backbones import load_backbone
+
+    return load_backbone(f"hf:{save_tiny_hf_clip(tmp_path_factory.mktemp('clip') / 'model')}")
+
+
+@pytest.fixture(scope="module")
+def words():
+    return load_wordnet_nouns()[:6000:20]  # 300 nouns
+
+
+class _Counting:
+    """Wraps a backbone's encode_text and counts the prompts it sees."""
+
+    def __init__(self, backbone, monkeypatch):
+        self.prompts = 0
+        inner = backbone.encode_text
+
+        def encode(texts):
+            self.prompts += len(texts)
+            return inner(texts)
+
+        monkeypatch.setattr(backbone, "encode_text", encode)
+
+
+def _points(bank: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Images near random nouns of the bank (the tiny model's images carry no meaning)."""
+    rng = np.random.default_rng(seed)
+    x = bank[rng.integers(0, len(bank), n)] + 0.05 * rng.standard_normal((n, bank.shape[1]))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _full_and_ranking(clip, words):
+    full = clip.noun_bank(words, progress=False).embeddings
+    ranking = clip.noun_bank(words, progress=False, templates=("a photo of a {}.",)).embeddings
+    return full, ranking
+
+
+def test_a_pool_of_the_whole_vocabulary_keeps_exactly_the_full_selection(clip, words):
+    full, ranking = _full_and_ranking(clip, words)
+    u = _points(full, 120, 0)
+    params = dict(n_centres=12, random_state=0)
+    a = TextAidedClustering(4, "no-train", **params).fit(u, full, words)
+    b = TextAidedClustering(4, "no-train", noun_pool=len(words), **params).fit(
+        u, ranking, words, exact_noun_embeddings=lambda rows: full[rows])
+    assert len(b.noun_pool_.pool) == len(words)  # every noun was a candidate
+    assert b.kept_nouns_ == a.kept_nouns_
+    np.testing.assert_array_equal(b.kept_noun_indices_, a.kept_noun_indices_)
+    np.testing.assert_allclose(b.kept_noun_embeddings_, a.kept_noun_embeddings_, atol=1e-6)
+    np.testing.assert_array_equal(b.labels_, a.labels_)
+
+
+def test_a_generous_pool_keeps_the_full_selections_nouns_and_embeds_a_fraction(clip, words):
+    full, ranking = _full_and_ranking(clip, words)
+    centres = _points(full, 20, 1)
+    exact = select_nouns(centres, full)
+    asked = []
+    cand = select_from_candidates(centres, ranking, lambda rows: asked.append(len(rows)) or full[rows], pool=40)
+    overlap = len(set(cand.selection.indices) & set(exact.indices)) / len(exact.indices)
+    assert overlap >= 0.95, overlap
+    assert asked == [len(cand.pool)] and len(cand.pool) < len(words)
+    # a pool as small as the kept set misses nouns here: the check above can fail
+    small = select_from_candidates(centres, ranking, lambda rows: full[rows], pool=5)
+    assert len(set(small.selection.indices) & set(exact.indices)) < len(exact.indices)
+
+
+def test_exact_vectors_are_cached_per_noun_and_reused(clip, words, tmp_path, monkeypatch):
+    count = _Counting(clip, monkeypatch)
+    ranking, exact, store = candidate_banks(clip, words, cache_dir=tmp_path, progress=False)
+    assert count.prompts == len(words)  # the ranking bank: one prompt per noun
+    first = exact(np.arange(0, 40))
+    assert count.prompts == len(words) + 40 * 7
+    np.testing.assert_allclose(first, clip.noun_bank(words[:40], progress=False).embeddings, atol=1e-5)
+    count.prompts = 0
+    # A later collection (a new process: a fresh store) with 30 known and 10 new candidates.
+    ranking2, exact2, store2 = candidate_banks(clip, words, cache_dir=tmp_path, progress=False)
+    again = exact2(np.arange(10, 50))
+    assert count.prompts == 10 * 7  # only the 10 new nouns; the ranking bank came from the cache
+    assert (store2.embedded, store2.from_cache) == (10, 30)
+    np.testing.assert_array_equal(again[:30], first[10:40])
+    count.prompts = 0
+    exact2(np.arange(0, 50))
+    assert count.prompts == 0
+
+
+def test_an_interrupted_pool_build_resumes_from_its_blocks(clip, words, tmp_path, monkeypatch):
+    clip.text_batch_size = 8  # blocks of 8 nouns
+    try:
+        count = _Counting(clip, monkeypatch)
+        inner = clip.encode_text
+        calls = {"n": 0}
+
+        def failing(texts):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return inner(texts)
+
+        store = ExactNounStore(clip, tmp_path, progress=False)
+        monkeypatch.setattr(clip, "encode_text", failing)
+        with pytest.raises(KeyboardInterrupt):
+            store.vectors(words[:40])
+        monkeypatch.setattr(clip, "encode_text", inner)
+        count.prompts = 0
+        got = ExactNounStore(clip, tmp_path, progress=False).vectors(words[:40])
+        assert count.prompts == (40 - 16) * 7  # the two finished blocks were kept
+        np.testing.assert_allclose(got, clip.noun_bank(words[:40], progress=False).embeddings, atol=1e-5)
+    finally:
+        clip.text_batch_size = 256
+
+
+def test_the_cost_lines_say_the_pool_and_the_full_banks_prompts(clip, words, tmp_path, capsys):
+    _, exact, _ = candidate_banks(clip, words, cache_dir=tmp_path, progress=True)
+    exact(np.arange(0, 12))
+    err = capsys.readouterr().err
+    full = f"the full bank: {len(words)} nouns x 7 = {len(words) * 7:,} prompts, --noun-bank full"
+    assert f"{len(words)} nouns x 1 template = {len(words)} prompts" in err and full in err, err
+    assert "12 nouns x 7 templates = 84 prompts" in err and f"candidate pool only (12 of {len(words)} nouns" in err
+    assert "a GPU (--device cuda)" in err and "--vocabulary FILE" in err
+
+
+def test_auto_is_candidates_on_a_cpu_and_full_on_a_gpu_or_with_the_bank_cached(clip, words, tmp_path):
+    from tacluster.embed.backbones.lite import LiteBackbone
+    from tacluster.errors import InputError
+    from tacluster.nouns.bank import cached_noun_bank
+
+    assert resolve_noun_bank("auto", clip, words, tmp_path, "cpu") == "candidates"
+    assert resolve_noun_bank("auto", clip, words, tmp_path, "cuda") == "full"
+    assert resolve_noun_bank("full", clip, words, tmp_path, "cpu") == "full"
+    cached_noun_bank(clip, words[:10], cache_dir=tmp_path, progress=False)
+    assert resolve_noun_bank("auto", clip, words[:10], tmp_path, "cpu") == "full"
+    lite = LiteBackbone()
+    assert resolve_noun_bank("auto", lite, words, tmp_path, "cpu") == "full"
+    with pytest.raises(InputError, match="no work to skip"):
+        resolve_noun_bank("candidates", lite, words, tmp_path, "cpu")
+
+
+@pytest.mark.parametrize("mode", ["candidates", "full"])
+def test_run_json_records_which_bank_ran(clip, words, tmp_path, mode):
+    from PIL import Image
+
+    from tacluster.nouns.bank import noun_bank_entry
+    from tacluster.nouns.vocabulary import load_vocabulary
+    from tacluster.run.workflows import cluster_images
+
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        (tmp_path / "img").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(words[:120]))
+    cluster_images(tmp_path / "img", tmp_path / "run", 3, backbone=clip.name, method="no-train", device="cpu",
+                   cache_dir=tmp_path / "cache", vocabulary=str(vocab), progress=False, report=False,
+                   noun_bank=mode)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["noun_bank"] == mode
+    # the 7-template bank of every noun was built only by the full path
+    assert noun_bank_entry(clip, load_vocabulary(str(vocab)), tmp_path / "cache").is_dir() == (mode == "full")
+    if mode == "candidates":
+        nb = run["counts"]["noun_bank"]
+        assert nb["ranking_prompts"] == 120 and nb["full_bank_prompts"] == 840
+        assert 0 < nb["pool_nouns"] <= 120 and nb["exact_embedded_now"] == nb["pool_nouns"]
+    else:
+        assert "noun_bank" not in run["counts"]
