@@ -101,12 +101,18 @@ def _variants(backbone, threads: int) -> dict:
 
 
 def _interleaved(variants: dict, rounds: int, run) -> dict:
-    """``run(backbone, context, round)`` for every variant in every round, the order
-    turning each round; returns name -> list of (output, seconds, load average)."""
+    """``run(backbone, round)`` for every variant in every round, the order turning
+    each round, after one untimed ``run(backbone, None)`` each; returns name -> list
+    of (output, seconds, load average)."""
     import torch
 
     names = list(variants)
     out: dict = {n: [] for n in names}
+    for name in names:  # warm-up (kernels, allocator, the fast path's prefixes), not timed
+        bb, ctx, threads = variants[name]
+        torch.set_num_threads(threads)
+        with ctx():
+            run(bb, None)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             bb, ctx, threads = variants[name]
@@ -153,6 +159,7 @@ def compare(args) -> dict:
     import torch
 
     from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import PROMPT_TEMPLATES, embed_with_templates
     from tacluster.testing import save_random_real_size_model
 
     if not (args.bpe / "vocab.json").is_file():
@@ -160,24 +167,35 @@ def compare(args) -> dict:
     words, source = _words(None)
     order = np.random.default_rng(args.seed).permutation(len(words))
     slices = [[words[i] for i in order[r * args.words:(r + 1) * args.words]] for r in range(args.rounds)]
+    warm = [words[i] for i in order[-8:]]
     threads = args.threads or torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_random_real_size_model("clip", Path(tmp) / "clip", seed=args.seed, bpe=args.bpe)
         backbone = load_backbone(f"hf:{folder}")
         backbone.text_batch_size = args.batch_size
-        variants = _variants(backbone, threads)
+        variants = every = _variants(backbone, threads)
+        if args.variants:
+            unknown = set(args.variants) - set(variants)
+            if unknown:
+                raise SystemExit(f"unknown --variants {sorted(unknown)}; known: {list(variants)}")
+            variants = {k: v for k, v in variants.items() if k in args.variants}
+
+        def bank(bb, words):  # CLIPBackbone.noun_bank without its busy-machine thread rule
+            return embed_with_templates(bb.encode_text, words, PROMPT_TEMPLATES, args.batch_size, progress=False)
+
         text = _interleaved(variants, args.rounds,
-                            lambda bb, r: np.asarray(bb.noun_bank(slices[r], progress=False).embeddings))
+                            lambda bb, r: bank(bb, slices[r] if r is not None else warm))
         text_rows = _rows(text, next(iter(variants)), args.words * 7)
         for row in text_rows:
             row["full_bank_h"] = round(N_NOUNS * 7 / row["per_s"] / 3600, 2)
         image_rows = []
         if args.images:
             pixels = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(args.seed))
-            images = {k: variants[k] for k in (f"plain @{threads}", f"prefix+bf16 @{threads}",
+            images = {k: every[k] for k in (f"plain @{threads}", f"prefix+bf16 @{threads}",
                                                 f"prefix+int8 @{threads}")}
             images = dict(zip(("float32", "bf16", "int8"), images.values()))
-            image = _interleaved(images, args.rounds, lambda bb, r: bb.encode_images(pixels)["image"])
+            image = _interleaved(images, args.rounds,
+                                 lambda bb, r: bb.encode_images(pixels if r is not None else pixels[:1])["image"])
             image_rows = _rows(image, "float32", args.images)
     prompts = args.words * 7
     _print(f"noun bank, random real-size ViT-B/32 text tower, real BPE: {args.rounds} rounds x "
@@ -205,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--images", type=int, default=0, help="clip: also time the image tower on N images")
     parser.add_argument("--bpe", type=Path, default=BPE, help="clip: folder with CLIP's vocab.json and merges.txt")
     parser.add_argument("--seed", type=int, default=0, help="clip: weights and noun sample")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="clip: only these text variants (the first is the reference), e.g. 'plain @1' 'prefix @1'")
     parser.add_argument("--batch-size", type=int, default=256, help="words per text-encoder call")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)

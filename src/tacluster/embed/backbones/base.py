@@ -131,11 +131,18 @@ class CLIPBackbone(Backbone):
         """The 7 TAC prompts per word, embedded, normalised, averaged, normalised.
 
         Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
+
+        On a busy machine (load average >= cores) the text tower runs on one
+        torch thread: 2 threads spend their time waiting at barriers there
+        (``benchmarks/nounbank_speed.py --model clip``, docs/scaling.md).
         """
+        from tacluster._threads import one_thread_if_busy
+
         words = list(words)
-        emb = embed_with_templates(
-            self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
-        )
+        with one_thread_if_busy():
+            emb = embed_with_templates(
+                self.encode_text, words, PROMPT_TEMPLATES, self.text_batch_size, progress, desc=self.name
+            )
         return NounBank(words=words, embeddings=emb)
 
     def to(self, device: str) -> "CLIPBackbone":

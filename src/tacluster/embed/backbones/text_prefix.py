@@ -90,33 +90,37 @@ class CausalTextTower:
         ``ids[i]`` is prompt ``i`` tokenised as the plain forward tokenises it
         (padding after the pooled token is ignored). Returns None when a
         prompt's pooled position is unknown (see ``pool``).
+
+        Prompts of every prefix share a forward call: each row attends to its
+        own prefix's cached keys (padded to the longest prefix, the padding
+        masked) and its positions start after that prefix.
         """
         import torch
 
         pools = [self.pool(row) for row in ids]
         if not ids or any(p is None for p in pools):
             return None
-        by_prefix: dict[tuple[int, ...], list[int]] = {}
-        for i, row in enumerate(ids):
-            by_prefix.setdefault(self._prefix_of(row, pools[i]), []).append(i)
-        out: torch.Tensor | None = None
+        prefix = [self._prefix_of(row, pools[i]) for i, row in enumerate(ids)]
+        used = sorted(set(prefix), key=lambda p: (len(p), p))
+        index = {p: k for k, p in enumerate(used)}
+        past = self._stacked_kv(used)
         device = self.positions.device
-        for prefix, rows in by_prefix.items():
-            past = self._prefix_kv(prefix)
-            start = len(prefix)
-            rows.sort(key=lambda i: pools[i])  # similar lengths share a chunk: little padding
-            for c in range(0, len(rows), self.chunk):
-                part = rows[c : c + self.chunk]
-                length = max(pools[i] for i in part) + 1 - start
-                batch = torch.zeros((len(part), length), dtype=torch.long)
-                for r, i in enumerate(part):
-                    seq = list(ids[i][start : pools[i] + 1])
-                    batch[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                last = torch.tensor([pools[i] - start for i in part], dtype=torch.long, device=device)
-                feats = self._run(batch.to(device), start, past, last)
-                if out is None:
-                    out = feats.new_empty((len(ids), feats.shape[1]))
-                out[torch.tensor(part, device=device)] = feats
+        plen = torch.tensor([len(p) for p in used], dtype=torch.long, device=device)
+        rows = sorted(range(len(ids)), key=lambda i: pools[i] + 1 - len(prefix[i]))  # by length: little padding
+        out: torch.Tensor | None = None
+        for c in range(0, len(rows), self.chunk):
+            part = rows[c : c + self.chunk]
+            length = max(pools[i] + 1 - len(prefix[i]) for i in part)
+            batch = torch.zeros((len(part), length), dtype=torch.long)
+            for r, i in enumerate(part):
+                seq = ids[i][len(prefix[i]) : pools[i] + 1]
+                batch[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            which = torch.tensor([index[prefix[i]] for i in part], dtype=torch.long, device=device)
+            last = torch.tensor([pools[i] - len(prefix[i]) for i in part], dtype=torch.long, device=device)
+            feats = self._run(batch.to(device), plen[which], past, which, last)
+            if out is None:
+                out = feats.new_empty((len(ids), feats.shape[1]))
+            out[torch.tensor(part, device=device)] = feats
         return out
 
     def _prefix_of(self, row: Sequence[int], pool: int) -> tuple[int, ...]:
@@ -128,55 +132,76 @@ class CausalTextTower:
         return best
 
     def _prefix_kv(self, prefix: tuple[int, ...]):
-        """Per-layer (key, value) of ``prefix``, each (1, heads, P, head_dim); None when empty.
+        """Per-layer (key, value) of a non-empty ``prefix``, each (1, heads, P, head_dim).
 
         Cached per device and autocast dtype (an autocast forward gives other
         keys than a float32 one)."""
         import torch
 
-        if not prefix:
-            return None
         device = self.positions.device
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         key = (prefix, str(device), autocast)
         if key not in self._kv:
             ids = torch.tensor([prefix], dtype=torch.long, device=device)
             kv: list = []
-            self._run(ids, 0, None, None, collect=kv)
+            self._run(ids, torch.zeros(1, dtype=torch.long, device=device), None, None, None, collect=kv)
             self._kv[key] = kv
         return self._kv[key]
 
-    def _run(self, ids, start: int, past, last, collect: list | None = None):
-        """Run ``ids`` (B, L) at positions ``start..`` against ``past`` keys/values.
+    def _stacked_kv(self, used: list[tuple[int, ...]]):
+        """Per-layer (keys, values) of the prefixes ``used``, each (n_used, heads, P_max, head_dim),
+        zero past each prefix's end; None when every prefix is empty."""
+        import torch
 
-        ``last`` (B,) is each row's pooled position within ``ids``: the final
-        layer then computes only those rows, and the projected (B, d) features
-        are returned. With ``collect`` a list, each layer's (key, value) is
-        appended to it instead (for a prefix; nothing is pooled).
+        longest = max(len(p) for p in used)
+        if longest == 0:
+            return None
+        per_prefix = [self._prefix_kv(p) if p else None for p in used]
+        stacked = []
+        for li in range(len(self.layers)):
+            ref = next(kv[li][0] for kv in per_prefix if kv is not None)
+            ks, vs = ref.new_zeros((2, len(used), ref.shape[1], longest, ref.shape[3])).unbind(0)
+            for k, kv in enumerate(per_prefix):
+                if kv is not None:
+                    ks[k, :, : len(used[k])], vs[k, :, : len(used[k])] = kv[li][0][0], kv[li][1][0]
+            stacked.append((ks, vs))
+        return stacked
+
+    def _run(self, ids, start, past, which, last, collect: list | None = None):
+        """Run ``ids`` (B, L), row ``b`` at positions ``start[b]..``, against ``past``.
+
+        ``past`` is per layer (keys, values) of shape (n, heads, P_max, head_dim)
+        and row ``b`` attends to entry ``which[b]``'s first ``start[b]`` of
+        them. ``last`` (B,) is each row's pooled position within ``ids``: the
+        final layer then computes only those rows, and the projected (B, d)
+        features are returned. With ``collect`` a list, each layer's (key,
+        value) is appended to it instead (for a prefix; nothing is pooled).
         """
         import torch
         from torch.nn.functional import scaled_dot_product_attention
 
         b, length = ids.shape
-        x = self.tokens(ids) + self.positions[start : start + length]
-        n_past = 0 if past is None else past[0][0].shape[2]
-        q_pos = torch.arange(length, device=ids.device)
-        # True = may attend: every prefix key, and the sequence's own keys up to the query.
-        mask = torch.ones((length, n_past + length), dtype=torch.bool, device=ids.device)
-        mask[:, n_past:] = q_pos[None, :] <= q_pos[:, None]
+        steps = torch.arange(length, device=ids.device)
+        at = (start[:, None] + steps[None, :]).clamp(max=self.positions.shape[0] - 1)  # clamped: padding only
+        x = self.tokens(ids) + self.positions[at]
+        # True = may attend: the row's own prefix keys, and its own keys up to the query.
+        mask = (steps[None, :] <= steps[:, None]).expand(b, 1, length, length)
+        if past is not None:
+            n_past = past[0][0].shape[2]
+            own = torch.arange(n_past, device=ids.device)[None, :] < start[:, None]  # (B, P_max)
+            mask = torch.cat([own[:, None, None, :].expand(b, 1, length, n_past), mask], dim=-1)
         rows = torch.arange(b, device=ids.device)
         for li, layer in enumerate(self.layers):
             final = last is not None and li == len(self.layers) - 1
             q, k, v = (t.unflatten(-1, (layer.heads, -1)).transpose(1, 2) for t in layer.qkv(layer.norm1(x)))
             if past is not None:
-                pk, pv = past[li]
-                k = torch.cat([pk.expand(b, -1, -1, -1), k], dim=2)
-                v = torch.cat([pv.expand(b, -1, -1, -1), v], dim=2)
+                k = torch.cat([past[li][0][which], k], dim=2)
+                v = torch.cat([past[li][1][which], v], dim=2)
             if collect is not None:
                 collect.append((k, v))
             m = mask
             if final:  # only the pooled token's output is needed from here on
-                q, m, x = q[rows, :, last][:, :, None], mask[last][:, None, None], x[rows, last][:, None]
+                q, m, x = q[rows, :, last][:, :, None], mask[rows, :, last][:, :, None], x[rows, last][:, None]
             a = scaled_dot_product_attention(q, k, v, attn_mask=m, scale=layer.scale)
             x = x + layer.ls1(layer.out(a.transpose(1, 2).flatten(2)))
             x = x + layer.ls2(layer.mlp(layer.norm2(x)))
