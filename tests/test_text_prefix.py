@@ -107,3 +107,21 @@ def test_siglip_is_bidirectional_so_it_keeps_the_plain_forward(tmp_path, monkeyp
     out = siglip.encode_text(["a photo of a cat.", "a photo of a dog."])
     assert siglip._tower is False  # no fast path for it
     assert calls == [2] and out.shape[0] == 2
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_noun_bank_text_tower_on_one_thread_only_when_busy(clip, monkeypatch, busy):
+    import tacluster._threads as threads
+
+    monkeypatch.setattr(threads, "machine_is_busy", lambda: busy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    original = clip.encode_text
+    monkeypatch.setattr(clip, "encode_text", lambda texts: seen.append(torch.get_num_threads()) or original(texts))
+    try:
+        clip.noun_bank(["cat", "dog"], progress=False)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1 if busy else 2] and after == 2
