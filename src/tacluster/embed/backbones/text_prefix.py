@@ -245,6 +245,8 @@ def hf_clip_tower(model, tokenizer, token_ids, templates: Sequence[str]) -> Caus
     if any(type(layer) is not mc.CLIPEncoderLayer or type(layer.self_attn) is not mc.CLIPAttention
            for layer in text.encoder.layers):
         return None
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        return None  # left padding shifts the plain forward's positions: not what runs here
     eos = text.eos_token_id
     pad = tokenizer.pad_token_id
 
