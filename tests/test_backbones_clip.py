@@ -186,6 +186,19 @@ def test_openclip_local_dir_shapes_norms_and_templates(oc_dir):
     np.testing.assert_allclose(bank.embeddings[1], manual / np.linalg.norm(manual), atol=1e-5)
 
 
+def test_openclip_prefix_reuse_reproduces_plain_forward(oc_dir, monkeypatch):
+    b = load_backbone(f"openclip:local-dir:{oc_dir}")
+    words = ["x", "cat", "ice cream", "a very long noun phrase indeed"]
+    prompts = [t.format(w) for w in words for t in PROMPT_TEMPLATES] + ["plain text", ""]
+    b.prefix_reuse = False
+    plain = b.encode_text(prompts)
+    b.prefix_reuse = True
+    monkeypatch.setattr(b, "_text_features", lambda texts: pytest.fail("plain forward called"))
+    fast = b.encode_text(prompts)
+    assert (1 - (plain * fast).sum(axis=1)).max() < 1e-5  # unit rows: 1 - dot is the cosine distance
+    assert len({key[0] for key in b._tower._kv}) == len(PROMPT_TEMPLATES)
+
+
 def test_openclip_checkpoint_path_syntax_and_fingerprint(oc_dir, tmp_path):
     open_clip = _open_clip()
     # Register the tiny architecture under a name, as a user would for a custom model.

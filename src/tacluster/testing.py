@@ -177,14 +177,24 @@ def real_size_config(short: str):
     raise BackboneError(f"no real-size config for {short!r}")
 
 
-def save_random_real_size_model(short: str, folder: str | os.PathLike, seed: int = 0) -> Path:
+def save_random_real_size_model(short: str, folder: str | os.PathLike, seed: int = 0,
+                                bpe: str | os.PathLike | None = None) -> Path:
     """A short-name model's full-size architecture with random weights, saved as an
-    ``hf:`` folder (the tiny tokenizer and processor of the test models, 224 px)."""
+    ``hf:`` folder (the tiny tokenizer and processor of the test models, 224 px).
+
+    ``bpe``, for the CLIP models: a folder with CLIP's real ``vocab.json`` and
+    ``merges.txt`` (e.g. ``../shared/models/clip-bpe``), whose tokenizer then
+    replaces the tiny one, so that prompts have their true token counts."""
     import transformers
     import torch
 
     folder = Path(folder)
     tiny = save_tiny_hf_siglip(folder, seed) if short.startswith("siglip") else save_tiny_hf_clip(folder, seed)
+    if bpe is not None and not short.startswith("siglip"):
+        bpe = Path(bpe)
+        tokenizer = transformers.CLIPTokenizer(str(bpe / "vocab.json"), str(bpe / "merges.txt"))
+        tokenizer.model_max_length = 77
+        tokenizer.save_pretrained(tiny)
     torch.manual_seed(seed)
     config = real_size_config(short)
     model_cls = transformers.SiglipModel if short.startswith("siglip") else transformers.CLIPModel

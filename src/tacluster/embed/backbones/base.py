@@ -81,6 +81,10 @@ class CLIPBackbone(Backbone):
     outputs = ("image",)
     prompt_templates = PROMPT_TEMPLATES
     text_batch_size: int = 256
+    #: Use the exact fast text path (:mod:`~tacluster.embed.backbones.text_prefix`)
+    #: where the backbone has one; False runs the model's plain forward.
+    prefix_reuse: bool = True
+    _tower = None  # the fast text path, built on first use; False where there is none
 
     def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         """Raw image embeddings (N, d) of preprocessed pixels already on the device."""
@@ -89,6 +93,25 @@ class CLIPBackbone(Backbone):
     def _text_features(self, texts: list[str]) -> "torch.Tensor":  # noqa: F821
         """Raw text embeddings (N, d) of raw strings."""
         raise NotImplementedError
+
+    def _text_tower(self):
+        """The exact fast text path (a :class:`~tacluster.embed.backbones.text_prefix.CausalTextTower`),
+        or None where the text tower is not one it reproduces (the default)."""
+        return None
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """``texts`` tokenised as :meth:`_text_features` tokenises them, one id list per text."""
+        raise NotImplementedError
+
+    def _fast_text_features(self, texts: list[str]):
+        """Raw text embeddings from the fast path, or None where it does not apply."""
+        if not self.prefix_reuse or self._tower is False:
+            return None
+        if self._tower is None:
+            self._tower = self._text_tower() or False
+            if self._tower is False:
+                return None
+        return self._tower.encode(self._token_ids(texts))
 
     def encode_images(self, batch: "torch.Tensor") -> dict[str, np.ndarray]:  # noqa: F821
         """Embed preprocessed images (N, 3, H, W): ``{"image": (N, d)}`` float32 unit rows."""
@@ -102,8 +125,11 @@ class CLIPBackbone(Backbone):
         """Embed raw strings; shape (len(texts), d), float32 unit rows."""
         import torch
 
+        texts = list(texts)
         with torch.inference_mode():
-            feats = self._text_features(list(texts))
+            feats = self._fast_text_features(texts)
+            if feats is None:
+                feats = self._text_features(texts)
         return _unit_rows(feats)
 
     def noun_bank(self, words: Sequence[str], progress: bool = True,
@@ -111,11 +137,18 @@ class CLIPBackbone(Backbone):
         """The prompts of ``templates`` (TAC's 7) per word, embedded, normalised, averaged, normalised.
 
         Returns a :class:`NounBank` with ``embeddings`` of shape (n_words, d).
+
+        On a busy machine (load average >= cores) the text tower runs on one
+        torch thread: 2 threads spend their time waiting at barriers there
+        (``benchmarks/nounbank_speed.py --model clip``, docs/scaling.md).
         """
+        from tacluster._threads import one_thread_if_busy
+
         words = list(words)
-        emb = embed_with_templates(
-            self.encode_text, words, templates, self.text_batch_size, progress, desc=self.name
-        )
+        with one_thread_if_busy():
+            emb = embed_with_templates(
+                self.encode_text, words, templates, self.text_batch_size, progress, desc=self.name
+            )
         return NounBank(words=words, embeddings=emb)
 
     def to(self, device: str) -> "CLIPBackbone":
@@ -123,6 +156,7 @@ class CLIPBackbone(Backbone):
 
         self._device = torch.device(device)
         self._model.to(self._device)
+        self._tower = None  # its cached prefix keys/values live on the old device
         return self
 
 

@@ -224,6 +224,19 @@ class HFTwoTowerBackbone(CLIPBackbone):
         return _features(self._model.get_image_features(pixel_values=pixels))
 
     # -- text -----------------------------------------------------------------
+    def _text_tower(self):
+        """CLIP's causal text tower with prefix reuse; None for SigLIP (bidirectional) and others."""
+        from tacluster.embed.backbones.text_prefix import hf_clip_tower
+
+        if self._pad_to_max:
+            return None
+        return hf_clip_tower(self._model, self._tokenizer, self._token_ids, PROMPT_TEMPLATES)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if self._lowercase:
+            texts = [t.lower() for t in texts]
+        return self._tokenizer(texts, truncation=True, max_length=self._context_length)["input_ids"]
+
     def _text_features(self, texts: list[str]):
         """CLIP pads each batch to its longest prompt; SigLIP to its full context
         length (``padding="max_length"``), and SigLIP 2 lower-cases, as they

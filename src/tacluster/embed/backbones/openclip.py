@@ -263,6 +263,15 @@ class OpenCLIPBackbone(CLIPBackbone):
     def _text_features(self, texts: list[str]):
         return self._model.encode_text(self._tokenizer(texts).to(self._device))
 
+    def _text_tower(self):
+        """The causal, argmax-pooled text tower with prefix reuse; None for others (SigLIP, CoCa)."""
+        from tacluster.embed.backbones.text_prefix import open_clip_tower
+
+        return open_clip_tower(self._model, self._token_ids, PROMPT_TEMPLATES)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self._tokenizer(texts).tolist()
+
 
 def load(argument: str, device: str = "cpu", offline: bool | None = None) -> OpenCLIPBackbone:
     """Registry factory for ``openclip:...`` names."""
