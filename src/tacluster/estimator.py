@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
 from tacluster._blocks import PowerRows, iter_blocks, power_normalise
+from tacluster._scale import LARGE_SCALE_MIN_SAMPLES, checked_images, use_large_scale  # noqa: F401 (re-exported)
 from tacluster._validation import (
     as_float_matrix,
     check_choice,
@@ -40,48 +41,17 @@ from tacluster.counterparts import (
 from tacluster.errors import InputError, NotFittedError
 
 METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
-
-#: ``large_scale="auto"`` switches every stage to its large-collection
-#: setting at this many samples. Below it the exact path fits in a few GB and minutes (200k x 512: about 0.4 GB
-#: per matrix); above it, its (n, K) probabilities and full-data k-means fits
-#: grow past what a laptop holds or waits for (benchmarks/scale.py).
-LARGE_SCALE_MIN_SAMPLES = 100_000
-
+#: The methods whose final k-means ``consensus`` replaces (``"auto"``: its k-means candidate).
+CONSENSUS_METHODS = ("kmeans", "no-train", "auto")
+#: Settings ``method="auto"`` does not hand its candidates: K is resolved, the seed is
+#: the fit's, and the candidates set their own method and feature power.
+_NOT_FORWARDED = ("n_clusters", "method", "random_state", "k_range", "feature_power")
 
 #: Above this many clusters ``"spectral"`` goes through landmarks at any N: the
 #: exact graph's eigensolver needs K eigenvectors, and its time grows steeply
 #: with K (20k images: K = 300 took 111 s, K = 1000 did not finish in 18 min on
 #: 2 cores; docs/scaling.md).
 SPECTRAL_EXACT_MAX_CLUSTERS = 300
-
-
-def checked_images(image_embeddings, large_scale: bool | str = "auto"):
-    """``image_embeddings`` checked and normalised by :func:`as_float_matrix`; on the
-    large-N path a float16 (or not yet unit-length) input is read through a
-    normalising row view instead of a float32 copy (docs/scaling.md)."""
-    shape = getattr(image_embeddings, "shape", None)  # rows before any conversion
-    n = int(shape[0]) if shape is not None and len(shape) == 2 else 0
-    return as_float_matrix(image_embeddings, "image_embeddings", lazy=use_large_scale(n, large_scale))
-
-
-def use_large_scale(n_samples: int, large_scale: bool | str = "auto") -> bool:
-    """Resolve the ``large_scale`` setting for a collection of ``n_samples``.
-
-    Parameters
-    ----------
-    n_samples : int
-    large_scale : {"auto", True, False}
-        ``"auto"``: the large-collection settings from :data:`LARGE_SCALE_MIN_SAMPLES` samples.
-
-    Returns
-    -------
-    bool
-    """
-    if large_scale == "auto":
-        return n_samples >= LARGE_SCALE_MIN_SAMPLES
-    if isinstance(large_scale, (bool, np.bool_)):
-        return bool(large_scale)
-    raise InputError(f"large_scale={large_scale!r}; use 'auto', True or False")
 
 
 class TextAidedClustering(ClusterMixin, BaseEstimator):
@@ -160,8 +130,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
         of ``n`` single-restart partitions instead
         (:func:`tacluster.cluster.kmeans.consensus_kmeans`), steadier where the
-        k-means objective is flat (``docs/stability.md``). Not used on the
-        large-N path.
+        k-means objective is flat (``docs/stability.md``); under ``"auto"``
+        its k-means candidate does. Refused with ``"tac"``, ``"spectral"`` and on
+        the large-N path, which make no such k-means.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the heads train.
     random_state : int, RandomState or None, default=0
@@ -263,6 +234,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ checks
+    def validate_params(self) -> None:
+        """Check every setting as ``fit`` does first, without data (raises :class:`InputError`)."""
+        self._check_params()
+
     def _check_params(self) -> None:
         check_choice(self.method, "method", METHODS)
         check_choice(self.device, "device", ("cpu", "cuda", "auto"))
@@ -275,6 +250,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         check_positive(self.consensus, "consensus", integer=True, allow_zero=True)
         if self.consensus == 1:
             raise InputError("consensus=1 combines nothing; use 0 (best of the restarts) or >= 2 partitions, e.g. 20")
+        if self.consensus >= 2 and self.method not in CONSENSUS_METHODS:
+            raise InputError(f"consensus={self.consensus} combines k-means runs, which method={self.method!r} does "
+                             f"not make; use it with method {' / '.join(map(repr, CONSENSUS_METHODS))}, or drop it")
+        if self.method == "auto" and self.feature_power != 1.0:
+            raise InputError(f"feature_power={self.feature_power} is chosen by method='auto' (its candidates use 1 "
+                             "and 0.5); drop it, or give a method such as 'spectral'")
         for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
             check_positive(getattr(self, name), name)
         if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
@@ -328,9 +309,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
         n, seed = u_in.shape[0], self._seed()
         large = self.large_scale_ = use_large_scale(n, self.large_scale)
+        if large and self.consensus >= 2:
+            raise InputError(f"consensus={self.consensus} is not used on the large-N path ({n} samples, "
+                             f"large_scale={self.large_scale!r}): drop it, or pass large_scale=False")
         # On the large-N path the power view is computed per block of rows, never whole.
         u = self._image_view(u_in, lazy=large)
-        k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
+        k = self.n_clusters_ = self._resolve_k(u, seed, timings)
         self._reset_fitted(u)
         if self.method == "auto":
             self._fit_auto(u_in, k, seed, timings)
@@ -348,24 +332,18 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------ fit stages
-    def _resolve_k(self, u: np.ndarray, joint_embeddings, seed: int, timings: dict) -> int:
-        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`)."""
+    def _resolve_k(self, u: np.ndarray, seed: int, timings: dict) -> int:
+        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`; its
+        default criterion reads the image side only, so no text view is passed)."""
         n = u.shape[0]
         self.auto_k_ = None
         if not isinstance(self.n_clusters, str):
             return check_n_clusters(self.n_clusters, n)
         check_choice(self.n_clusters, "n_clusters", ("auto",))
-        from tacluster.cluster.choose_k import estimate_n_clusters
+        from tacluster.cluster.choose_k import estimate_n_clusters, search_range
 
         tic = time.perf_counter()
-        # The noun-space view joins the search when it differs from the image side.
-        text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
-        # Small collections: at least 10 images per cluster on average (30
-        # photos of one cat gave K = 23 without a cap; the earlier sqrt(n / 2)
-        # cap, 18 for 700 images, was below the 25 classes of uiuc-texture).
-        k_lo, k_hi = self.k_range
-        k_hi = min(k_hi, max(k_lo, n // 10, 2), (4 * n) // 5)
-        self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
+        self.auto_k_ = estimate_n_clusters(u, k_range=search_range(n, self.k_range), seed=seed)
         timings["auto_k"] = time.perf_counter() - tic
         return int(self.auto_k_.k)
 
@@ -389,9 +367,16 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         from tacluster.cluster.choose_method import choose_method
 
         tic = time.perf_counter()
-        shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
-                  "large_scale": self.large_scale, "knn_method": self.knn_method}
-        self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
+        # every setting a candidate takes (consensus, spectral_neighbors, ...), as the method itself would get it
+        shared = {name: v for name, v in self.get_params().items() if name not in _NOT_FORWARDED}
+
+        def fit_candidate(params: dict) -> "TextAidedClustering":
+            p = {**shared, **params, "random_state": seed}
+            if p["method"] not in CONSENSUS_METHODS:
+                p["consensus"] = 0  # e.g. the spectral candidates: no k-means of theirs to replace
+            return TextAidedClustering(k, **p).fit(u_in)
+
+        self.choice_, chosen = choose_method(u_in, k, fit_candidate, seed=seed, large_scale=self.large_scale)
         self.feature_power_ = float(chosen.feature_power_)
         self.cluster_centers_ = chosen.cluster_centers_
         self.probabilities_ = chosen.probabilities_

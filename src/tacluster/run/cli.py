@@ -67,7 +67,8 @@ def _common(p, *, cache=True) -> None:
     """Options shared by the commands that load a backbone."""
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
                    help="where the models run (default: auto = cuda if available)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default 64; not with --embeddings, which embeds nothing)")
     if cache:
         p.add_argument("--cache-dir", default=None,
                        help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
@@ -83,9 +84,11 @@ def _add_cluster(sub) -> None:
                                    "assignments.parquet/.csv, clusters.json, model/, skipped.csv, run.json, report.html.")
     c.add_argument("input", nargs="?", default=None,
                    help="folder of images (recursive) or a .csv/.txt list of paths (or give --embeddings)")
+    # The range is choose_k.search_range's (tests/test_cli.py checks the examples against it); spelled out
+    # here so that building the parser does not import the clustering stack.
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
-                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to "
-                        "min(30, n/10) for n images: 2..15 for 150)")
+                   help="number of clusters, or 'auto' to estimate it (searched in 2..max(2, min(30, n // 10)) "
+                        "for n images: 2..2 for 25, 2..15 for 150, 2..30 for 1000)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
@@ -95,8 +98,9 @@ def _add_cluster(sub) -> None:
                    help="auto = the measured best for the backbone (see README)")
     c.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 4294967295 (default 0)")
     c.add_argument("--consensus", type=int, default=0, metavar="N",
-                   help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
-                        "(steadier across seeds; default 0 = best of 10 restarts)")
+                   help="kmeans / no-train / auto (its k-means candidate): cluster the consensus of N "
+                        "single-restart k-means runs (steadier across seeds; default 0 = best of 10 "
+                        "restarts); refused with tac and spectral")
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
@@ -109,9 +113,9 @@ def _add_cluster(sub) -> None:
                         "features (lite): the images' joint (noun-space) vectors, same layout")
     c.add_argument("--embedding-column", default=None, metavar="NAME",
                    help="with a .parquet: the vector column (default: embedding, emb or vector)")
-    c.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
-                        "RAY_ADDRESS selects the cluster)")
+    c.add_argument("--engine", choices=["local", "ray"], default=None,
+                   help="embed in this process (default), or on Ray actors (pip install 'tacluster[ray]'; "
+                        "RAY_ADDRESS selects the cluster); not with --embeddings")
     _common(c)
 
 

@@ -55,8 +55,8 @@ class ClusterRun:
     vocabulary_use: tuple[int, int, list[str]] | None = None
 
 
-def recommended_params(backbone_name: str) -> dict:
-    """The estimator settings ``--method auto`` resolves to for a backbone.
+def recommended_method(backbone_name: str) -> str:
+    """The method ``--method auto`` resolves to for a backbone.
 
     CLIP-like backbones: the paper's TAC. The offline ``lite`` backbone: its
     text side is too weak for TAC (held-out ACC, 10 seeds: 15-Scene TAC
@@ -68,9 +68,7 @@ def recommended_params(backbone_name: str) -> dict:
     the collection's neighbour graph); measured on nine domains with a
     leave-one-domain-out check in docs/tuning.md (issue 19).
     """
-    if backbone_name.split(":")[0] == "lite":
-        return {"method": "auto"}
-    return {"method": "tac"}
+    return "auto" if backbone_name.split(":")[0] == "lite" else "tac"
 
 
 def _load_backbone_quietly(name: str, device: str, offline: bool | None, progress: bool):
@@ -80,11 +78,6 @@ def _load_backbone_quietly(name: str, device: str, offline: bool | None, progres
 
     with hub_progress(progress):
         return load_backbone(name, device=device, offline=offline)
-
-
-def recommended_method(backbone_name: str) -> str:
-    """The method part of :func:`recommended_params`."""
-    return recommended_params(backbone_name)["method"]
 
 
 def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
@@ -119,7 +112,7 @@ def cluster_images(
     method: str = "auto",
     seed: int = 0,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     vocabulary: str | None = None,
     overwrite: bool = False,
@@ -127,7 +120,7 @@ def cluster_images(
     report: bool = True,
     estimator_params: dict | None = None,
     command: str | None = None,
-    engine: str = "local",
+    engine: str | None = None,
     offline: bool | None = None,
     embeddings: str | os.PathLike | None = None,
     joint_embeddings: str | os.PathLike | None = None,
@@ -148,6 +141,8 @@ def cluster_images(
         the label-free choice of :mod:`tacluster.cluster.choose_method`, recorded in
         run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
         or ``"spectral"``
+    batch_size, engine : images per forward pass (default 64) and ``"local"`` (default) or
+        ``"ray"``; refused with ``embeddings`` (nothing is embedded)
     cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
     vocabulary : a file with one noun per line (default: WordNet nouns)
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
@@ -161,13 +156,16 @@ def cluster_images(
     timings: dict[str, float] = {}
     out = Path(out_dir)
     n_clusters = _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column)
+    _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
+    resolved_method = recommended_method(backbone) if method == "auto" else method
+    # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
+    _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
     external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
     if external is None:
         out_r, src_r = out.resolve(), src.resolve()
         if out_r == src_r:
             raise InputError(f"--out {str(out)!r} is the input folder {str(source)!r}: the run's files would "
                              "mix with the images and every later run over it; choose another --out")
-    resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
                              estimator_params, joint_embeddings, embedding_column)
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -178,10 +176,11 @@ def cluster_images(
         bb = _load_backbone_quietly(backbone, device, offline, progress)
     if external is None:
         with _timed(timings, "embed"):
-            emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+            emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress,
+                               engine=engine or "local")
     else:
         with _timed(timings, "read_embeddings"):
-            emb = _read_external(external, bb, backbone)
+            emb = _read_external(external, bb, backbone, (estimator_params or {}).get("large_scale", "auto"))
     _check_usable(emb, n_clusters, out, run_key, source, src)
     check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
     u = emb.arrays["image"]
@@ -190,7 +189,7 @@ def cluster_images(
         words, bank, unknown = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None,
                                           joint is not u)
 
-    est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
+    est = _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params)
     with _timed(timings, "fit"):
         est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
     timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
@@ -201,7 +200,8 @@ def cluster_images(
     tic = time.perf_counter()
     xy = map_coordinates(u, seed)
     record = {
-        "settings": {**settings, "device": device, "device_used": _device_used(device), "batch_size": batch_size,
+        "settings": {**settings, "device": device, "device_used": _device_used(device),
+                     **({"batch_size": batch_size or 64, "engine": engine or "local"} if external is None else {}),
                      "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
                      "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
                      "kept_nouns": len(est.kept_nouns_),
@@ -258,6 +258,16 @@ def _check_sources(source, embeddings, joint_embeddings, embedding_column, verb:
                          if source is not None else f"nothing to {verb}: give INPUT (images) or --embeddings")
     if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
         raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
+
+
+def _refuse_embedding_options(embeddings, **options) -> None:
+    """Options of the embedding stage (``batch_size=64``: ``--batch-size``) are refused with
+    ``--embeddings``, where nothing is embedded; None means not given."""
+    given = [name for name, value in options.items() if value is not None]
+    if embeddings is not None and given:
+        flags = " and ".join("--" + name.replace("_", "-") for name in given)
+        raise InputError(f"{flags} set how images are embedded, but --embeddings vectors are read, not embedded; "
+                         f"drop {flags}")
 
 
 def _open_input(source, embeddings, joint_embeddings, embedding_column):
@@ -338,15 +348,14 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
     return words, bank, unknown
 
 
-def _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params):
-    """The estimator a run fits: the backbone's recommended settings, its retrieval tau, the user's overrides."""
+def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params):
+    """The estimator a run fits: the backbone's retrieval tau (``bb`` None: none), the user's settings."""
     from tacluster.estimator import TextAidedClustering
 
-    auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
     # TAC's retrieval temperature in the backbone's own similarity scale
     # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
     tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
-    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **auto, **(estimator_params or {})}
+    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **(estimator_params or {})}
     return TextAidedClustering(n_clusters, resolved_method, **params)
 
 
@@ -444,9 +453,10 @@ def cluster_embeddings(
                           joint_embeddings=joint_embeddings, embedding_column=embedding_column, **kwargs)
 
 
-def _read_external(external, bb, backbone_name: str):
+def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "auto"):
     """The vectors of ``--embeddings`` (and ``--joint-embeddings``) as an EmbeddingResult,
-    after checking their widths against what the backbone makes."""
+    after checking their widths against what the backbone makes; read as the estimator's
+    ``large_scale`` path will read them."""
     from tacluster.embed import EmbeddingResult
     from tacluster.embed.external import backbone_widths, match_joint
 
@@ -487,7 +497,7 @@ def _read_external(external, bb, backbone_name: str):
     # Large collections: the image vectors are read through a normalising view of
     # the source (memory map, or float16 as stored), as the estimator's large-N
     # path reads them by sampled rows and blocks (1.28 M x 1280: 6.6 GB of float32 not held).
-    arrays = {"image": image.rows() if use_large_scale(image.n_rows) else image.load()}
+    arrays = {"image": image.rows() if use_large_scale(image.n_rows, large_scale) else image.load()}
     if joint is not None:
         # Read in blocks (naming; fitting reads it only for text-side methods, as an array):
         # a .npy stays memory-mapped instead of a second float32 (N, d) copy.
@@ -518,7 +528,7 @@ def predict_images(
     out_csv: str | os.PathLike | None = None,
     *,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     offline: bool | None = None,
@@ -533,11 +543,13 @@ def predict_images(
     :func:`cluster_embeddings` (same layouts, same width checks and errors).
     ``offline``: never download the model's backbone (read the caches only).
     Memory beyond the vectors is O(rows): no (N, K) probability matrix.
+    ``batch_size`` (images per forward pass, default 64) is refused with ``embeddings``.
     """
     from tacluster.embed import embed_images
     from tacluster.estimator import TextAidedClustering
     from tacluster.nouns.bank import default_cache_dir
 
+    _refuse_embedding_options(embeddings, batch_size=batch_size)
     out_path = None if out_csv is None else _check_prediction_out(Path(out_csv))
     model_path = Path(model_dir)
     if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
@@ -580,9 +592,9 @@ def predict_images(
         )
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if external is None:
-        emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+        emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
     else:
-        emb = _read_external(external, bb, name)
+        emb = _read_external(external, bb, name, est.large_scale)
     if emb.paths:
         labels, conf = est.predict_with_confidence(emb.arrays["image"], joint_embeddings=emb.arrays.get("joint"))
         if label_map:  # after `tacluster merge`: the run's id of each model cluster, as in assignments
