@@ -417,3 +417,26 @@ def test_consensus_is_refused_on_the_large_path(easy_world):
 def test_feature_power_is_refused_under_auto(easy_world):
     with pytest.raises(InputError, match="feature_power=0.5 is chosen by method='auto'"):
         TextAidedClustering(3, "auto", feature_power=0.5).fit(easy_world.image_embeddings)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "spectral", "auto", "no-train"])
+def test_fewer_clusters_than_asked_warns(easy_world, method):
+    from tacluster.errors import CollapseWarning
+
+    x = np.repeat(easy_world.image_embeddings[:3], 10, axis=0)  # 3 distinct rows
+    with pytest.warns(CollapseWarning, match=r"produced 3 distinct clusters of the n_clusters=5 asked for"):
+        TextAidedClustering(5, method, random_state=0).fit(x, easy_world.noun_embeddings, easy_world.nouns)
+
+
+def test_collapsed_heads_warn_and_healthy_fits_do_not(easy_world, recwarn):
+    from tacluster.errors import CollapseWarning
+
+    assert issubclass(CollapseWarning, UserWarning)
+    with pytest.warns(CollapseWarning, match=r"the trained heads collapsed: the image head puts the images in \d+ "):
+        # no balance term, K far above the 5 classes
+        TextAidedClustering(12, "tac", random_state=0, balance_weight=0.0, **FAST).fit(
+            easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+    recwarn.clear()
+    for method in ("kmeans", "auto", "tac"):
+        fit(easy_world, method)
+    assert not [w for w in recwarn if issubclass(w.category, CollapseWarning)]

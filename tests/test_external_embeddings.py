@@ -476,3 +476,21 @@ def test_external_vectors_are_read_as_the_users_large_scale_asks(world, tmp_path
     for large_scale, lazy in (("auto", False), (True, True), (False, False)):
         emb = _read_external((open_embeddings(npy), None), world["bb"], "hf", large_scale)
         assert isinstance(emb.arrays["image"], _RowView) is lazy, large_scale
+
+
+def test_fewer_clusters_than_asked_is_one_warning_line_and_recorded(world, tmp_path, capsys):
+    """Issue 28: nothing said so when a fit yielded fewer distinct clusters than --k."""
+    npy = tmp_path / "two.npy"
+    np.save(npy, np.repeat(world["x16"][:2], 30, axis=0))  # 60 rows, 2 distinct vectors
+    assert main(_args(world, tmp_path / "run", "--embeddings", str(npy), "--method", "kmeans")) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert lines == ["tacluster: warning: the fit produced 2 distinct clusters of the n_clusters=3 asked for "
+                     "(method='kmeans'); the data holds fewer distinct groups than that: ask for fewer clusters"]
+    assert "Traceback" not in err and "CollapseWarning" not in err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["warnings"] == [lines[0].removeprefix("tacluster: warning: ")]
+    np.save(npy, world["x16"])  # three groups: no warning, none recorded
+    assert main(_args(world, tmp_path / "run3", "--embeddings", str(npy), "--method", "kmeans")) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warnings" not in json.loads((tmp_path / "run3" / "run.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -38,7 +39,7 @@ from tacluster.counterparts import (
     select_nouns,
     semantic_centres,
 )
-from tacluster.errors import InputError, NotFittedError
+from tacluster.errors import CollapseWarning, InputError, NotFittedError
 
 METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 #: The methods whose final k-means ``consensus`` replaces (``"auto"``: its k-means candidate).
@@ -301,6 +302,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Warns
+        -----
+        CollapseWarning
+            When fewer distinct clusters than ``n_clusters`` come out, or (``"tac"``)
+            either trained head puts the samples in fewer clusters than that.
         """
         self._check_params()
         timings: dict[str, float] = {}
@@ -328,8 +335,31 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self._fit_no_train(u, s, k, large, seed, timings)
             else:
                 self._fit_tac(u, s, k, large, seed, timings)
+        self._warn_if_collapsed(k)
         self.timings_ = timings
         return self
+
+    def _warn_if_collapsed(self, k: int) -> None:
+        """A :class:`CollapseWarning` when fewer than ``k`` clusters came out (``"tac"``: of either head)."""
+        found = int(np.unique(self.labels_).size)
+        if self.method == "tac":
+            from tacluster.train.loop import head_probabilities
+
+            used = np.zeros(k, dtype=bool)
+            for sl in iter_blocks(self.counterparts_.shape[0]):  # the text head's argmax on s, per block
+                used[head_probabilities(self.text_head_, self.counterparts_[sl]).argmax(1)] = True
+            text = int(used.sum())
+            if found < k or text < k:
+                warnings.warn(
+                    f"the trained heads collapsed: the image head puts the images in {found} and the text head "
+                    f"in {text} of the n_clusters={k} clusters asked for; try a larger balance_weight (now "
+                    f"{self.balance_weight:g}), more epochs, or fewer clusters", CollapseWarning, stacklevel=3)
+        elif found < k:
+            method = self.method if self.choice_ is None else f"auto, chose {self.choice_.method}"
+            warnings.warn(
+                f"the fit produced {found} distinct clusters of the n_clusters={k} asked for (method={method!r}); "
+                "the data holds fewer distinct groups than that: ask for fewer clusters", CollapseWarning,
+                stacklevel=3)
 
     # ------------------------------------------------------------ fit stages
     def _resolve_k(self, u: np.ndarray, seed: int, timings: dict) -> int:
@@ -374,7 +404,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
             p = {**shared, **params, "random_state": seed}
             if p["method"] not in CONSENSUS_METHODS:
                 p["consensus"] = 0  # e.g. the spectral candidates: no k-means of theirs to replace
-            return TextAidedClustering(k, **p).fit(u_in)
+            with warnings.catch_warnings():  # a candidate's collapse is the chosen one's only if it is chosen
+                warnings.simplefilter("ignore", CollapseWarning)
+                return TextAidedClustering(k, **p).fit(u_in)
 
         self.choice_, chosen = choose_method(u_in, k, fit_candidate, seed=seed, large_scale=self.large_scale)
         self.feature_power_ = float(chosen.feature_power_)

@@ -226,6 +226,8 @@ def _cmd_cluster(a) -> int:
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
+    for message in run.warnings:  # shown even with --quiet, as errors are: the result is not what was asked
+        print(f"tacluster: warning: {message}", file=sys.stderr)
     if not a.quiet:
         k = len(run.names)
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}

@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text
-from tacluster.errors import InputError, ModelFileError
+from tacluster.errors import CollapseWarning, InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
 from tacluster.run.rundir import (
@@ -53,6 +54,8 @@ class ClusterRun:
     duplicates: int = 0
     #: ``(usable, total, unknown words)`` of a ``vocabulary`` file; None for WordNet.
     vocabulary_use: tuple[int, int, list[str]] | None = None
+    #: The fit's :class:`~tacluster.errors.CollapseWarning` messages (also in run.json's ``warnings``).
+    warnings: list[str] = field(default_factory=list)
 
 
 def recommended_method(backbone_name: str) -> str:
@@ -190,8 +193,10 @@ def cluster_images(
                                           joint is not u)
 
     est = _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params)
-    with _timed(timings, "fit"):
+    with _timed(timings, "fit"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CollapseWarning)
         est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint)
+    fit_warnings = _reissue_others(caught, CollapseWarning)
     timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
     with _timed(timings, "naming"):
         named = name_clusters(joint, est.labels_, est.n_clusters_, bank.embeddings, bank.words,
@@ -207,6 +212,7 @@ def cluster_images(
                      "kept_nouns": len(est.kept_nouns_),
                      **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
                          "vocabulary_unknown": unknown} if vocabulary is not None else {})},
+        **({"warnings": fit_warnings} if fit_warnings else {}),
         "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
                    "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
                    "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates},
@@ -222,7 +228,19 @@ def cluster_images(
         report_path = build_report(out, progress=progress)
     return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
                       duplicates=emb.stats.n_duplicates,
-                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+                      vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None,
+                      warnings=fit_warnings)
+
+
+def _reissue_others(caught: list, kind: type[Warning]) -> list[str]:
+    """The messages of the ``kind`` warnings among ``caught``; every other warning is shown as it would have been."""
+    kept = []
+    for w in caught:
+        if issubclass(w.category, kind):
+            kept.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return kept
 
 
 class _timed:
@@ -384,6 +402,7 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
             "counts": record["counts"],
             "versions": versions(),
             **({"embeddings": record["embeddings"]} if "embeddings" in record else {}),
+            **({"warnings": record["warnings"]} if "warnings" in record else {}),
             **_choices(est, settings),
         }
         atomic_write_bytes(stage / RUN_FILE, json.dumps(run, indent=2).encode())
