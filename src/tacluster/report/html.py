@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
+from tacluster._runfiles import (
+    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
+)
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, draw_auto_k, draw_map, hex_color, save_confusion_png
 from tacluster.report.reading import Assignments, RunDir, read_run_dir
@@ -50,9 +53,6 @@ from tacluster.report.thumbnails import (
     short_file,
     short_name,
     thumb_name,
-)
-from tacluster.run.rundir import (
-    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
 )
 
 __all__ = ["build_report", "save_confusion_png"]

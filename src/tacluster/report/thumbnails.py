@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tacluster._atomic import atomic_write_bytes
-from tacluster.run.rundir import THUMBS_DIR
+from tacluster._runfiles import THUMBS_DIR
 
 
 def thumb_name(path: str, size: int) -> str:

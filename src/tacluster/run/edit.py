@@ -24,56 +24,10 @@ from typing import Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
 from tacluster._paths import text_to_path
+from tacluster._runfiles import ASSIGNMENTS_FILE, EDIT_STAGING, JOURNAL, RUN_FILE, read_assignments_table  # noqa: F401 (journal names re-exported)
 from tacluster.errors import InputError
-from tacluster.run.rundir import ASSIGNMENTS_FILE, RUN_FILE, read_assignments_table
-
-JOURNAL = ".tacluster-edit.json"
-EDIT_STAGING = ".tacluster-edit-staging"
-EDITED_FILES = ("assignments.parquet", "assignments.csv", "clusters.json", "model/config.json", "run.json")
-
-# --------------------------------------------------------------------------- journal
-
-
-def recover(run_dir: str | os.PathLike) -> bool:
-    """Finish an edit that was interrupted after its commit point; drop one
-    interrupted before it. Returns True when an edit was finished."""
-    run = Path(run_dir)
-    journal = run / JOURNAL
-    stage = run / EDIT_STAGING
-    if not journal.is_file():
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)  # never committed: the old state stands
-        return False
-    try:
-        entry = json.loads(journal.read_text())
-        files, report = entry["files"], bool(entry.get("report", True))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        files, report = list(EDITED_FILES), True
-    for name in files:
-        src = stage / name
-        if src.is_file():
-            move_into(src, run / name)
-    if report:  # a run made with --no-report gets none
-        from tacluster.report.html import build_report
-
-        build_report(run)
-    journal.unlink(missing_ok=True)
-    fsync_dir(run)
-    shutil.rmtree(stage, ignore_errors=True)
-    return True
-
-
-def _commit(run: Path, files: dict[str, bytes]) -> None:
-    stage = run / EDIT_STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    for name, data in files.items():
-        atomic_write_bytes(stage / name, data)
-    report = (run / "report.html").is_file()
-    atomic_write_bytes(run / JOURNAL, json.dumps({"files": list(files), "report": report}).encode())  # the commit point
-    recover(run)
-
+from tacluster.run.journal import commit as _commit, recover  # noqa: F401 (recover: public here too)
 
 # --------------------------------------------------------------------------- reading
 
