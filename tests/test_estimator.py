@@ -440,3 +440,16 @@ def test_collapsed_heads_warn_and_healthy_fits_do_not(easy_world, recwarn):
     for method in ("kmeans", "auto", "tac"):
         fit(easy_world, method)
     assert not [w for w in recwarn if issubclass(w.category, CollapseWarning)]
+
+
+def test_every_parameter_has_one_declared_rule_and_a_bad_value_names_it(easy_world):
+    """Issue 28: the rules are one table (_parameter_constraints), not hand-written checks."""
+    est = TextAidedClustering()
+    assert set(est._parameter_constraints) == set(est.get_params())
+    bad = {"method": "dbscan", "n_epochs": 0, "tau": float("nan"), "text_weight": -1.0, "large_scale": "yes",
+           "knn_method": "ball", "device": "tpu", "n_centres": 0, "min_steps": -1, "balance_weight": -0.5,
+           "random_state": "seed", "spectral_neighbors": 2.5}
+    for name, value in bad.items():
+        with pytest.raises(InputError, match=f"The '{name}' parameter of TextAidedClustering must be"):
+            TextAidedClustering(3, **{"method": "kmeans", name: value}).fit(easy_world.image_embeddings)
+    TextAidedClustering(3, "no-train", text_weight="auto", n_centres=None, large_scale=False).validate_params()

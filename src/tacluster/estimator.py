@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 import warnings
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from tacluster._blocks import PowerRows, iter_blocks, power_normalise
 from tacluster._scale import LARGE_SCALE_MIN_SAMPLES, checked_images, use_large_scale  # noqa: F401 (re-exported)
@@ -17,7 +21,6 @@ from tacluster._validation import (
     as_float_matrix,
     check_choice,
     check_n_clusters,
-    check_positive,
 )
 from tacluster.cluster import neighbours
 from tacluster.cluster.kmeans import (
@@ -177,6 +180,30 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Seconds per stage of the last ``fit``.
     """
 
+    #: Each setting's rule alone, checked once in ``fit`` (scikit-learn's ``_validate_params``);
+    #: K needs the sample count (``check_n_clusters``, ``choose_k.search_range``), and the rules
+    #: between settings (consensus with a method, feature_power under "auto") are in ``_check_params``.
+    _parameter_constraints: dict = {
+        "n_clusters": "no_validation",
+        "method": [StrOptions(set(METHODS))],
+        "k_range": "no_validation",  # choose_k checks it against the samples
+        "n_centres": [Interval(Integral, 1, None, closed="left"), None],
+        **{name: [Interval(Integral, 1, None, closed="left")] for name in (
+            "nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
+            "kmeans_n_iter", "centres_n_init")},
+        "min_steps": [Interval(Integral, 0, None, closed="left")],
+        "consensus": [Interval(Integral, 0, None, closed="left")],
+        **{name: [Interval(Real, 0, None, closed="neither")] for name in (
+            "noun_temperature", "tau", "learning_rate", "temperature", "feature_power")},
+        "text_weight": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "balance_weight": [Interval(Real, 0, None, closed="left")],
+        "knn_method": [StrOptions({"auto", "exact", "hnsw", "ivf"})],
+        "large_scale": [StrOptions({"auto"}), "boolean"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         n_clusters: int | str = 10,
@@ -240,15 +267,11 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self._check_params()
 
     def _check_params(self) -> None:
-        check_choice(self.method, "method", METHODS)
-        check_choice(self.device, "device", ("cpu", "cuda", "auto"))
-        check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
-        use_large_scale(1, self.large_scale)  # validates the value
-        for name in ("nouns_per_centre", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
-                     "kmeans_n_iter", "centres_n_init"):
-            check_positive(getattr(self, name), name, integer=True)
-        check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
-        check_positive(self.consensus, "consensus", integer=True, allow_zero=True)
+        # one table (_parameter_constraints) for each setting alone; the rules between settings below
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            raise InputError(str(exc)) from None
         if self.consensus == 1:
             raise InputError("consensus=1 combines nothing; use 0 (best of the restarts) or >= 2 partitions, e.g. 20")
         if self.consensus >= 2 and self.method not in CONSENSUS_METHODS:
@@ -257,14 +280,6 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if self.method == "auto" and self.feature_power != 1.0:
             raise InputError(f"feature_power={self.feature_power} is chosen by method='auto' (its candidates use 1 "
                              "and 0.5); drop it, or give a method such as 'spectral'")
-        for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
-            check_positive(getattr(self, name), name)
-        if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
-            check_positive(self.text_weight, "text_weight", allow_zero=True)
-        check_positive(self.balance_weight, "balance_weight", allow_zero=True)
-        check_positive(self.feature_power, "feature_power")
-        if self.n_centres is not None:
-            check_positive(self.n_centres, "n_centres", integer=True)
         if self.device == "cuda":
             import torch
 
@@ -609,10 +624,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return hasattr(self, "labels_") or hasattr(self, "_loaded")
 
     def _check_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
+        """scikit-learn's ``check_is_fitted``, raising tacluster's :class:`NotFittedError` (also sklearn's)."""
+        try:
+            check_is_fitted(self)
+        except _SklearnNotFittedError:
             raise NotFittedError(
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
-            )
+            ) from None
 
     def _image_view(self, u: np.ndarray, *, lazy: bool = False):
         """``u`` after the ``feature_power`` normalisation (``u`` itself at 1);
