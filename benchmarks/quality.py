@@ -99,20 +99,11 @@ def fit_heldout_split(n: int, seed: int = 0, fit_frac: float = 0.7) -> tuple[np.
 
 # ----------------------------------------------------------------- methods
 def default_estimator(backbone_name: str, k: int, seed: int, device: str) -> TextAidedClustering:
-    """The estimator ``tacluster cluster --method auto`` builds for ``backbone_name``.
+    """The estimator ``tacluster cluster --method auto`` builds for ``backbone_name``
+    (``workflows.recommended_method``)."""
+    from tacluster.run.workflows import recommended_method
 
-    Uses ``pipeline.recommended_params`` when the pipeline offers it (method
-    plus settings such as ``text_weight="auto"``), else
-    ``pipeline.recommended_method``.
-    """
-    from tacluster.run import workflows as pipeline
-
-    if hasattr(pipeline, "recommended_params"):
-        params = dict(pipeline.recommended_params(backbone_name))
-    else:
-        params = {"method": pipeline.recommended_method(backbone_name)}
-    method = params.pop("method")
-    return TextAidedClustering(k, method, random_state=seed, device=device, **params)
+    return TextAidedClustering(k, recommended_method(backbone_name), random_state=seed, device=device)
 
 
 def run_method(name: str, data: dict, k: int, seed: int, device: str, backbone_name: str) -> dict:

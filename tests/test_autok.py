@@ -10,6 +10,7 @@ from tacluster.cluster.choose_k import _ari, estimate_n_clusters, modularity_cur
 from tacluster.cluster.kmeans import consensus_labels
 from tacluster.counterparts import retrieve_counterparts
 from tacluster.errors import InputError
+from tacluster.estimator import TextAidedClustering
 from tacluster.synthetic import make_world
 
 
@@ -60,7 +61,7 @@ def test_modularity_recovers_classes(k):
     assert res.k == k
     assert res.candidates.tolist() == list(range(2, 21)) and res.scores.shape == (19,)
     d = res.details
-    assert d["views"] == ["feature power 1", "feature power 0.5"] and d["text_side_used"] is False
+    assert d["views"] == ["feature power 1", "feature power 0.5"] and "text_side" not in d
     # the score is the better view's modularity; k is the largest on the plateau
     curves = np.array(list(d["modularity"].values()))
     np.testing.assert_allclose(res.scores, curves.max(axis=0))
@@ -117,9 +118,9 @@ def test_other_bad_input_raises():
     w = make_world(200, 3, 16, 50, seed=0)
     u = w.image_embeddings
     with pytest.raises(InputError, match="rows"):
-        estimate_n_clusters(u, joint_embeddings=u[:100], k_range=(2, 4))
+        estimate_n_clusters(u, joint_embeddings=u[:100], k_range=(2, 4), criterion="stability")
     with pytest.raises(InputError, match="n_bootstrap"):
-        estimate_n_clusters(u, k_range=(2, 4), n_bootstrap=1)
+        estimate_n_clusters(u, k_range=(2, 4), n_bootstrap=1, criterion="stability")
     with pytest.raises(InputError, match="criterion"):
         estimate_n_clusters(u, k_range=(2, 4), criterion="gap")
     with pytest.raises(InputError, match="tolerance"):
@@ -159,3 +160,37 @@ def test_fast_ari_equals_sklearn(k):
         assert _ari(a, b, k) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
     same = np.zeros(7, dtype=np.int64)
     assert _ari(same, same, k) == adjusted_rand_score(same, same) == 1.0
+
+
+@pytest.mark.parametrize("setting", [
+    {"joint_embeddings": "u"}, {"counterparts": "u"}, {"text_weight": 9.0}, {"n_bootstrap": 5},
+    {"n_components": 8}, {"subsample_fraction": 0.5}, {"n_references": 3},
+])
+def test_default_criterion_refuses_what_it_does_not_read(setting):
+    # Issue 28: these were accepted and ignored by the default criterion (random joint
+    # vectors with text_weight=9 gave identical scores), and the text side was recorded.
+    u = make_world(200, 3, 16, 50, seed=0).image_embeddings
+    kw = {name: (u if value == "u" else value) for name, value in setting.items()}
+    with pytest.raises(InputError, match=f"{next(iter(setting))} is used only by criterion='stability'"):
+        estimate_n_clusters(u, k_range=(2, 4), **kw)
+
+
+def test_stability_criterion_refuses_the_modularity_settings():
+    u = make_world(200, 3, 16, 50, seed=0).image_embeddings
+    for setting in ({"resolution": 1.0}, {"tolerance": 0.1}):
+        with pytest.raises(InputError, match="used only by criterion='modularity'"):
+            estimate_n_clusters(u, k_range=(2, 4), criterion="stability", **setting)
+
+
+def test_estimator_auto_k_builds_no_text_view():
+    # n_clusters="auto" with a text-side method: the K search is the image-only default
+    # criterion, so the joint vectors given to fit change nothing about K and are not recorded.
+    w = make_world(300, 3, 16, 50, seed=0)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((300, 16)).astype(np.float32)
+    a = TextAidedClustering("auto", "no-train", random_state=0, k_range=(2, 6)).fit(
+        w.image_embeddings, w.noun_embeddings, w.nouns)
+    b = TextAidedClustering("auto", "no-train", random_state=0, k_range=(2, 6)).fit(
+        w.image_embeddings, w.noun_embeddings, w.nouns, joint_embeddings=noise)
+    assert a.auto_k_.k == b.auto_k_.k and np.array_equal(a.auto_k_.scores, b.auto_k_.scores)
+    assert "text_side" not in b.auto_k_.details

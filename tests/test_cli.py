@@ -134,6 +134,8 @@ def test_rerun_is_served_from_the_cache(run, tmp_path):
         (["cluster", "{data}", "--k", "3", "--out", "{work}/o4", "--backbone", "nonesuch"], "unknown backbone"),
         (["cluster", "{data}", "--k", "3", "--out", "{out}"], "different tacluster run"),
         (["cluster", "{data}", "--k", "1", "--out", "{work}/o5"], "at least 2|>= 2"),
+        (["cluster", "{data}", "--k", "3", "--out", "{work}/o6", "--method", "spectral", "--consensus", "5"],
+         "consensus=5 combines k-means runs, which method='spectral' does not make"),
         (["predict", "{work}/nomodel", "{data}", "--out", "{work}/p.csv"], "does not exist"),
         (["evaluate", "{work}/none.csv", "--labels", "parent-dir"], "does not exist"),
     ],
@@ -279,14 +281,23 @@ def test_readme_cli_examples_run_as_written(run, tmp_path, monkeypatch, capsys):
 
 
 def test_k_help_states_the_auto_range_the_code_searches(capsys):
-    """--help's auto-K range for 150 images is the range the estimator searches (2..n/10, at most 30)."""
+    """--help's auto-K range is the range the estimator searches (choose_k.search_range), example by example."""
+    import re
+
+    from tacluster import TextAidedClustering
+    from tacluster.cluster.choose_k import search_range
     from tacluster.run.cli import _parser
+    from tacluster.synthetic import make_world
 
     with pytest.raises(SystemExit):
         _parser().parse_args(["cluster", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "2..15 for 150" in help_text, help_text
-    assert "sqrt" not in help_text
+    examples = re.findall(r"(\d+)\.\.(\d+) for (\d+)", help_text)
+    assert len(examples) >= 3 and "sqrt" not in help_text, help_text
+    for lo, hi, n in examples:
+        assert search_range(int(n)) == (int(lo), int(hi)), (lo, hi, n)
+    est = TextAidedClustering("auto", "kmeans", random_state=0).fit(make_world(150, 3, 16, 40, seed=0).image_embeddings)
+    assert (int(est.auto_k_.candidates[0]), int(est.auto_k_.candidates[-1])) == search_range(150) == (2, 15)
 
 
 def _small_run(run, tmp_path, n_per_class: int = 4):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
 
 from tacluster import (
     InputError,
@@ -373,3 +374,82 @@ def test_check_is_fitted_and_sklearn_not_fitted_error():
     rng = np.random.default_rng(0)
     est.fit(rng.normal(size=(40, 8)).astype(np.float32))
     check_is_fitted(est)
+
+
+# ---- issue 28: every setting acts or is refused -------------------------------------------------------------
+def test_auto_forwards_spectral_neighbors_to_its_spectral_candidate():
+    """spectral_neighbors changed the labels of "spectral" but not of "auto" when auto picked spectral."""
+    from tacluster.synthetic import make_lines_world
+
+    u, _ = make_lines_world(n_samples=400, seed=2, noise=0.5, gap=1.0)
+    default = TextAidedClustering(4, "auto", random_state=0).fit(u)
+    five = TextAidedClustering(4, "auto", random_state=0, spectral_neighbors=5).fit(u)
+    assert default.choice_.method == five.choice_.method == "spectral"
+    spectral5 = TextAidedClustering(4, "spectral", random_state=0, spectral_neighbors=5).fit(u)
+    np.testing.assert_array_equal(five.labels_, spectral5.labels_)
+    assert adjusted_rand_score(five.labels_, default.labels_) < 0.99
+
+
+def test_auto_forwards_consensus_to_its_kmeans_candidate():
+    from tacluster.synthetic import make_burst_world
+
+    u, _ = make_burst_world(spread=2.2, tightness=0.5)
+    default = TextAidedClustering(5, "auto", random_state=0).fit(u)
+    cons = TextAidedClustering(5, "auto", random_state=0, consensus=10).fit(u)
+    assert default.choice_.method == cons.choice_.method == "kmeans"
+    kmeans10 = TextAidedClustering(5, "kmeans", random_state=0, consensus=10).fit(u)
+    np.testing.assert_array_equal(cons.labels_, kmeans10.labels_)
+    assert cons.choice_.scores["kmeans"] != default.choice_.scores["kmeans"]
+    assert cons.choice_.scores["spectral"] == default.choice_.scores["spectral"]  # no k-means there to replace
+
+
+@pytest.mark.parametrize("method", ["tac", "spectral"])
+def test_consensus_is_refused_where_no_kmeans_uses_it(easy_world, method):
+    with pytest.raises(InputError, match=f"consensus=5 combines k-means runs, which method='{method}'"):
+        fit(easy_world, method, consensus=5)
+
+
+def test_consensus_is_refused_on_the_large_path(easy_world):
+    with pytest.raises(InputError, match="consensus=5 is not used on the large-N path"):
+        fit(easy_world, "kmeans", consensus=5, large_scale=True)
+
+
+def test_feature_power_is_refused_under_auto(easy_world):
+    with pytest.raises(InputError, match="feature_power=0.5 is chosen by method='auto'"):
+        TextAidedClustering(3, "auto", feature_power=0.5).fit(easy_world.image_embeddings)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "spectral", "auto", "no-train"])
+def test_fewer_clusters_than_asked_warns(easy_world, method):
+    from tacluster.errors import CollapseWarning
+
+    x = np.repeat(easy_world.image_embeddings[:3], 10, axis=0)  # 3 distinct rows
+    with pytest.warns(CollapseWarning, match=r"produced 3 distinct clusters of the n_clusters=5 asked for"):
+        TextAidedClustering(5, method, random_state=0).fit(x, easy_world.noun_embeddings, easy_world.nouns)
+
+
+def test_collapsed_heads_warn_and_healthy_fits_do_not(easy_world, recwarn):
+    from tacluster.errors import CollapseWarning
+
+    assert issubclass(CollapseWarning, UserWarning)
+    with pytest.warns(CollapseWarning, match=r"the trained heads collapsed: the image head puts the images in \d+ "):
+        # no balance term, K far above the 5 classes
+        TextAidedClustering(12, "tac", random_state=0, balance_weight=0.0, **FAST).fit(
+            easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+    recwarn.clear()
+    for method in ("kmeans", "auto", "tac"):
+        fit(easy_world, method)
+    assert not [w for w in recwarn if issubclass(w.category, CollapseWarning)]
+
+
+def test_every_parameter_has_one_declared_rule_and_a_bad_value_names_it(easy_world):
+    """Issue 28: the rules are one table (_parameter_constraints), not hand-written checks."""
+    est = TextAidedClustering()
+    assert set(est._parameter_constraints) == set(est.get_params())
+    bad = {"method": "dbscan", "n_epochs": 0, "tau": float("nan"), "text_weight": -1.0, "large_scale": "yes",
+           "knn_method": "ball", "device": "tpu", "n_centres": 0, "min_steps": -1, "balance_weight": -0.5,
+           "random_state": "seed", "spectral_neighbors": 2.5}
+    for name, value in bad.items():
+        with pytest.raises(InputError, match=f"The '{name}' parameter of TextAidedClustering must be"):
+            TextAidedClustering(3, **{"method": "kmeans", name: value}).fit(easy_world.image_embeddings)
+    TextAidedClustering(3, "no-train", text_weight="auto", n_centres=None, large_scale=False).validate_params()

@@ -208,7 +208,7 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     from tacluster.embed.backbones import load_backbone
     from tacluster.estimator import TextAidedClustering
     from tacluster.nouns.bank import cached_noun_bank
-    from tacluster.run.workflows import recommended_params
+    from tacluster.run.workflows import recommended_method
 
     rng = np.random.default_rng(1)
     truth = np.repeat(np.arange(3), 15)
@@ -233,11 +233,11 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     j = joint.astype(np.float32)
     j /= np.linalg.norm(j, axis=1, keepdims=True)
-    est = TextAidedClustering(3, recommended_params("lite")["method"], random_state=0, device="cpu", verbose=False)
+    est = TextAidedClustering(3, recommended_method("lite"), random_state=0, device="cpu", verbose=False)
     expected = est.fit(u, bank.embeddings, bank.words, joint_embeddings=j).labels_
     np.testing.assert_array_equal(labels, expected)
     info = json.loads((out / "run.json").read_text())
-    assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == recommended_params("lite")["method"]
+    assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == recommended_method("lite")
     # joint rows must belong to the image rows
     (tmp_path / "joint.paths.txt").write_text("\n".join(reversed(names)))
     from tacluster.errors import InputError
@@ -446,3 +446,51 @@ def test_rows_of_float16_shards_are_a_float16_view_and_float32_ones_load(tmp_pat
     rows = open_embeddings(flat).rows()
     assert isinstance(rows, np.ndarray) and rows.dtype == np.float32
     np.testing.assert_array_equal(rows, open_embeddings(flat).load())
+
+
+def test_embedding_options_are_refused_with_embeddings(world, tmp_path, capsys):
+    """Issue 28: --batch-size and --engine did nothing with --embeddings (nothing is embedded)."""
+    w = world
+    npy = tmp_path / "ok.npy"
+    np.save(npy, w["x16"])
+    for extra, flags in ((["--batch-size", "8"], "--batch-size"), (["--engine", "local"], "--engine"),
+                         (["--batch-size", "8", "--engine", "ray"], "--batch-size and --engine")):
+        _one_line_error(capsys, _args(w, tmp_path / "o", "--embeddings", str(npy), *extra),
+                        rf"{flags} set how images are embedded, but --embeddings vectors are read")
+        assert not (tmp_path / "o").exists()
+    assert main(_args(w, tmp_path / "run", "--embeddings", str(npy), "--method", "kmeans")) == 0
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["settings"]
+    assert "batch_size" not in settings and "engine" not in settings  # run.json records only what ran
+    _one_line_error(capsys, ["predict", str(tmp_path / "run"), "--embeddings", str(npy), "--out",
+                             str(tmp_path / "p.csv"), "--batch-size", "8", "--quiet"], r"drop --batch-size")
+
+
+def test_external_vectors_are_read_as_the_users_large_scale_asks(world, tmp_path):
+    """Issue 28: the reader decided the large-N path again from the row count, ignoring large_scale."""
+    from tacluster._blocks import _RowView
+    from tacluster.embed.external import open_embeddings
+    from tacluster.run.workflows import _read_external
+
+    npy = tmp_path / "v.npy"
+    np.save(npy, world["x16"])
+    for large_scale, lazy in (("auto", False), (True, True), (False, False)):
+        emb = _read_external((open_embeddings(npy), None), world["bb"], "hf", large_scale)
+        assert isinstance(emb.arrays["image"], _RowView) is lazy, large_scale
+
+
+def test_fewer_clusters_than_asked_is_one_warning_line_and_recorded(world, tmp_path, capsys):
+    """Issue 28: nothing said so when a fit yielded fewer distinct clusters than --k."""
+    npy = tmp_path / "two.npy"
+    np.save(npy, np.repeat(world["x16"][:2], 30, axis=0))  # 60 rows, 2 distinct vectors
+    assert main(_args(world, tmp_path / "run", "--embeddings", str(npy), "--method", "kmeans")) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert lines == ["tacluster: warning: the fit produced 2 distinct clusters of the n_clusters=3 asked for "
+                     "(method='kmeans'); the data holds fewer distinct groups than that: ask for fewer clusters"]
+    assert "Traceback" not in err and "CollapseWarning" not in err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["warnings"] == [lines[0].removeprefix("tacluster: warning: ")]
+    np.save(npy, world["x16"])  # three groups: no warning, none recorded
+    assert main(_args(world, tmp_path / "run3", "--embeddings", str(npy), "--method", "kmeans")) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warnings" not in json.loads((tmp_path / "run3" / "run.json").read_text())

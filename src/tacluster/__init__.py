@@ -5,6 +5,7 @@ from __future__ import annotations
 from tacluster.errors import (
     BackboneError,
     CacheError,
+    CollapseWarning,
     DependencyError,
     InputError,
     ModelFileError,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneError",
     "CacheError",
+    "CollapseWarning",
     "DependencyError",
     "InputError",
     "ModelFileError",

@@ -37,3 +37,9 @@ class CacheError(TaclusterError, RuntimeError):
 
 class DependencyError(TaclusterError, RuntimeError):
     """A required package is missing or too old; the message names the upgrade."""
+
+
+class CollapseWarning(UserWarning):
+    """A fit produced fewer distinct clusters than were asked for, or TAC's trained
+    heads collapsed onto fewer clusters (as scikit-learn's ``ConvergenceWarning``:
+    the result is usable, but not what the settings asked for)."""

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
+import warnings
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from tacluster._blocks import PowerRows, iter_blocks, power_normalise
+from tacluster._scale import LARGE_SCALE_MIN_SAMPLES, checked_images, use_large_scale  # noqa: F401 (re-exported)
 from tacluster._validation import (
     as_float_matrix,
     check_choice,
     check_n_clusters,
-    check_positive,
 )
 from tacluster.cluster import neighbours
 from tacluster.cluster.kmeans import (
@@ -38,51 +43,20 @@ from tacluster.counterparts import (
     semantic_centres,
 )
 from tacluster.counterparts.candidates import NOUN_POOL, select_from_candidates
-from tacluster.errors import InputError, NotFittedError
+from tacluster.errors import CollapseWarning, InputError, NotFittedError
 
 METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
-
-#: ``large_scale="auto"`` switches every stage to its large-collection
-#: setting at this many samples. Below it the exact path fits in a few GB and minutes (200k x 512: about 0.4 GB
-#: per matrix); above it, its (n, K) probabilities and full-data k-means fits
-#: grow past what a laptop holds or waits for (benchmarks/scale.py).
-LARGE_SCALE_MIN_SAMPLES = 100_000
-
+#: The methods whose final k-means ``consensus`` replaces (``"auto"``: its k-means candidate).
+CONSENSUS_METHODS = ("kmeans", "no-train", "auto")
+#: Settings ``method="auto"`` does not hand its candidates: K is resolved, the seed is
+#: the fit's, and the candidates set their own method and feature power.
+_NOT_FORWARDED = ("n_clusters", "method", "random_state", "k_range", "feature_power")
 
 #: Above this many clusters ``"spectral"`` goes through landmarks at any N: the
 #: exact graph's eigensolver needs K eigenvectors, and its time grows steeply
 #: with K (20k images: K = 300 took 111 s, K = 1000 did not finish in 18 min on
 #: 2 cores; docs/scaling.md).
 SPECTRAL_EXACT_MAX_CLUSTERS = 300
-
-
-def checked_images(image_embeddings, large_scale: bool | str = "auto"):
-    """``image_embeddings`` checked and normalised by :func:`as_float_matrix`; on the
-    large-N path a float16 (or not yet unit-length) input is read through a
-    normalising row view instead of a float32 copy (docs/scaling.md)."""
-    shape = getattr(image_embeddings, "shape", None)  # rows before any conversion
-    n = int(shape[0]) if shape is not None and len(shape) == 2 else 0
-    return as_float_matrix(image_embeddings, "image_embeddings", lazy=use_large_scale(n, large_scale))
-
-
-def use_large_scale(n_samples: int, large_scale: bool | str = "auto") -> bool:
-    """Resolve the ``large_scale`` setting for a collection of ``n_samples``.
-
-    Parameters
-    ----------
-    n_samples : int
-    large_scale : {"auto", True, False}
-        ``"auto"``: the large-collection settings from :data:`LARGE_SCALE_MIN_SAMPLES` samples.
-
-    Returns
-    -------
-    bool
-    """
-    if large_scale == "auto":
-        return n_samples >= LARGE_SCALE_MIN_SAMPLES
-    if isinstance(large_scale, (bool, np.bool_)):
-        return bool(large_scale)
-    raise InputError(f"large_scale={large_scale!r}; use 'auto', True or False")
 
 
 class TextAidedClustering(ClusterMixin, BaseEstimator):
@@ -165,8 +139,9 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
         of ``n`` single-restart partitions instead
         (:func:`tacluster.cluster.kmeans.consensus_kmeans`), steadier where the
-        k-means objective is flat (``docs/stability.md``). Not used on the
-        large-N path.
+        k-means objective is flat (``docs/stability.md``); under ``"auto"``
+        its k-means candidate does. Refused with ``"tac"``, ``"spectral"`` and on
+        the large-N path, which make no such k-means.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the heads train.
     random_state : int, RandomState or None, default=0
@@ -212,6 +187,31 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     timings_ : dict
         Seconds per stage of the last ``fit``.
     """
+
+    #: Each setting's rule alone, checked once in ``fit`` (scikit-learn's ``_validate_params``);
+    #: K needs the sample count (``check_n_clusters``, ``choose_k.search_range``), and the rules
+    #: between settings (consensus with a method, feature_power under "auto") are in ``_check_params``.
+    _parameter_constraints: dict = {
+        "n_clusters": "no_validation",
+        "method": [StrOptions(set(METHODS))],
+        "k_range": "no_validation",  # choose_k checks it against the samples
+        "n_centres": [Interval(Integral, 1, None, closed="left"), None],
+        **{name: [Interval(Integral, 1, None, closed="left")] for name in (
+            "nouns_per_centre", "noun_pool", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size",
+            "kmeans_n_init",
+            "kmeans_n_iter", "centres_n_init")},
+        "min_steps": [Interval(Integral, 0, None, closed="left")],
+        "consensus": [Interval(Integral, 0, None, closed="left")],
+        **{name: [Interval(Real, 0, None, closed="neither")] for name in (
+            "noun_temperature", "tau", "learning_rate", "temperature", "feature_power")},
+        "text_weight": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "balance_weight": [Interval(Real, 0, None, closed="left")],
+        "knn_method": [StrOptions({"auto", "exact", "hnsw", "ivf"})],
+        "large_scale": [StrOptions({"auto"}), "boolean"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -273,28 +273,26 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ checks
+    def validate_params(self) -> None:
+        """Check every setting as ``fit`` does first, without data (raises :class:`InputError`)."""
+        self._check_params()
+
     def _check_params(self) -> None:
-        check_choice(self.method, "method", METHODS)
-        check_choice(self.device, "device", ("cpu", "cuda", "auto"))
-        check_choice(self.knn_method, "knn_method", ("auto", "exact", "hnsw", "ivf"))
-        use_large_scale(1, self.large_scale)  # validates the value
-        for name in ("nouns_per_centre", "noun_pool", "n_neighbors", "spectral_neighbors", "n_epochs", "batch_size", "kmeans_n_init",
-                     "kmeans_n_iter", "centres_n_init"):
-            check_positive(getattr(self, name), name, integer=True)
-        check_positive(self.min_steps, "min_steps", integer=True, allow_zero=True)
+        # one table (_parameter_constraints) for each setting alone; the rules between settings below
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            raise InputError(str(exc)) from None
         if self.noun_pool < self.nouns_per_centre:
             raise InputError(f"noun_pool={self.noun_pool} must be >= nouns_per_centre={self.nouns_per_centre}")
-        check_positive(self.consensus, "consensus", integer=True, allow_zero=True)
         if self.consensus == 1:
             raise InputError("consensus=1 combines nothing; use 0 (best of the restarts) or >= 2 partitions, e.g. 20")
-        for name in ("noun_temperature", "tau", "learning_rate", "temperature"):
-            check_positive(getattr(self, name), name)
-        if not (isinstance(self.text_weight, str) and self.text_weight == "auto"):
-            check_positive(self.text_weight, "text_weight", allow_zero=True)
-        check_positive(self.balance_weight, "balance_weight", allow_zero=True)
-        check_positive(self.feature_power, "feature_power")
-        if self.n_centres is not None:
-            check_positive(self.n_centres, "n_centres", integer=True)
+        if self.consensus >= 2 and self.method not in CONSENSUS_METHODS:
+            raise InputError(f"consensus={self.consensus} combines k-means runs, which method={self.method!r} does "
+                             f"not make; use it with method {' / '.join(map(repr, CONSENSUS_METHODS))}, or drop it")
+        if self.method == "auto" and self.feature_power != 1.0:
+            raise InputError(f"feature_power={self.feature_power} is chosen by method='auto' (its candidates use 1 "
+                             "and 0.5); drop it, or give a method such as 'spectral'")
         if self.device == "cuda":
             import torch
 
@@ -339,6 +337,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Warns
+        -----
+        CollapseWarning
+            When fewer distinct clusters than ``n_clusters`` come out, or (``"tac"``)
+            either trained head puts the samples in fewer clusters than that.
         """
         self._check_params()
         timings: dict[str, float] = {}
@@ -347,9 +351,12 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.feature_power_ = 1.0 if self.method == "auto" else float(self.feature_power)
         n, seed = u_in.shape[0], self._seed()
         large = self.large_scale_ = use_large_scale(n, self.large_scale)
+        if large and self.consensus >= 2:
+            raise InputError(f"consensus={self.consensus} is not used on the large-N path ({n} samples, "
+                             f"large_scale={self.large_scale!r}): drop it, or pass large_scale=False")
         # On the large-N path the power view is computed per block of rows, never whole.
         u = self._image_view(u_in, lazy=large)
-        k = self.n_clusters_ = self._resolve_k(u, joint_embeddings, seed, timings)
+        k = self.n_clusters_ = self._resolve_k(u, seed, timings)
         self._reset_fitted(u)
         if self.method == "auto":
             self._fit_auto(u_in, k, seed, timings)
@@ -364,28 +371,45 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
                 self._fit_no_train(u, s, k, large, seed, timings)
             else:
                 self._fit_tac(u, s, k, large, seed, timings)
+        self._warn_if_collapsed(k)
         self.timings_ = timings
         return self
 
+    def _warn_if_collapsed(self, k: int) -> None:
+        """A :class:`CollapseWarning` when fewer than ``k`` clusters came out (``"tac"``: of either head)."""
+        found = int(np.unique(self.labels_).size)
+        if self.method == "tac":
+            from tacluster.train.loop import head_probabilities
+
+            used = np.zeros(k, dtype=bool)
+            for sl in iter_blocks(self.counterparts_.shape[0]):  # the text head's argmax on s, per block
+                used[head_probabilities(self.text_head_, self.counterparts_[sl]).argmax(1)] = True
+            text = int(used.sum())
+            if found < k or text < k:
+                warnings.warn(
+                    f"the trained heads collapsed: the image head puts the images in {found} and the text head "
+                    f"in {text} of the n_clusters={k} clusters asked for; try a larger balance_weight (now "
+                    f"{self.balance_weight:g}), more epochs, or fewer clusters", CollapseWarning, stacklevel=3)
+        elif found < k:
+            method = self.method if self.choice_ is None else f"auto, chose {self.choice_.method}"
+            warnings.warn(
+                f"the fit produced {found} distinct clusters of the n_clusters={k} asked for (method={method!r}); "
+                "the data holds fewer distinct groups than that: ask for fewer clusters", CollapseWarning,
+                stacklevel=3)
+
     # ------------------------------------------------------------ fit stages
-    def _resolve_k(self, u: np.ndarray, joint_embeddings, seed: int, timings: dict) -> int:
-        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`)."""
+    def _resolve_k(self, u: np.ndarray, seed: int, timings: dict) -> int:
+        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`; its
+        default criterion reads the image side only, so no text view is passed)."""
         n = u.shape[0]
         self.auto_k_ = None
         if not isinstance(self.n_clusters, str):
             return check_n_clusters(self.n_clusters, n)
         check_choice(self.n_clusters, "n_clusters", ("auto",))
-        from tacluster.cluster.choose_k import estimate_n_clusters
+        from tacluster.cluster.choose_k import estimate_n_clusters, search_range
 
         tic = time.perf_counter()
-        # The noun-space view joins the search when it differs from the image side.
-        text_view = None if self.method in ("kmeans", "spectral", "auto") else joint_embeddings
-        # Small collections: at least 10 images per cluster on average (30
-        # photos of one cat gave K = 23 without a cap; the earlier sqrt(n / 2)
-        # cap, 18 for 700 images, was below the 25 classes of uiuc-texture).
-        k_lo, k_hi = self.k_range
-        k_hi = min(k_hi, max(k_lo, n // 10, 2), (4 * n) // 5)
-        self.auto_k_ = estimate_n_clusters(u, joint_embeddings=text_view, k_range=(k_lo, k_hi), seed=seed)
+        self.auto_k_ = estimate_n_clusters(u, k_range=search_range(n, self.k_range), seed=seed)
         timings["auto_k"] = time.perf_counter() - tic
         return int(self.auto_k_.k)
 
@@ -410,9 +434,18 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         from tacluster.cluster.choose_method import choose_method
 
         tic = time.perf_counter()
-        shared = {"kmeans_n_init": self.kmeans_n_init, "kmeans_n_iter": self.kmeans_n_iter,
-                  "large_scale": self.large_scale, "knn_method": self.knn_method}
-        self.choice_, chosen = choose_method(u_in, k, seed=seed, estimator_params=shared)
+        # every setting a candidate takes (consensus, spectral_neighbors, ...), as the method itself would get it
+        shared = {name: v for name, v in self.get_params().items() if name not in _NOT_FORWARDED}
+
+        def fit_candidate(params: dict) -> "TextAidedClustering":
+            p = {**shared, **params, "random_state": seed}
+            if p["method"] not in CONSENSUS_METHODS:
+                p["consensus"] = 0  # e.g. the spectral candidates: no k-means of theirs to replace
+            with warnings.catch_warnings():  # a candidate's collapse is the chosen one's only if it is chosen
+                warnings.simplefilter("ignore", CollapseWarning)
+                return TextAidedClustering(k, **p).fit(u_in)
+
+        self.choice_, chosen = choose_method(u_in, k, fit_candidate, seed=seed, large_scale=self.large_scale)
         self.feature_power_ = float(chosen.feature_power_)
         self.cluster_centers_ = chosen.cluster_centers_
         self.probabilities_ = chosen.probabilities_
@@ -621,10 +654,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return hasattr(self, "labels_") or hasattr(self, "_loaded")
 
     def _check_fitted(self) -> None:
-        if not self.__sklearn_is_fitted__():
+        """scikit-learn's ``check_is_fitted``, raising tacluster's :class:`NotFittedError` (also sklearn's)."""
+        try:
+            check_is_fitted(self)
+        except _SklearnNotFittedError:
             raise NotFittedError(
                 "this TextAidedClustering is not fitted yet; call fit(...) or load a saved model first"
-            )
+            ) from None
 
     def _image_view(self, u: np.ndarray, *, lazy: bool = False):
         """``u`` after the ``feature_power`` normalisation (``u`` itself at 1);

@@ -31,7 +31,7 @@ Cost: two kNN searches per view, one ``eigsh`` per view, and per k two
 k-means fits on at most ``k_max`` columns; about 5 s for 1,000 images and
 k up to 30 on 2 cores. The search runs on at most ``max_samples`` points.
 Labels are never used. The text side is not used by this criterion (it is
-recorded in ``details``); ``criterion="stability"`` uses it.
+refused with it); ``criterion="stability"`` uses it.
 
 Alternative criterion: null-corrected clustering stability (``criterion="stability"``)
 ------------------------------------------------------------------------------------
@@ -85,11 +85,12 @@ import numpy as np
 from sklearn.metrics import silhouette_score
 from sklearn.utils.extmath import randomized_svd
 
+from tacluster._blocks import power_normalise
 from tacluster.cluster import _faiss
 from tacluster._validation import as_float_matrix, check_positive
 from tacluster.errors import InputError
 
-__all__ = ["AutoKResult", "estimate_n_clusters", "modularity_curves", "plateau_choice"]
+__all__ = ["AutoKResult", "estimate_n_clusters", "modularity_curves", "plateau_choice", "search_range"]
 
 #: Modularity resolution of the default criterion (fixed on the nine domains' fit parts).
 RESOLUTION = 1.1
@@ -101,6 +102,14 @@ SPECTRAL_NEIGHBORS = 20
 SCORE_NEIGHBORS = (10, 20)
 #: The views: feature power 1 (raw) and 0.5 (power-normalised), as ``choose_method``'s candidates.
 VIEW_POWERS = (1.0, 0.5)
+#: Settings (and text sides) only ``criterion="stability"`` reads; refused under ``"modularity"``.
+STABILITY_ONLY = ("joint_embeddings", "counterparts", "n_components", "n_bootstrap", "subsample_fraction",
+                  "text_weight", "n_references")
+#: Settings only ``criterion="modularity"`` reads; refused under ``"stability"``.
+MODULARITY_ONLY = ("resolution", "tolerance")
+#: What a setting left at None means.
+_DEFAULTS = {"n_components": 64, "n_bootstrap": 20, "subsample_fraction": 0.8, "text_weight": 1.0,
+             "n_references": 10, "resolution": RESOLUTION, "tolerance": TOLERANCE}
 
 
 @dataclass
@@ -202,6 +211,22 @@ def _check_k_range(k_range, n_max: int, n: int) -> tuple[int, int]:
     return lo, hi
 
 
+#: ``n_clusters="auto"`` asks for at least this many samples per cluster on average.
+SAMPLES_PER_CLUSTER = 10
+
+
+def search_range(n_samples: int, k_range: tuple[int, int] = (2, 30)) -> tuple[int, int]:
+    """The K range the estimator searches for ``n_samples`` images: ``k_range`` with its top
+    capped at ``max(k_min, n // SAMPLES_PER_CLUSTER, 2)`` and at ``4 n // 5``.
+
+    Small collections: at least 10 images per cluster on average (30 photos
+    of one cat gave K = 23 without a cap; the earlier sqrt(n / 2) cap, 18 for
+    700 images, was below the 25 classes of uiuc-texture).
+    """
+    k_lo, k_hi = k_range
+    return k_lo, min(k_hi, max(k_lo, n_samples // SAMPLES_PER_CLUSTER, 2), (4 * n_samples) // 5)
+
+
 def estimate_n_clusters(
     image_embeddings,
     *,
@@ -210,15 +235,15 @@ def estimate_n_clusters(
     k_range: tuple[int, int] = (2, 30),
     seed: int = 0,
     max_samples: int = 2000,
-    n_components: int = 64,
-    n_bootstrap: int = 20,
-    subsample_fraction: float = 0.8,
-    text_weight: float = 1.0,
+    n_components: int | None = None,
+    n_bootstrap: int | None = None,
+    subsample_fraction: float | None = None,
+    text_weight: float | None = None,
     n_init: int = 10,
-    n_references: int = 10,
+    n_references: int | None = None,
     criterion: str = "modularity",
-    resolution: float = RESOLUTION,
-    tolerance: float = TOLERANCE,
+    resolution: float | None = None,
+    tolerance: float | None = None,
 ) -> AutoKResult:
     """Estimate the number of clusters K (see the module docstring).
 
@@ -227,11 +252,11 @@ def estimate_n_clusters(
     image_embeddings : array-like of shape (n_samples, d)
         Image features u; L2-normalised here.
     joint_embeddings : array-like of shape (n_samples, d_joint), optional
-        The images in the noun space. Used as the text side when
+        ``"stability"`` only: the images in the noun space, the text side when
         ``counterparts`` is None.
     counterparts : array-like of shape (n_samples, d_joint), optional
-        Text counterparts s (``TextAidedClustering.counterparts_``); preferred
-        text side when given.
+        ``"stability"`` only: text counterparts s
+        (``TextAidedClustering.counterparts_``); preferred text side when given.
     k_range : (int, int)
         Smallest and largest K to try, inclusive; ``2 <= k_min <= k_max``.
     seed : int
@@ -240,16 +265,16 @@ def estimate_n_clusters(
         and thread count.
     max_samples : int
         The search runs on a random subsample of at most this many points.
-    n_components : int
+    n_components : int, default 64
         PCA dimensions of each view during the search.
     n_bootstrap : int, default 20
         k-means fits per k, view and data/reference (all pairs are compared).
         With 6 the score curve was noisy enough on real embeddings that the
         seed decided K (15-Scene: 3, 16, 12, 12 over four seeds); 20 fits
         (190 pairs) made it 14, 18, 16.
-    subsample_fraction : float
+    subsample_fraction : float, default 0.8
         Fraction of the search sample each fit sees, in (0, 1].
-    text_weight : float
+    text_weight : float, default 1.0
         Weight of the text side in the text-aided view ``[u, w * s]``.
     n_init : int, default 10
         k-means restarts per fit; more restarts keep bad local optima from
@@ -262,10 +287,11 @@ def estimate_n_clusters(
         world gave K = 2, 4, 4, 2 over four seeds; with 10, 4 every time.
     criterion : {"modularity", "stability"}, default "modularity"
         ``"modularity"``: the plateau of kNN-graph modularity of spectral
-        partitions (image side only; ``n_components``, ``n_bootstrap``,
-        ``subsample_fraction``, ``text_weight`` and ``n_references`` are not
-        used). ``"stability"``: null-corrected k-means stability, the
-        criterion before issue 19 (``resolution`` and ``tolerance`` not used).
+        partitions (image side only). ``"stability"``: null-corrected k-means
+        stability, the criterion before issue 19. The settings one criterion
+        does not use (:data:`STABILITY_ONLY`, :data:`MODULARITY_ONLY`) are
+        refused with it, as is a text side under ``"modularity"``: a value
+        given is a value used. Left at None, each takes the default shown.
     resolution : float, default 1.1
         Modularity resolution (``"modularity"``); above 1 favours more clusters.
     tolerance : float, default 0.02
@@ -280,9 +306,19 @@ def estimate_n_clusters(
     ------
     InputError
         On malformed embeddings, mismatched row counts, a ``k_range`` outside
-        ``[2, n]`` or bad search settings.
+        ``[2, n]``, bad search settings, or a setting the criterion does not use.
     """
     tic = time.perf_counter()
+    if criterion not in ("modularity", "stability"):
+        raise InputError(f"criterion must be 'modularity' or 'stability'; got {criterion!r}")
+    given = {"joint_embeddings": joint_embeddings, "counterparts": counterparts, "n_components": n_components,
+             "n_bootstrap": n_bootstrap, "subsample_fraction": subsample_fraction, "text_weight": text_weight,
+             "n_references": n_references, "resolution": resolution, "tolerance": tolerance}
+    _refuse_unused(criterion, given)
+    n_components, n_bootstrap, subsample_fraction, text_weight, n_references, resolution, tolerance = (
+        _DEFAULTS[name] if given[name] is None else given[name]
+        for name in ("n_components", "n_bootstrap", "subsample_fraction", "text_weight", "n_references",
+                     "resolution", "tolerance"))
     u, text, text_name = _check_inputs(image_embeddings, counterparts, joint_embeddings)
     for name in ("max_samples", "n_components", "n_bootstrap", "n_init", "n_references"):
         check_positive(locals()[name], name, integer=True)
@@ -294,13 +330,11 @@ def estimate_n_clusters(
     check_positive(text_weight, "text_weight")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer; got {seed!r}")
-    if criterion not in ("modularity", "stability"):
-        raise InputError(f"criterion must be 'modularity' or 'stability'; got {criterion!r}")
     check_positive(resolution, "resolution")
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise InputError(f"tolerance={tolerance!r} must be a number in [0, 1)")
     if criterion == "modularity":
-        return _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolution, tolerance, tic)
+        return _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, tic)
 
     n = u.shape[0]
     m = min(n, int(max_samples))
@@ -398,10 +432,10 @@ def modularity_curves(x: np.ndarray, candidates, *, seed: int = 0, n_init: int =
     view, view-major), so the modularity at resolution r is
     ``out[..., 0] - r * out[..., 1]``. ``x``: unit rows.
     """
-    from tacluster.cluster.choose_method import _power_view, knn_graph
+    from tacluster.cluster.choose_method import knn_graph
 
     candidates = np.asarray(candidates, dtype=np.int64)
-    views = [_power_view(x, p) for p in VIEW_POWERS]
+    views = [power_normalise(x, p) for p in VIEW_POWERS]
     graphs = [knn_graph(v, nb, seed=seed) for v in views for nb in SCORE_NEIGHBORS]
     out = np.zeros((len(views), len(candidates), len(graphs), 2))
     for i, v in enumerate(views):
@@ -423,7 +457,7 @@ def plateau_choice(scores, candidates, tolerance: float) -> tuple[int, float]:
     return int(np.asarray(candidates)[np.flatnonzero(scores >= threshold).max()]), threshold
 
 
-def _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolution, tolerance, tic):
+def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, tic):
     """The default criterion (module docstring): plateau of the spectral partitions' modularity."""
     n = u.shape[0]
     m = min(n, int(max_samples))
@@ -446,8 +480,6 @@ def _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolut
         "tolerance": float(tolerance),
         "spectral_neighbors": SPECTRAL_NEIGHBORS,
         "score_neighbors": list(SCORE_NEIGHBORS),
-        "text_side": text_name,
-        "text_side_used": False,
         "n_samples": int(n),
         "n_search": int(m),
         "n_init": int(n_init),
@@ -455,6 +487,16 @@ def _modularity_search(u, text_name, k_range, seed, max_samples, n_init, resolut
         "seconds": time.perf_counter() - tic,
     }
     return AutoKResult(k=best, candidates=candidates, scores=scores.astype(np.float64), details=details)
+
+
+def _refuse_unused(criterion: str, given: dict) -> None:
+    """An :class:`InputError` naming the first setting in ``given`` (not None) that ``criterion`` does not use."""
+    unused = STABILITY_ONLY if criterion == "modularity" else MODULARITY_ONLY
+    for name in unused:
+        if given[name] is not None:
+            other = "stability" if criterion == "modularity" else "modularity"
+            raise InputError(f"{name} is used only by criterion={other!r}, not by criterion={criterion!r}; "
+                             f"drop it or pass criterion={other!r}")
 
 
 def _check_inputs(image_embeddings, counterparts, joint_embeddings):

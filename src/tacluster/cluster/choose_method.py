@@ -21,26 +21,33 @@ collection's own neighbourhood graph, and the best-scoring one is kept:
   replaced only by a candidate whose score is higher by more than the
   relative ``margin`` (2 %). Reference and margin were fixed on the fit parts
   of the nine sets and checked leave-one-domain-out (``docs/tuning.md``).
-* **Text side** (when given): TAC without training with the trust mechanism
-  (:func:`tacluster.cluster.text_weight.choose_text_weight`) is chosen when that mechanism
-  trusts the text fully (weight 1, ``train``): the text then separates what
-  image neighbourhoods cannot (a class versus a nuisance style that both keep
-  image neighbourhoods together), which no image-graph score can see.
+* **No text candidate.** TAC without training with the trust mechanism
+  was once offered here, given a noun bank, and chosen when the trust
+  mechanism trusted the text fully (weight 1). Nothing passed it a noun bank,
+  and with the offline ``lite`` backbone (the only one whose ``--method auto``
+  is this choice; CLIP backbones run TAC) the trust mechanism never chose
+  weight 1 (``benchmarks/text_candidate.py``, issue 28), so it went.
 
 Everything is computed on the collection being clustered; labels are never
-used. Cost: one fit per candidate plus one kNN search per view.
+used. Cost: one fit per candidate plus one kNN search per view. The candidates
+are fitted by a function the caller passes (the estimator's), so this layer
+sits below the estimator and never imports it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
+from tacluster._blocks import power_normalise, sample_rows
+from tacluster._scale import checked_images, use_large_scale
 from tacluster._validation import as_float_matrix, check_n_clusters
 
 #: Candidate name -> estimator settings (``TextAidedClustering`` keyword
-#: arguments). Order matters only for exact ties (the first wins).
+#: arguments, handed to the ``fit`` the caller gives). Order matters only for
+#: exact ties (the first wins).
 IMAGE_CANDIDATES: dict[str, dict] = {
     "kmeans": {"method": "kmeans"},
     "spectral": {"method": "spectral"},
@@ -52,8 +59,6 @@ REFERENCE = "spectral"
 N_NEIGHBORS = 10
 #: How much higher a candidate must score than the reference, relative to the reference's score.
 MARGIN = 0.02
-#: The TAC candidate offered when a text side is given.
-TEXT_CANDIDATE = ("tac-no-train", {"method": "no-train", "text_weight": "auto"})
 #: On the large-N path (``large_scale``) the partitions are scored on this many
 #: sampled images (the kNN graph among them): the graphs of all 1.28 M images
 #: would be two neighbour searches of ~40 min each on 2 cores (docs/scaling.md).
@@ -89,13 +94,6 @@ class MethodChoice:
     details: dict = field(default_factory=dict)
 
 
-def _power_view(u: np.ndarray, power: float) -> np.ndarray:
-    if power == 1.0:
-        return u
-    v = np.sign(u) * np.abs(u) ** power
-    return np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12), dtype=np.float32)
-
-
 def knn_graph(features: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0):
     """Symmetrised kNN adjacency (scipy CSR, self excluded) of unit-norm rows."""
     from scipy import sparse
@@ -126,24 +124,22 @@ def partition_scores(image_embeddings, partitions: dict[str, np.ndarray], *, pow
                      n_neighbors: int = N_NEIGHBORS, seed: int = 0) -> dict[str, float]:
     """The criterion for each partition: mean modularity over the kNN graphs of the views ``powers``."""
     u = as_float_matrix(image_embeddings, "image_embeddings")
-    graphs = [knn_graph(_power_view(u, float(p)), n_neighbors, seed=seed) for p in powers]
+    graphs = [knn_graph(power_normalise(u, float(p)), n_neighbors, seed=seed) for p in powers]
     return {name: float(np.mean([modularity(g, lb) for g in graphs])) for name, lb in partitions.items()}
 
 
 def choose_method(
     image_embeddings,
     n_clusters: int,
+    fit: Callable[[dict], Any],
     *,
     candidates: dict[str, dict] | None = None,
-    noun_embeddings=None,
-    nouns=None,
-    joint_embeddings=None,
     reference: str = REFERENCE,
     margin: float = MARGIN,
     n_neighbors: int = N_NEIGHBORS,
     seed: int = 0,
-    estimator_params: dict | None = None,
-):
+    large_scale: bool | str = "auto",
+) -> tuple[MethodChoice, Any]:
     """Fit every candidate on the collection and keep the one the criterion prefers.
 
     Parameters
@@ -151,11 +147,14 @@ def choose_method(
     image_embeddings : array-like of shape (n_samples, d)
     n_clusters : int
         K.
+    fit : callable
+        ``fit(params)`` fits one candidate, given its settings (a value of
+        ``candidates``), on ``image_embeddings`` with K clusters and returns
+        the fitted model (anything with ``labels_``). The estimator passes
+        one that builds a ``TextAidedClustering`` with its own settings, so
+        this layer never imports the estimator.
     candidates : dict of str to dict, optional
-        Name -> ``TextAidedClustering`` settings; default :data:`IMAGE_CANDIDATES`.
-    noun_embeddings, nouns, joint_embeddings : optional
-        The text side; when ``noun_embeddings`` is given, TAC without
-        training with the trust mechanism joins as :data:`TEXT_CANDIDATE`.
+        Name -> settings; default :data:`IMAGE_CANDIDATES`.
     reference : str
         Candidate kept unless another beats it by more than ``margin``.
     margin : float
@@ -164,21 +163,18 @@ def choose_method(
     n_neighbors : int
         Neighbours per image in the scoring graph.
     seed : int
-        ``random_state`` of every candidate (and of the kNN search).
-    estimator_params : dict, optional
-        Settings shared by every candidate (e.g. ``kmeans_n_init``).
+        Seed of the kNN search and of the scored sample.
+    large_scale : {"auto", True, False}
+        As the estimator's: on the large-N path the partitions are scored on
+        :data:`SCORE_SAMPLE` sampled rows.
 
     Returns
     -------
-    (MethodChoice, TextAidedClustering)
+    (MethodChoice, fitted model)
         The decision and the chosen candidate, fitted.
     """
-    from tacluster._blocks import sample_rows
-    from tacluster.estimator import TextAidedClustering, checked_images, use_large_scale
-
-    shared = dict(estimator_params or {})
     # Large N: a row view is kept as given (each candidate reads sampled rows and blocks).
-    u = checked_images(image_embeddings, shared.get("large_scale", "auto"))
+    u = checked_images(image_embeddings, large_scale)
     k = check_n_clusters(n_clusters, u.shape[0])
     cands = dict(IMAGE_CANDIDATES if candidates is None else candidates)
     if reference not in cands:
@@ -186,11 +182,12 @@ def choose_method(
 
     n = u.shape[0]
     # Rows the partitions are scored on: all of them, or a sample on the large-N path.
-    scored = sample_rows(n, SCORE_SAMPLE, seed) if use_large_scale(n, shared.get("large_scale", "auto")) else np.arange(n)
+    scored = sample_rows(n, SCORE_SAMPLE, seed) if use_large_scale(n, large_scale) else np.arange(n)
     u_scored = u if len(scored) == n else u[scored]
-    fitted: dict[str, TextAidedClustering] = {}
-    for name, params in cands.items():
-        fitted[name] = TextAidedClustering(k, **{**shared, **params, "random_state": seed}).fit(u)
+    fitted = {name: fit(dict(params)) for name, params in cands.items()}
+    for name, model in fitted.items():
+        if len(model.labels_) != n:
+            raise ValueError(f"fit({cands[name]!r}) labelled {len(model.labels_)} rows, not the {n} given (K={k})")
     powers = sorted({float(p.get("feature_power", 1.0)) for p in cands.values()} | {1.0}, reverse=True)
     scores = partition_scores(u_scored, {name: est.labels_[scored] for name, est in fitted.items()}, powers=powers,
                               n_neighbors=n_neighbors, seed=seed)
@@ -201,20 +198,6 @@ def choose_method(
         "" if best == reference else f" > {reference}'s {scores[reference]:.4f} by more than {margin:.1%}"))
     details: dict = {"n_neighbors": n_neighbors, "views_feature_power": powers, "margin": margin,
                      "scored_rows": int(len(scored))}
-    if noun_embeddings is not None:
-        tname, tparams = TEXT_CANDIDATE
-        est = TextAidedClustering(k, **{**shared, **tparams, "random_state": seed})
-        est.fit(u, noun_embeddings, nouns, joint_embeddings=joint_embeddings)
-        trust = est.trust_
-        scores[tname] = partition_scores(u_scored, {tname: est.labels_[scored]}, powers=powers, n_neighbors=n_neighbors,
-                                         seed=seed)[tname]
-        details["text_weight"] = float(est.text_weight_)
-        details["text_relatedness"] = None if trust is None else round(float(trust.relatedness), 4)
-        if trust is not None and trust.text_weight >= 1.0:  # the text side trusted fully
-            fitted[tname] = est
-            cands[tname] = dict(tparams)
-            best = tname
-            reason = f"{tname}: the trust mechanism trusts the text side fully (weight {est.text_weight_:g})"
     choice = MethodChoice(method=best, params=dict(cands[best]), scores=scores, criterion=CRITERION,
                           reason=reason, details=details)
     return choice, fitted[best]

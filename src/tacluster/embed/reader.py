@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tacluster.errors import InputError
-from tacluster.run.rundir import EXPORT_MARKER, RUN_FILE, STAGING
+from tacluster._runfiles import EXPORT_MARKER, RUN_FILE, STAGING
 
 #: File name endings treated as images when walking a folder (case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(

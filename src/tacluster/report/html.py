@@ -39,6 +39,9 @@ import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
 from tacluster._progress import iter_progress
+from tacluster._runfiles import (
+    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
+)
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, draw_auto_k, draw_map, hex_color, save_confusion_png
 from tacluster.report.reading import Assignments, RunDir, members_by_cluster, read_run_dir
@@ -49,9 +52,6 @@ from tacluster.report.thumbnails import (
     placeholder,
     short_file,
     short_name,
-)
-from tacluster.run.rundir import (
-    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
 )
 
 __all__ = ["build_report", "save_confusion_png"]

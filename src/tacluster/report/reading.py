@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from tacluster._paths import text_to_path
+from tacluster._runfiles import ASSIGNMENTS_FILE, CLUSTERS_FILE, RUN_FILE, SKIPPED_FILE, read_assignments_table
 from tacluster.errors import InputError
-from tacluster.run.rundir import ASSIGNMENTS_FILE, CLUSTERS_FILE, RUN_FILE, SKIPPED_FILE, read_assignments_table
 
 
 _ASSIGNMENT_COLUMNS = ("path", "cluster", "confidence", "cluster_name", "x", "y")

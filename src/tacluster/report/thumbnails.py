@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from tacluster._atomic import atomic_write_bytes
-from tacluster.run.rundir import THUMBS_DIR
+from tacluster._runfiles import THUMBS_DIR
 
 
 def thumb_name(path: str, size: int) -> str:

@@ -86,7 +86,8 @@ def _common(p, *, cache=True) -> None:
     """Options shared by the commands that load a backbone."""
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
                    help="where the models run (default: auto = cuda if available)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="images per forward pass (default 64; not with --embeddings, which embeds nothing)")
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
                    help="CPU threads for the models and k-means (default: $OMP_NUM_THREADS, else the "
                         "cores this process may use, affinity and container quota included)")
@@ -106,9 +107,11 @@ def _add_cluster(sub) -> None:
     c.add_argument("input", nargs="*", default=None,
                    help="folder of images (recursive), a .csv/.txt list of paths, or a quoted pattern such as "
                         "'photos/*.jpg' (or give --embeddings)")
+    # The range is choose_k.search_range's (tests/test_cli.py checks the examples against it); spelled out
+    # here so that building the parser does not import the clustering stack.
     c.add_argument("--k", type=_k_value, required=True, metavar="K",
-                   help="number of clusters, or 'auto' to estimate it (searched from 2 up to "
-                        "min(30, n/10) for n images: 2..15 for 150)")
+                   help="number of clusters, or 'auto' to estimate it (searched in 2..max(2, min(30, n // 10)) "
+                        "for n images: 2..2 for 25, 2..15 for 150, 2..30 for 1000)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
                    help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
@@ -118,8 +121,9 @@ def _add_cluster(sub) -> None:
                    help="auto = the measured best for the backbone (see README)")
     c.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 4294967295 (default 0)")
     c.add_argument("--consensus", type=int, default=0, metavar="N",
-                   help="kmeans/no-train: cluster the consensus of N single-restart k-means runs "
-                        "(steadier across seeds; default 0 = best of 10 restarts)")
+                   help="kmeans / no-train / auto (its k-means candidate): cluster the consensus of N "
+                        "single-restart k-means runs (steadier across seeds; default 0 = best of 10 "
+                        "restarts); refused with tac and spectral")
     c.add_argument("--vocabulary", default=None, help="file with one noun per line (default: WordNet nouns)")
     c.add_argument("--noun-bank", default="auto", choices=["auto", "full", "candidates"],
                    help="full = every noun with all 7 prompt templates (the paper); candidates = rank every noun "
@@ -136,9 +140,9 @@ def _add_cluster(sub) -> None:
                         "features (lite): the images' joint (noun-space) vectors, same layout")
     c.add_argument("--embedding-column", default=None, metavar="NAME",
                    help="with a .parquet: the vector column (default: embedding, emb or vector)")
-    c.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="embed in this process, or on Ray actors (pip install 'tacluster[ray]'; "
-                        "RAY_ADDRESS selects the cluster)")
+    c.add_argument("--engine", choices=["local", "ray"], default=None,
+                   help="embed in this process (default), or on Ray actors (pip install 'tacluster[ray]'; "
+                        "RAY_ADDRESS selects the cluster); not with --embeddings")
     _common(c)
 
 
@@ -395,6 +399,8 @@ def _cmd_cluster(a) -> int:
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )
+    for message in run.warnings:  # shown even with --quiet, as errors are: the result is not what was asked
+        print(f"tacluster: warning: {message}", file=sys.stderr)
     if not a.quiet:
         k = len(run.names)
         sizes = {i: int((run.labels == i).sum()) for i in range(k)}

@@ -30,72 +30,17 @@ from typing import Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes, fsync_dir, move_into
+from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text, text_to_path
-from tacluster.errors import InputError
-from tacluster.run.rundir import (
-    ASSIGNMENTS_FILE, DIGEST_COLUMN, EXPORT_MARKER, MOVED_COLUMN, NEW_COLUMN, RUN_FILE, UNDO_DIR,
-    read_assignments_table,
+from tacluster._runfiles import (  # noqa: F401 (journal names re-exported)
+    ASSIGNMENTS_FILE, DIGEST_COLUMN, EDIT_STAGING, EXPORT_MARKER, JOURNAL, MOVED_COLUMN, NEW_COLUMN, RUN_FILE,
+    UNDO_DIR, read_assignments_table,
 )
+from tacluster.errors import InputError
+from tacluster.run.journal import EDITED_FILES, commit as _commit, recover  # noqa: F401 (recover: public here too)
 
-JOURNAL = ".tacluster-edit.json"
-EDIT_STAGING = ".tacluster-edit-staging"
-EDITED_FILES = ("assignments.parquet", "assignments.csv", "clusters.json", "skipped.csv", "model/arrays.safetensors",
-                "model/config.json", "run.json")
 #: Edits that can be undone, newest first (older snapshots are removed with the next edit).
 UNDO_KEPT = 20
-
-# --------------------------------------------------------------------------- journal
-
-
-def recover(run_dir: str | os.PathLike) -> bool:
-    """Finish an edit that was interrupted after its commit point; drop one
-    interrupted before it. Returns True when an edit was finished."""
-    run = Path(run_dir)
-    journal = run / JOURNAL
-    stage = run / EDIT_STAGING
-    if not journal.is_file():
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)  # never committed: the old state stands
-        return False
-    try:
-        entry = json.loads(journal.read_text())
-        files, report = entry["files"], bool(entry.get("report", True))
-        remove = [str(r) for r in entry.get("remove", [])]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        files, report, remove = list(EDITED_FILES), True, []
-    for name in files:
-        src = stage / name
-        if src.is_file():
-            move_into(src, run / name)
-    for name in remove:  # undo snapshots used up or too old, files an undo takes back
-        parts = Path(name).parts
-        if ".." in parts or not (parts[:1] == (UNDO_DIR,) or name in EDITED_FILES):
-            continue  # a journal names nothing else; never follow one out of the run
-        target = run / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
-    if report:  # a run made with --no-report gets none
-        from tacluster.report.html import build_report
-
-        build_report(run)
-    journal.unlink(missing_ok=True)
-    fsync_dir(run)
-    shutil.rmtree(stage, ignore_errors=True)
-    return True
-
-
-def _commit(run: Path, files: dict[str, bytes], remove: Sequence[str] = ()) -> None:
-    stage = run / EDIT_STAGING
-    shutil.rmtree(stage, ignore_errors=True)
-    for name, data in files.items():
-        atomic_write_bytes(stage / name, data)
-    report = (run / "report.html").is_file()
-    entry = {"files": list(files), "report": report, "remove": list(remove)}
-    atomic_write_bytes(run / JOURNAL, json.dumps(entry).encode())  # the commit point
-    recover(run)
 
 
 def _undo_steps(run: Path) -> list[str]:

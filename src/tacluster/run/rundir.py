@@ -19,66 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from tacluster._atomic import atomic_write_bytes, commit_staged
+from tacluster._runfiles import (  # noqa: F401 (the run directory's names, re-exported for the run package)
+    ASSIGNMENTS_CSV, ASSIGNMENTS_FILE, AUTO_K_FILE, CLUSTER_PAGES_DIR, CLUSTERS_FILE, DIGEST_COLUMN, DUPLICATES_FILE,
+    EDIT_STAGING, EXPORT_MARKER, JOURNAL, LOCK_FILE, MAP_FILE, MODEL_DIR, MOVED_COLUMN, NEW_COLUMN, REPORT_FILE,
+    RUN_FILE, SKIPPED_FILE, STAGING, THUMBS_DIR, UNDO_DIR, read_assignments_table,
+)
 from tacluster.errors import InputError
+from tacluster.run.journal import recover
 
-RUN_FILE = "run.json"
-ASSIGNMENTS_FILE = "assignments.parquet"
-ASSIGNMENTS_CSV = "assignments.csv"
-CLUSTERS_FILE = "clusters.json"
-SKIPPED_FILE = "skipped.csv"
-DUPLICATES_FILE = "duplicates.csv"
-MODEL_DIR = "model"
-REPORT_FILE = "report.html"
-MAP_FILE = "map.png"
-AUTO_K_FILE = "auto_k.png"
-THUMBS_DIR = "thumbs"
-CLUSTER_PAGES_DIR = "clusters"
-#: Column of ``assignments.parquet`` with each image's content key (SHA-256 of
-#: its bytes; empty for ``--embeddings`` rows): how ``split`` finds a member's
-#: embedding in the cache and ``add`` skips images already in the run.
-DIGEST_COLUMN = "digest"
-#: Boolean columns of the assignments written by ``move`` (a person put the
-#: image there) and ``add`` (an added image that fits no cluster well).
-MOVED_COLUMN = "moved"
-NEW_COLUMN = "new"
-#: Hidden folder inside ``--out`` where a run writes every output before
-#: moving them in (:func:`commit_outputs`).
-STAGING = ".tacluster-staging"
-#: The file a command holds locked (flock) while it writes a run directory.
-LOCK_FILE = ".tacluster-lock"
-#: The file that marks a folder `tacluster export` wrote (its images are never inputs).
-EXPORT_MARKER = ".tacluster-export.json"
-#: Hidden folder of an edited run: what each edit replaced, so it can be undone
-#: (:func:`tacluster.run.edit.undo_last_edit`).
-UNDO_DIR = ".tacluster-undo"
-
-
-def read_assignments_table(path: str | Path, required: Sequence[str] = ("path", "cluster")):
-    """``assignments.parquet`` (or a predictions .parquet) as a ``pyarrow.Table``.
-
-    Raises
-    ------
-    InputError
-        One line naming the file: missing, not readable Parquet, or without a
-        ``required`` column.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(
-            f"{path} not found: give the output directory of a finished `tacluster` run "
-            f"(it writes {ASSIGNMENTS_FILE}) or an assignments file"
-        )
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path} is not a readable Parquet file ({exc}); re-run tacluster") from exc
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise InputError(f"{path} lacks column(s) {missing}; expected {list(required)}")
-    return table
 
 
 #: What a run writes, relative to ``--out``, in the order they are moved in
@@ -176,7 +124,7 @@ def record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None
     if out.exists() and any(not p.name.startswith(".") and p.name not in (RUN_FILE, "skipped.csv")
                             for p in out.iterdir()):
         return None  # someone's files (written into with --overwrite): add nothing
-    from tacluster.run.tables import csv_bytes, text_rows
+    from tacluster.run.tables import csv_bytes, text_rows  # tables reads run files: a lower module, loaded late
 
     atomic_write_bytes(out / "skipped.csv", csv_bytes(["path", "reason"], text_rows(skipped)))
     atomic_write_bytes(out / RUN_FILE, json.dumps({"run_key": run_key, "status": "failed", "reason": why}).encode())
@@ -186,11 +134,7 @@ def record_failed_run(out: Path, run_key: str, skipped, why: str) -> Path | None
 
 def recover_pending(run_dir: Path) -> None:
     """Finish (or drop) an interrupted rename/merge before the run is read or replaced."""
-    from tacluster.run.edit import EDIT_STAGING, JOURNAL
-
     if (run_dir / JOURNAL).exists() or (run_dir / EDIT_STAGING).exists():
-        from tacluster.run.edit import recover
-
         recover(run_dir)
 
 

@@ -126,10 +126,10 @@ def selfcheck(
     k = len(classes)
     nouns = _noun_side(bb, backbone, vocabulary, cache, progress, joint, False, joint is not u, noun_bank,
                        _device_used(device))
-    tac = _make_estimator(bb, backbone, k, "tac", "tac", seed, device, False, None)
+    tac = _make_estimator(bb, k, "tac", seed, device, False, None)
     tac.fit(u, nouns.bank.embeddings, nouns.bank.words, joint_embeddings=None if joint is u else joint,
             exact_noun_embeddings=nouns.exact)
-    km = _make_estimator(bb, backbone, k, "kmeans", "kmeans", seed, device, False, None).fit(u)
+    km = _make_estimator(bb, k, "kmeans", seed, device, False, None).fit(u)
     tac_acc = evaluate_clustering(y, tac.labels_)["acc"]
     km_acc = evaluate_clustering(y, km.labels_)["acc"]
     return SelfCheck(bb.name or backbone, len(y), classes, zs_acc, tac_acc, km_acc, min_zero_shot, nouns.mode,

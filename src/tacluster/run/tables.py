@@ -17,7 +17,7 @@ from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text, text_to_path
 from tacluster.errors import InputError
 from tacluster.run.outliers import OUTLIERS_LISTED
-from tacluster.run.rundir import DIGEST_COLUMN, read_assignments_table
+from tacluster._runfiles import DIGEST_COLUMN, read_assignments_table
 
 
 def text_rows(pairs) -> list[tuple[str, str]]:

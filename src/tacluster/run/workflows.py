@@ -15,6 +15,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,7 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text
 from tacluster._threads import threads_in_use
-from tacluster.errors import InputError, ModelFileError
+from tacluster.errors import CollapseWarning, InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
 from tacluster.run.duplicates import DUPLICATES_FILE, collection_duplicates
@@ -59,10 +60,12 @@ class ClusterRun:
     duplicates: int = 0
     #: ``(usable, total, unknown words)`` of a ``vocabulary`` file; None for WordNet.
     vocabulary_use: tuple[int, int, list[str]] | None = None
+    #: The fit's :class:`~tacluster.errors.CollapseWarning` messages (also in run.json's ``warnings``).
+    warnings: list[str] = field(default_factory=list)
 
 
-def recommended_params(backbone_name: str) -> dict:
-    """The estimator settings ``--method auto`` resolves to for a backbone.
+def recommended_method(backbone_name: str) -> str:
+    """The method ``--method auto`` resolves to for a backbone.
 
     CLIP-like backbones: the paper's TAC. The offline ``lite`` backbone: its
     text side is too weak for TAC (held-out ACC, 10 seeds: 15-Scene TAC
@@ -74,9 +77,7 @@ def recommended_params(backbone_name: str) -> dict:
     the collection's neighbour graph); measured on nine domains with a
     leave-one-domain-out check in docs/tuning.md (issue 19).
     """
-    if backbone_name.split(":")[0] == "lite":
-        return {"method": "auto"}
-    return {"method": "tac"}
+    return "auto" if backbone_name.split(":")[0] == "lite" else "tac"
 
 
 def _load_backbone_quietly(name: str, device: str, offline: bool | None, progress: bool):
@@ -86,11 +87,6 @@ def _load_backbone_quietly(name: str, device: str, offline: bool | None, progres
 
     with hub_progress(progress and sys.stderr.isatty()):  # in a log, a bar is a stream of carriage returns
         return load_backbone(name, device=device, offline=offline)
-
-
-def recommended_method(backbone_name: str) -> str:
-    """The method part of :func:`recommended_params`."""
-    return recommended_params(backbone_name)["method"]
 
 
 def top_reasons(skipped: Sequence[tuple[str, str]], n: int = 3) -> str:
@@ -125,7 +121,7 @@ def cluster_images(
     method: str = "auto",
     seed: int = 0,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     vocabulary: str | None = None,
     overwrite: bool = False,
@@ -133,7 +129,7 @@ def cluster_images(
     report: bool = True,
     estimator_params: dict | None = None,
     command: str | None = None,
-    engine: str = "local",
+    engine: str | None = None,
     offline: bool | None = None,
     embeddings: str | os.PathLike | None = None,
     joint_embeddings: str | os.PathLike | None = None,
@@ -155,6 +151,8 @@ def cluster_images(
         the label-free choice of :mod:`tacluster.cluster.choose_method`, recorded in
         run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
         or ``"spectral"``
+    batch_size, engine : images per forward pass (default 64) and ``"local"`` (default) or
+        ``"ray"``; refused with ``embeddings`` (nothing is embedded)
     cache_dir : embedding / noun-bank cache root (default: ``~/.cache/tacluster``)
     vocabulary : a file with one noun per line (default: WordNet nouns)
     offline : never download a named model (``HF_HUB_OFFLINE=1`` does the same);
@@ -177,13 +175,16 @@ def cluster_images(
 
     if noun_bank not in NOUN_BANK_MODES:
         raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
+    _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
+    resolved_method = recommended_method(backbone) if method == "auto" else method
+    # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
+    _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
     external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
     if external is None:
         out_r, src_r = out.resolve(), src.resolve()
         if out_r == src_r:
             raise InputError(f"--out {str(out)!r} is the input folder {str(source)!r}: the run's files would "
                              "mix with the images and every later run over it; choose another --out")
-    resolved_method = recommended_method(backbone) if method == "auto" else method
     settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
                              estimator_params, joint_embeddings, embedding_column)
     if noun_bank != "auto":  # an explicit choice is part of the run key ("auto" keeps the keys it always had)
@@ -199,10 +200,11 @@ def cluster_images(
             listed = list_inputs(src)
             _check_k_fits(n_clusters, len(listed.paths), "image files", src)  # before hours of embedding
             with _timed(timings, "embed"):
-                emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size, progress=progress, engine=engine)
+                emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress,
+                                   engine=engine or "local")
         else:
             with _timed(timings, "read_embeddings"):
-                emb = _read_external(external, bb, backbone)
+                emb = _read_external(external, bb, backbone, (estimator_params or {}).get("large_scale", "auto"))
         _check_usable(emb, n_clusters, out, run_key, source, src)
         check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
         u = emb.arrays["image"]
@@ -212,10 +214,12 @@ def cluster_images(
                                noun_bank, _device_used(device))
         words, bank, unknown = nouns.words, nouns.bank, nouns.unknown
 
-        est = _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params)
-        with _timed(timings, "fit"):
+        est = _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params)
+        with _timed(timings, "fit"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CollapseWarning)
             est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint,
                     exact_noun_embeddings=nouns.exact)
+        fit_warnings = _reissue_others(caught, CollapseWarning)
         timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
         with _timed(timings, "naming"):
             named = name_clusters(joint, est.labels_, est.n_clusters_, nouns.naming_bank(est), bank.words,
@@ -227,11 +231,13 @@ def cluster_images(
         xy = map_coordinates(u, seed)
         record = {
             "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
-                         "batch_size": batch_size, "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
+                         **({"batch_size": batch_size or 64, "engine": engine or "local"} if external is None else {}),
+                         "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
                          "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
                          "kept_nouns": len(est.kept_nouns_), "noun_bank": nouns.mode,
                          **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
                              "vocabulary_unknown": unknown} if vocabulary is not None else {})},
+            **({"warnings": fit_warnings} if fit_warnings else {}),
             "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
                        "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
                        "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates,
@@ -249,7 +255,19 @@ def cluster_images(
             report_path = build_report(out, progress=progress)
         return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
                           duplicates=emb.stats.n_duplicates,
-                          vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None)
+                          vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None,
+                          warnings=fit_warnings)
+
+
+def _reissue_others(caught: list, kind: type[Warning]) -> list[str]:
+    """The messages of the ``kind`` warnings among ``caught``; every other warning is shown as it would have been."""
+    kept = []
+    for w in caught:
+        if issubclass(w.category, kind):
+            kept.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return kept
 
 
 class _timed:
@@ -285,6 +303,16 @@ def _check_sources(source, embeddings, joint_embeddings, embedding_column, verb:
                          if source is not None else f"nothing to {verb}: give INPUT (images) or --embeddings")
     if embeddings is None and (joint_embeddings is not None or embedding_column is not None):
         raise InputError("--joint-embeddings and --embedding-column go with --embeddings, not with INPUT images")
+
+
+def _refuse_embedding_options(embeddings, **options) -> None:
+    """Options of the embedding stage (``batch_size=64``: ``--batch-size``) are refused with
+    ``--embeddings``, where nothing is embedded; None means not given."""
+    given = [name for name, value in options.items() if value is not None]
+    if embeddings is not None and given:
+        flags = " and ".join("--" + name.replace("_", "-") for name in given)
+        raise InputError(f"{flags} set how images are embedded, but --embeddings vectors are read, not embedded; "
+                         f"drop {flags}")
 
 
 def _open_input(source, embeddings, joint_embeddings, embedding_column):
@@ -423,15 +451,14 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
     return _Nouns(words, bank, unknown, mode, exact, store)
 
 
-def _make_estimator(bb, backbone, n_clusters, method, resolved_method, seed, device, progress, estimator_params):
-    """The estimator a run fits: the backbone's recommended settings, its retrieval tau, the user's overrides."""
+def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params):
+    """The estimator a run fits: the backbone's retrieval tau (``bb`` None: none), the user's settings."""
     from tacluster.estimator import TextAidedClustering
 
-    auto = {k: v for k, v in recommended_params(backbone).items() if k != "method"} if method == "auto" else {}
     # TAC's retrieval temperature in the backbone's own similarity scale
     # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
     tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
-    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **auto, **(estimator_params or {})}
+    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **(estimator_params or {})}
     return TextAidedClustering(n_clusters, resolved_method, **params)
 
 
@@ -463,6 +490,7 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
             "versions": versions(),
             "duplicates": record["duplicates"],
             **({"embeddings": record["embeddings"]} if "embeddings" in record else {}),
+            **({"warnings": record["warnings"]} if "warnings" in record else {}),
             **_choices(est, settings),
         }
         atomic_write_bytes(stage / RUN_FILE, json.dumps(run, indent=2).encode())
@@ -532,9 +560,10 @@ def cluster_embeddings(
                           joint_embeddings=joint_embeddings, embedding_column=embedding_column, **kwargs)
 
 
-def _read_external(external, bb, backbone_name: str):
+def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "auto"):
     """The vectors of ``--embeddings`` (and ``--joint-embeddings``) as an EmbeddingResult,
-    after checking their widths against what the backbone makes."""
+    after checking their widths against what the backbone makes; read as the estimator's
+    ``large_scale`` path will read them."""
     from tacluster.embed import EmbeddingResult
     from tacluster.embed.external import backbone_widths, match_joint
 
@@ -575,7 +604,7 @@ def _read_external(external, bb, backbone_name: str):
     # Large collections: the image vectors are read through a normalising view of
     # the source (memory map, or float16 as stored), as the estimator's large-N
     # path reads them by sampled rows and blocks (1.28 M x 1280: 6.6 GB of float32 not held).
-    arrays = {"image": image.rows() if use_large_scale(image.n_rows) else image.load()}
+    arrays = {"image": image.rows() if use_large_scale(image.n_rows, large_scale) else image.load()}
     if joint is not None:
         # Read in blocks (naming; fitting reads it only for text-side methods, as an array):
         # a .npy stays memory-mapped instead of a second float32 (N, d) copy.
@@ -606,7 +635,7 @@ def predict_images(
     out_csv: str | os.PathLike | None = None,
     *,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     offline: bool | None = None,
@@ -621,10 +650,12 @@ def predict_images(
     :func:`cluster_embeddings` (same layouts, same width checks and errors).
     ``offline``: never download the model's backbone (read the caches only).
     Memory beyond the vectors is O(rows): no (N, K) probability matrix.
+    ``batch_size`` (images per forward pass, default 64) is refused with ``embeddings``.
     """
     from tacluster.embed import embed_images
     from tacluster.nouns.bank import default_cache_dir
 
+    _refuse_embedding_options(embeddings, batch_size=batch_size)
     out_path = None if out_csv is None else _check_prediction_out(Path(out_csv))
     est, cmap, name = load_run_model(model_dir)
     _check_sources(source, embeddings, joint_embeddings, embedding_column, "predict")
@@ -632,9 +663,9 @@ def predict_images(
     bb = model_backbone(est, name, model_dir, device, offline, progress)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if external is None:
-        emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
+        emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
     else:
-        emb = _read_external(external, bb, name)
+        emb = _read_external(external, bb, name, est.large_scale)
     labels, conf, outlier = assign_with_outliers(est, cmap, emb)
     names = [cmap.names[c] for c in labels]
     if out_path is not None and out_path.suffix.lower() == ".parquet":
