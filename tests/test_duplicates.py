@@ -14,7 +14,8 @@ import pytest
 
 from helpers import extract_members, shared_tarball
 from tacluster.run.cli import main
-from tacluster.run.duplicates import COLUMNS, EXACT_MAX, find_duplicates, folder_duplicates
+from tacluster.run.duplicates import COLUMNS, EXACT_MAX, find_duplicates
+from tacluster.run.workflows import folder_duplicates
 from tacluster.testing import plant_copy
 
 #: original (index into the sorted photos) -> the copies planted of it: those lite's threshold

@@ -40,11 +40,11 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes
 from tacluster._progress import iter_progress
 from tacluster._runfiles import (
-    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
+    ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, DUPLICATES_FILE, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
 )
 from tacluster.errors import InputError
 from tacluster.report.figures import cluster_colors, draw_auto_k, draw_map, hex_color, save_confusion_png
-from tacluster.report.reading import Assignments, RunDir, members_by_cluster, read_run_dir
+from tacluster.report.reading import Assignments, RunDir, members_by_cluster, read_duplicates, read_run_dir
 from tacluster.report.thumbnails import (
     ensure_thumb,
     file_uri,
@@ -327,9 +327,6 @@ def _pick_members(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray, per_clu
 def _read_duplicate_groups(out_dir: Path) -> list[list[dict]]:
     """The first :data:`DUPLICATE_GROUPS_SHOWN` groups of ``duplicates.csv`` (none for a run
     made before it existed), each cut to :data:`DUPLICATES_PER_GROUP` rows."""
-    from tacluster.run.duplicates import read_duplicates
-    from tacluster.run.rundir import DUPLICATES_FILE
-
     path = out_dir / DUPLICATES_FILE
     if not path.is_file():
         return []
@@ -339,9 +336,6 @@ def _read_duplicate_groups(out_dir: Path) -> list[list[dict]]:
 
 def _duplicates_view(run: dict, groups: list[list[dict]], tile, out_dir: Path) -> dict | None:
     """What the page's duplicates section shows; None when the run recorded no detection."""
-    from tacluster.run.duplicates import read_duplicates
-    from tacluster.run.rundir import DUPLICATES_FILE
-
     info = run.get("duplicates")
     if not isinstance(info, dict) and not groups:
         return None

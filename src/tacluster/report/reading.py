@@ -5,6 +5,7 @@ listed in :mod:`tacluster.report.html`); every malformed file is one
 from __future__ import annotations
 
 import csv
+import os
 import json
 import math
 from dataclasses import dataclass, field
@@ -177,3 +178,29 @@ def members_by_cluster(a: Assignments) -> tuple[np.ndarray, np.ndarray]:
     path_rank[sorted(range(len(a.path)), key=a.path.__getitem__)] = np.arange(len(a.path))
     order = np.lexsort((path_rank, -a.confidence, a.cluster))
     return order, a.cluster[order]
+
+
+#: The columns of ``duplicates.csv`` (:mod:`tacluster.run.duplicates` writes it).
+DUPLICATE_COLUMNS = ("group", "path", "digest", "size_bytes", "kind", "similarity")
+
+
+def read_duplicates(path: str | os.PathLike) -> dict[int, list[dict]]:
+    """``duplicates.csv`` as ``{group: [row, ...]}`` in file order; each row has the CSV's
+    columns (``path`` as a file system path, ``size_bytes`` an int or None)."""
+    path = Path(path)
+    groups: dict[int, list[dict]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"group", "path"} <= set(reader.fieldnames):
+                raise InputError(f"{path} has columns {reader.fieldnames}; expected {', '.join(DUPLICATE_COLUMNS)}")
+            for r in reader:
+                size = r.get("size_bytes") or ""
+                row = {**r, "group": int(r["group"]), "path": text_to_path(r["path"]),
+                       "size_bytes": int(size) if size.strip() else None}
+                groups.setdefault(row["group"], []).append(row)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path} is not a readable duplicates CSV ({exc})") from None
+    return groups

@@ -615,7 +615,7 @@ def _cmd_add(a) -> int:
 
 
 def _cmd_duplicates(a) -> int:
-    from tacluster.run.duplicates import folder_duplicates
+    from tacluster.run.workflows import folder_duplicates
 
     found = folder_duplicates(a.input, a.out, threshold=a.threshold, backbone=a.backbone, device=a.device,
                               batch_size=a.batch_size, cache_dir=a.cache_dir, progress=not a.quiet,

@@ -25,18 +25,16 @@ largest file first (the one ``export --skip-duplicates`` keeps); ``kind`` is
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from tacluster._paths import path_to_text, text_to_path
+from tacluster._paths import path_to_text
 from tacluster.errors import InputError
+from tacluster.report.reading import DUPLICATE_COLUMNS as COLUMNS, read_duplicates  # noqa: F401 (public here too)
 from tacluster.run.rundir import DUPLICATES_FILE
-COLUMNS = ("group", "path", "digest", "size_bytes", "kind", "similarity")
 
 #: Cosine threshold per backbone family (the part of the name before ":").
 #: ``lite``: the highest pair recall at >= 95 % precision on planted copies of
@@ -276,28 +274,6 @@ def duplicates_csv_bytes(paths: Sequence[str], digests, sizes, groups: Sequence[
     return csv_bytes(COLUMNS, rows)
 
 
-def read_duplicates(path: str | os.PathLike) -> dict[int, list[dict]]:
-    """``duplicates.csv`` as ``{group: [row, ...]}`` in file order; each row has the CSV's
-    columns (``path`` as a file system path, ``size_bytes`` an int or None)."""
-    path = Path(path)
-    groups: dict[int, list[dict]] = {}
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or not {"group", "path"} <= set(reader.fieldnames):
-                raise InputError(f"{path} has columns {reader.fieldnames}; expected {', '.join(COLUMNS)}")
-            for r in reader:
-                size = r.get("size_bytes") or ""
-                row = {**r, "group": int(r["group"]), "path": text_to_path(r["path"]),
-                       "size_bytes": int(size) if size.strip() else None}
-                groups.setdefault(row["group"], []).append(row)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{path} is not a readable duplicates CSV ({exc})") from None
-    return groups
-
-
 def paths_to_skip(groups: dict[int, list[dict]]) -> set[str]:
     """Every member of each group but its largest file (ties: the first listed): what
     ``export --skip-duplicates`` leaves out."""
@@ -351,50 +327,3 @@ def collection_duplicates(emb, backbone: str, threshold: float | None = None) ->
     sizes = file_sizes(emb.paths)
     groups = find_duplicates(emb.keys, np.asarray(emb.arrays["image"]), value, sizes=sizes) if emb.paths else []
     return Duplicates(list(emb.paths), emb.keys, sizes, groups, value, source)
-
-
-def folder_duplicates(
-    source: str | os.PathLike,
-    out_csv: str | os.PathLike | None = None,
-    *,
-    threshold: float | None = None,
-    backbone: str = "lite",
-    device: str = "auto",
-    batch_size: int = 64,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    offline: bool | None = None,
-) -> Duplicates:
-    """Find the duplicates of a folder (or ``.csv``/``.txt`` list) of images, without clustering.
-
-    The images are embedded through the cache (a second call reads them from
-    it) and grouped by :func:`find_duplicates`; with ``out_csv`` the groups are
-    written as ``duplicates.csv`` rows (see the module docstring), atomically.
-    ``threshold``: the cosine threshold (default: the backbone's,
-    :func:`duplicate_threshold`). Nothing is written when an argument or the
-    input is unusable (:class:`InputError`).
-    """
-    from tacluster._atomic import atomic_write_bytes
-    from tacluster.embed import embed_images
-    from tacluster.nouns.bank import default_cache_dir
-    from tacluster.run.workflows import _load_backbone_quietly, top_reasons
-
-    if threshold is not None:
-        check_threshold(threshold)
-    out = None if out_csv is None else Path(out_csv)
-    if out is not None and out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a folder; give the CSV file to write, e.g. "
-                         f"{str(out / DUPLICATES_FILE)!r}")
-    src = Path(source)
-    if not src.exists():
-        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
-    bb = _load_backbone_quietly(backbone, device, offline, progress)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size, progress=progress)
-    if not emb.paths:
-        why = f"{len(emb.skipped)} file(s) skipped: {top_reasons(emb.skipped)}" if emb.skipped else "no image files found"
-        raise InputError(f"no usable images in {str(source)!r} ({why})")
-    found = collection_duplicates(emb, backbone, threshold)
-    if out is not None:
-        atomic_write_bytes(out, found.csv_bytes())
-    return found

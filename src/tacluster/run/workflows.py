@@ -28,7 +28,7 @@ from tacluster._threads import threads_in_use
 from tacluster.errors import CollapseWarning, InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
-from tacluster.run.duplicates import DUPLICATES_FILE, collection_duplicates
+from tacluster.run.duplicates import DUPLICATES_FILE, Duplicates, collection_duplicates
 from tacluster.run.outliers import outlier_mask, outlier_thresholds
 from tacluster.run.rundir import (
     RUN_FILE, begin_writing, check_out_dir, check_same_input, commit_outputs, record_failed_run, recover_pending,
@@ -742,6 +742,52 @@ def _check_prediction_out(out: Path) -> Path:
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"--out {str(out)!r}: predictions are written as .csv or .parquet; end the name with either")
     return out
+
+
+def folder_duplicates(
+    source: str | os.PathLike,
+    out_csv: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    backbone: str = "lite",
+    device: str = "auto",
+    batch_size: int | None = 64,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    offline: bool | None = None,
+) -> Duplicates:
+    """Find the duplicates of a folder (or ``.csv``/``.txt`` list) of images, without clustering.
+
+    The images are embedded through the cache (a second call reads them from
+    it) and grouped by :func:`~tacluster.run.duplicates.find_duplicates`; with ``out_csv`` the groups are
+    written as ``duplicates.csv`` rows (see the module docstring), atomically.
+    ``threshold``: the cosine threshold (default: the backbone's,
+    :func:`~tacluster.run.duplicates.duplicate_threshold`). Nothing is written when an argument or the
+    input is unusable (:class:`InputError`).
+    """
+    from tacluster.embed import embed_images
+    from tacluster.nouns.bank import default_cache_dir
+    from tacluster.run.duplicates import check_threshold
+
+    if threshold is not None:
+        check_threshold(threshold)
+    out = None if out_csv is None else Path(out_csv)
+    if out is not None and out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a folder; give the CSV file to write, e.g. "
+                         f"{str(out / DUPLICATES_FILE)!r}")
+    src = Path(source)
+    if not src.exists():
+        raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
+    bb = _load_backbone_quietly(backbone, device, offline, progress)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
+    if not emb.paths:
+        why = f"{len(emb.skipped)} file(s) skipped: {top_reasons(emb.skipped)}" if emb.skipped else "no image files found"
+        raise InputError(f"no usable images in {str(source)!r} ({why})")
+    found = collection_duplicates(emb, backbone, threshold)
+    if out is not None:
+        atomic_write_bytes(out, found.csv_bytes())
+    return found
 
 
 def evaluate_assignments(
