@@ -308,3 +308,24 @@ def test_progress_in_a_log_is_plain_lines_not_bars(tmp_path, cli, vocab, shared_
     lines = err.splitlines()
     for stage, unit in (("embedding (relitiny)", "images"), ("training heads", "epochs"), ("thumbnails", "images")):
         assert any(ln.startswith(f"{stage}: ") and f" {unit} in " in ln for ln in lines), (stage, err)
+
+
+def test_cluster_pages_show_lazy_thumbnails_most_confident_first(tmp_path, cli, cluster_args):
+    import re
+
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 8)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(out, report=True)])
+    assert code == 0, err
+    rows = read_csv(out / "assignments.csv")
+    for page in sorted((out / "clusters").glob("cluster-*.html")):
+        html = page.read_text(encoding="utf-8")
+        cid = int(page.stem.split("-")[1])
+        members = sorted((r for r in rows if int(r["cluster"]) == cid), key=lambda r: -float(r["confidence"]))
+        imgs = re.findall(r'<img src="\.\./(thumbs/[^"]+)" alt="" loading="lazy"', html)
+        assert len(imgs) == len(members)  # every member of a small cluster has its thumbnail
+        assert all((out / src).is_file() for src in imgs)
+        listed = re.findall(r'<td class="path"><a href="[^"]+">([^<]+)</a>', html)
+        assert [Path(p).name for p in listed] == [Path(r["path"]).name for r in members]
+        assert "img-src 'self' file:" in html  # the page's policy lets the thumbnails load

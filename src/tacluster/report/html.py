@@ -64,6 +64,8 @@ OUTLIERS_SHOWN = 6
 #: where the rest are (assignments.csv): at 1.28 M images the full lists made
 #: ~250 MB of HTML that no browser shows anyway.
 PAGE_MEMBERS_MAX = 2_000
+#: Members of a cluster page shown with a thumbnail (lazily loaded), most confident first.
+PAGE_THUMBS = 200
 #: Duplicate groups shown (with up to DUPLICATES_PER_GROUP thumbnails each); duplicates.csv lists all.
 DUPLICATE_GROUPS_SHOWN = 30
 DUPLICATES_PER_GROUP = 8
@@ -263,8 +265,10 @@ def build_report(
     picks = _pick_members(rd, order, sorted_ids, thumbs_per_cluster)
     dup_groups = _read_duplicate_groups(out_dir)
     dup_paths = [r["path"] for rows in dup_groups for r in rows]
-    tile = _tile_maker(a, _thumbnails(out_dir, picks, thumb_size, progress, dup_paths))
-    _write_cluster_pages(out_dir, env, rd, order, sorted_ids)
+    page_paths = _page_thumb_paths(rd, order, sorted_ids)
+    thumbs = _thumbnails(out_dir, picks, thumb_size, progress, dup_paths + page_paths)
+    tile = _tile_maker(a, thumbs)
+    _write_cluster_pages(out_dir, env, rd, order, sorted_ids, thumbs)
     clusters_view = []
     for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
         top, outliers, moved, new = picks[cl["id"]]
@@ -389,7 +393,18 @@ def _tile_maker(a: Assignments, thumbs: dict):
     return tile
 
 
-def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray) -> None:
+def _page_thumb_paths(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray) -> list[str]:
+    """The images the cluster pages show as thumbnails: each cluster's
+    :data:`PAGE_THUMBS` most confident members."""
+    out: list[str] = []
+    for cl in rd.clusters:
+        lo, hi = np.searchsorted(sorted_ids, [cl["id"], cl["id"] + 1])
+        out.extend(rd.assignments.path[i] for i in order[lo:min(hi, lo + PAGE_THUMBS)])
+    return out
+
+
+def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray,
+                         thumbs: dict[str, tuple[str, bool]]) -> None:
     """One page per cluster listing its members, most confident first, up to
     :data:`PAGE_MEMBERS_MAX` (then a pointer to assignments.csv), so none is
     hidden behind the strip; pages of clusters that no longer exist (merged,
@@ -406,11 +421,14 @@ def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sort
         for i in order[lo:min(hi, lo + PAGE_MEMBERS_MAX)]:
             p = a.path[i]
             flagged = bool(a.outlier[i]) if a.outlier is not None else p in outlier_paths
+            shown = thumbs.get(p) if len(rows) < PAGE_THUMBS else None
             rows.append({"path": p, "uri": file_uri(p), "confidence": float(a.confidence[i]), "outlier": flagged,
+                         "thumb": f"../{shown[0]}" if shown else None,
                          "moved": a.moved is not None and bool(a.moved[i]),
                          "new": a.new is not None and bool(a.new[i])})
         name = f"cluster-{cl['id']}.html"
         html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, total=int(hi - lo),
+                                         page_thumbs=PAGE_THUMBS,
                                          report=REPORT_FILE, assignments=ASSIGNMENTS_CSV)
         atomic_write_bytes(pages_dir / name, html_page.encode("utf-8", "backslashreplace"))
         written.add(name)
