@@ -329,3 +329,20 @@ def test_cluster_pages_show_lazy_thumbnails_most_confident_first(tmp_path, cli, 
         listed = re.findall(r'<td class="path"><a href="[^"]+">([^<]+)</a>', html)
         assert [Path(p).name for p in listed] == [Path(r["path"]).name for r in members]
         assert "img-src 'self' file:" in html  # the page's policy lets the thumbnails load
+
+
+def test_an_emoji_cluster_name_rebuilds_the_report_without_glyph_warnings(tmp_path, cli, cluster_args):
+    import warnings
+
+    photos = tmp_path / "photos"
+    relihelpers.add_good(photos, 6)
+    out = tmp_path / "out"
+    code, _, err = cli(["cluster", photos, "--k", 2, *cluster_args(out, report=True)])
+    assert code == 0, err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = cli(["rename", out, "0", "cats \U0001F431"])
+        code2, _, err2 = cli(["rename", out, "1", "dogs \U0001F436"])
+    assert code == 0 and code2 == 0, err + err2
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    assert "Glyph" not in err + err2

@@ -3,11 +3,13 @@ confusion matrix, drawn on bare matplotlib Figures (no pyplot state)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +28,21 @@ MAP_LABELS_MAX = 40
 
 
 
+def _quiet_glyphs(draw: Callable) -> Callable:
+    """``draw`` without matplotlib's warning per glyph its font lacks: a cluster name with an
+    emoji is drawn with a box there, and the warning came again on every rebuild of the
+    report (every later edit)."""
+
+    @functools.wraps(draw)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+            return draw(*args, **kwargs)
+
+    return quiet
+
+
+@_quiet_glyphs
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -63,6 +80,7 @@ def hex_color(rgb: tuple[float, float, float]) -> str:
 
 
 
+@_quiet_glyphs
 def draw_map(a: Assignments, clusters: list[dict[str, Any]],
               colors: dict[int, tuple[float, float, float]], dst: Path) -> dict[str, int]:
     from matplotlib.figure import Figure

@@ -194,7 +194,9 @@ def _add_report(sub) -> None:
     """``tacluster report``."""
     r = sub.add_parser("report", help="(re)build report.html of a run directory",
                        description="Rebuild DIR/report.html (thumbnails, 2-D map, settings) from the files "
-                                   "of a finished run, e.g. after editing clusters.json.")
+                                   "of a finished run, e.g. one whose report was deleted. To change a cluster's "
+                                   "name use `tacluster rename` (it updates the assignments, clusters.json and "
+                                   "the model together; an edit of clusters.json alone would not reach them).")
     r.add_argument("dir", help="run directory")
 
 
