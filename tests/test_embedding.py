@@ -409,6 +409,6 @@ def test_embedding_progress_is_shown_when_stderr_is_not_a_terminal(folder, tmp_p
     embed_images(folder, TinyBackbone(), cache_dir=tmp_path / "c", progress=True, batch_size=4)
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert "embedding 10 images" in err and "10/10" in err, err
+    assert "embedding (tiny): 10 images" in err and "10/10" in err, err
     embed_images(folder, TinyBackbone(), cache_dir=tmp_path / "c", progress=False)
     assert capsys.readouterr().err == ""

@@ -5,8 +5,10 @@ state, never a mix)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time

@@ -90,8 +90,9 @@ def _undo(run: Path, form: dict, view: RunView) -> str:
 
 def _export(run: Path, form: dict, view: RunView) -> str:
     to = Path(_field(form, "to").strip()).expanduser()
-    counts = edit.export_run(run, to, mode=_field(form, "mode", "link"))
-    return f"exported {sum(counts.values())} images into {len(counts)} folders under {to}"
+    done = edit.export_run(run, to, mode=_field(form, "mode", "link"))
+    missing = f"; {len(done.missing)} image(s) of the run are not files here and were left out" if done.missing else ""
+    return f"exported {sum(done.counts.values())} images into {len(done.counts)} folders under {to}{missing}"
 
 
 #: POST /action/NAME. Hooks (issue 31): "split" (cluster=ID) and "move" (image=ROWS, to=ID)
