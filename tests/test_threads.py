@@ -202,31 +202,43 @@ def test_available_cpus_is_capped_by_the_container_quota(monkeypatch):
 _CONFIGURE = r"""
 import json, os, sys
 from tacluster._threads import configure_process
-n = configure_process(int(sys.argv[1]) if sys.argv[1] != "-" else None)
+n = configure_process(1)
 import torch
 print(json.dumps([n, torch.get_num_threads(), os.environ["OMP_WAIT_POLICY"]]))
 """
 
 
-@pytest.mark.parametrize("arg, env, want", [
-    ("1", {}, [1, 1, "PASSIVE"]),
-    ("-", {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, [1, 1, "ACTIVE"]),  # the user's choice stands
-    ("2", {"OMP_NUM_THREADS": "1"}, [2, 2, "PASSIVE"]),  # --threads wins over the environment
-])
-def test_configure_process_sets_passive_waiting_and_the_thread_count_before_torch_loads(arg, env, want):
+def test_configure_process_sets_passive_waiting_and_the_thread_count_before_torch_loads():
     clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}
     clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, "-c", _CONFIGURE, arg], capture_output=True, text=True, env={**clean, **env})
+    out = subprocess.run([sys.executable, "-c", _CONFIGURE], capture_output=True, text=True, env=clean)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == want
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [1, 1, "PASSIVE"]
+
+
+@pytest.mark.parametrize("arg, env, want", [
+    (None, {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "ACTIVE"}, (1, "ACTIVE")),  # the user's choice stands
+    (2, {"OMP_NUM_THREADS": "1"}, (2, "PASSIVE")),  # --threads wins over the environment
+])
+def test_configure_process_keeps_the_users_choices_and_threads_wins(monkeypatch, restore_globals, arg, env, want):
+    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert threads.configure_process(arg) == want[0]
+    assert (torch.get_num_threads(), os.environ["OMP_WAIT_POLICY"]) == want  # torch was imported: set at once
+    assert os.environ["OMP_NUM_THREADS"] == str(want[0])
 
 
 def test_keep_freed_memory_serves_large_blocks_from_the_heap_not_fresh_mappings():
     if not threads.keep_freed_memory():
         pytest.skip("no glibc mallopt on this platform")
     code = r"""
-import ctypes, sys
-from tacluster._threads import keep_freed_memory
+import ctypes, importlib.util, sys
+spec = importlib.util.spec_from_file_location("_threads", sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+keep_freed_memory = module.keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -243,7 +255,8 @@ print(libc.mallinfo2().hblks - before)
 libc.free(ctypes.c_void_p(block))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    mapped = [int(subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
+    path = str(SRC / "tacluster" / "_threads.py")  # the module alone: no package import, no torch
+    mapped = [int(subprocess.run([sys.executable, "-c", code, arg, path], capture_output=True, text=True,
                                  env=env, check=True).stdout.split()[-1]) for arg in ("0", "1")]
     # glibc's default maps such a block afresh (and unmaps it on free: every batch faults it in
     # again, zeroed); kept, it comes from the heap and is reused
