@@ -37,6 +37,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def _extract(tarball: Path, dest: Path, per_class: int, n_classes: int | None = None) -> Path:
     """The first ``per_class`` photos of (the first ``n_classes``) classes, flat in ``dest``."""
+    if dest.is_dir() and any(dest.iterdir()):  # extracted by an earlier call with --work
+        return dest
     dest.mkdir(parents=True, exist_ok=True)
     taken: dict[str, int] = {}
     with tarfile.open(tarball) as tar:
@@ -92,10 +94,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--cases", default="tac40,default1000,embed200")
     ap.add_argument("--policies", default="PASSIVE,ACTIVE")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the extracted photos and the warm cache here (default: a temporary folder, removed)")
     ap.add_argument("--competitor-policy", default="ACTIVE",
                     help="the competing job's OpenMP wait policy (ACTIVE: a tacluster from before this change)")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tacluster-threads-"))
+    work = a.work or Path(tempfile.mkdtemp(prefix="tacluster-threads-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         scene = a.data / "scene15-train.tar.gz"
         p40 = _extract(scene, work / "p40", 10, n_classes=4)
@@ -146,7 +151,8 @@ def main() -> None:
             write_json(a.out, {"environment": environment(), "competitor_policy": a.competitor_policy,
                                "results": results})
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

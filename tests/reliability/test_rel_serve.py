@@ -264,14 +264,30 @@ def test_each_action_runs_the_journaled_edit_and_a_stale_page_is_refused(served,
 
     status, _, page = served.post("export", {"to": str(tmp_path / "export"), "mode": "copy"})
     assert status == 303, page
-    assert sum(1 for p in (tmp_path / "export").rglob("*") if p.is_file()) == len(rows["path"])
+    assert sum(1 for p in (tmp_path / "export").rglob("*") if p.is_file() and p.parent != tmp_path / "export") \
+        == len(rows["path"])  # (beside the folders, the export's marker file)
+    # move and split: the journaled edits of `tacluster move` and `tacluster split`
+    one = next(i for i, c in enumerate(pq.read_table(run / "assignments.parquet").column("cluster").to_pylist())
+               if c == 0)
+    status, _, page = served.post("move", {"image": [str(one)], "to": "1", "back": "/cluster/0?page=0"})
+    assert status == 303, page
+    moved = pq.read_table(run / "assignments.parquet").to_pydict()
+    assert moved["cluster"][one] == 1 and moved["moved"][one]
+    assert b'id="move-selected"' in served.get("/cluster/0")[2]
+    k_before = len(edit_state(run))
+    status, _, page = served.post("split", {"cluster": "1", "k": "2"})
+    assert status == 303, page
+    assert len(edit_state(run)) == k_before + 1
+    assert [h["action"] for h in read_run(run)["history"]][-2:] == ["move", "split"]
     # a refused edit says why, in one line, and changes nothing
     before = _digests(run)
     status, _, page = served.post("merge", {"cluster": ["1"]})
     assert status == 400 and b"at least two clusters" in page
     status, _, page = served.post("rename", {"cluster": "0", "name": "from the cli"})
     assert status == 400 and b"already called" in page
-    assert served.post("split", {"cluster": "0"})[0] == 404
+    status, _, page = served.post("split", {"cluster": "0", "k": "many"})
+    assert status == 400 and b"whole number" in page
+    assert served.post("nonesuch", {"cluster": "0"})[0] == 404
     assert _digests(run) == before
 
 

@@ -351,7 +351,7 @@ def _add_selfcheck(sub) -> None:
 def _cmd_selfcheck(a) -> int:
     from tacluster.run.selfcheck import selfcheck
 
-    result = selfcheck(a.backbone, images=a.images, device=a.device, batch_size=a.batch_size,
+    result = selfcheck(a.backbone, images=a.images, device=a.device, batch_size=a.batch_size or 64,
                        cache_dir=a.cache_dir, offline=a.offline or None, vocabulary=a.vocabulary,
                        noun_bank=a.noun_bank, min_zero_shot=a.min_zero_shot, seed=a.seed, progress=not a.quiet)
     print("\n".join(result.lines()))

@@ -95,10 +95,31 @@ def _export(run: Path, form: dict, view: RunView) -> str:
     return f"exported {sum(done.counts.values())} images into {len(done.counts)} folders under {to}{missing}"
 
 
-#: POST /action/NAME. Hooks (issue 31): "split" (cluster=ID) and "move" (image=ROWS, to=ID)
-#: plug in here as two more entries calling edit.split_cluster / edit.move_images.
+def _split(run: Path, form: dict, view: RunView) -> str:
+    from tacluster.run.split import split_cluster
+
+    text = _field(form, "k", "2").strip().lower()
+    if text != "auto" and not text.isdigit():
+        raise InputError(f"parts {text!r}: give a whole number >= 2, or auto")
+    res = split_cluster(run, _field(form, "cluster"), text if text == "auto" else int(text))
+    parts = ", ".join(f"{i} {n!r} ({s})" for i, n, s in zip(res.ids, res.names, res.sizes))
+    return f"cluster {res.cluster} split into {len(res.ids)}: {parts}"
+
+
+def _move(run: Path, form: dict, view: RunView) -> str:
+    from tacluster.run.move import move_images
+
+    paths = _rows(form, view)
+    res = move_images(run, paths, _field(form, "to"))
+    there = f" ({res.already_there} were there already)" if res.already_there else ""
+    return f"moved {res.moved} image(s) into cluster {res.cluster}{there}"
+
+
+#: POST /action/NAME: each runs one journaled edit of :mod:`tacluster.run.edit` (split and
+#: move through :mod:`tacluster.run.split` / :mod:`tacluster.run.move`, the same journal).
 ACTIONS: dict[str, Callable[[Path, dict, RunView], str]] = {
     "rename": _rename, "merge": _merge, "outliers": _outliers, "undo": _undo, "export": _export,
+    "split": _split, "move": _move,
 }
 
 
