@@ -191,6 +191,19 @@ def test_cgroup_cpu_quota_is_read_from_v2_and_v1_files(tmp_path, files, want):
     assert threads._cgroup_cpu_quota(tmp_path) == want
 
 
+def test_an_unrestricted_process_keeps_torchs_default_and_a_restricted_one_gets_its_cores(monkeypatch,
+                                                                                         restore_globals):
+    for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(threads, "available_cpus", lambda: os.cpu_count())
+    assert threads.configure_process() is None
+    assert "OMP_NUM_THREADS" not in os.environ  # torch picks its own (physical cores)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 1)  # e.g. a container given 1.5 CPUs
+    assert threads.configure_process() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1" and torch.get_num_threads() == 1
+
+
 def test_available_cpus_is_capped_by_the_container_quota(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr(threads, "_cgroup_cpu_quota", lambda: 1.5)

@@ -68,9 +68,10 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-def configure_process(threads: int | None = None) -> int:
+def configure_process(threads: int | None = None) -> int | None:
     """Process-wide CPU settings for a command; call it before torch or faiss
-    is imported. Returns the thread count the kernels will use.
+    is imported. Returns the thread count set, or None where torch's own
+    default stands (nothing restricts the process).
 
     - **Passive OpenMP waiting** (``OMP_WAIT_POLICY=PASSIVE`` unless the user
       set one): with the default, a thread that reaches a barrier spins, and
@@ -80,8 +81,10 @@ def configure_process(threads: int | None = None) -> int:
       79-81 s with 2 spinning threads, 22-25 s with 2 passive ones, 17-20 s
       with 1 (benchmarks/threads.py has the whole-run numbers).
     - **Threads**: ``threads`` when given (``--threads``), else the user's
-      ``OMP_NUM_THREADS``, else :func:`available_cpus` (affinity and cgroup
-      quota, which torch's default ignores).
+      ``OMP_NUM_THREADS``, else :func:`available_cpus` when an affinity mask or
+      a cgroup quota grants fewer cores than the machine has (torch's default
+      ignores both); on an unrestricted machine torch's default (its physical
+      cores, not the hyper-threads) stands.
     - **No allocation churn**: glibc returns every freed block over 32 MB to
       the kernel (munmap) and the next batch faults it in again, zeroed, which
       made embedding spend more system than user time; see :func:`keep_freed_memory`.
@@ -95,6 +98,9 @@ def configure_process(threads: int | None = None) -> int:
             n = int(env["OMP_NUM_THREADS"])
         except (KeyError, ValueError):
             n = available_cpus()
+            if n >= (os.cpu_count() or n):  # nothing restricts the process: torch's default stands
+                keep_freed_memory()
+                return None
     n = max(1, n)
     env["OMP_NUM_THREADS"] = str(n)
     env["MKL_NUM_THREADS"] = str(n)

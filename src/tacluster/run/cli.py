@@ -89,8 +89,8 @@ def _common(p, *, cache=True) -> None:
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="images per forward pass (default 64; not with --embeddings, which embeds nothing)")
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="CPU threads for the models and k-means (default: $OMP_NUM_THREADS, else the "
-                        "cores this process may use, affinity and container quota included)")
+                   help="CPU threads for the models and k-means (default: $OMP_NUM_THREADS, else torch's "
+                        "default, lowered to the cores CPU affinity or a container quota grants)")
     if cache:
         p.add_argument("--cache-dir", default=None,
                        help="embedding cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
