@@ -319,10 +319,10 @@ def _add_duplicates(sub) -> None:
 
 def _add_serve(sub) -> None:
     """``tacluster serve``."""
-    s = sub.add_parser("serve", help="review and fix a run in the browser (rename, merge, outliers, undo, export)",
+    s = sub.add_parser("serve", help="review and fix a run in the browser (rename, merge, split, move, outliers, undo, export)",
                        description="Serve RUN on 127.0.0.1 for review: clusters by size with names, thumbnails, "
-                                   "confidence, outliers and the map, with actions (rename, merge selected, mark "
-                                   "outliers, undo the last edit, export) that run the same journaled edits as "
+                                   "confidence, outliers and the map, with actions (rename, merge selected, split, "
+                                   "move selected images, mark outliers, undo the last edit, export) that run the same journaled edits as "
                                    "the commands. Only the printed link (it holds a random token) opens it.")
     s.add_argument("run", help="run directory")
     s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: any free port)")
