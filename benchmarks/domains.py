@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
 from quality import dataset_root, default_estimator, fit_heldout_split, list_labelled  # noqa: E402
 
-from tacluster.cluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, partition_scores  # noqa: E402
+from tacluster.cluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, SCORE_VIEWS, partition_scores  # noqa: E402
 from tacluster.errors import InputError  # noqa: E402
 from tacluster.estimator import TextAidedClustering  # noqa: E402
 from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
@@ -84,7 +84,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS: tuple[tuple[str, int | None], ...] = (
     ("cifar10-train", 100), ("scene15-train", None), ("uiuc-texture", None), ("flowers17", None),
     ("rsscn7-aerial", None), ("pacs-sketch", None), ("pbc-bloodcells", None), ("signdigits", None),
-    ("clothing", None),
+    ("clothing", None), ("butterflies", None), ("gtsrb-signs", None), ("weather", None),
 )
 
 
@@ -124,8 +124,19 @@ def _method_default(data, k, seed):
     return est, est.predict(data["u_ho"], joint_embeddings=data["j_ho"])
 
 
-#: The candidates of tacluster.cluster.choose_method, fitted once per seed (rows of their own too).
-CANDIDATES = tuple(IMAGE_CANDIDATES)
+#: Partitions fitted once per seed on every set, each with its label-free criterion: the candidates
+#: of tacluster.cluster.choose_method (k-means, spectral-fused) and the members of the rule family
+#: the leave-one-domain-out check chooses from (what each rule could pick).
+FAMILY: dict[str, dict] = {
+    "kmeans": {"method": "kmeans"},
+    "spectral": {"method": "spectral"},
+    "spectral-pow": {"method": "spectral", "feature_power": 0.5},
+    "spectral-refined": {"method": "spectral", "spectral_refine": True},
+    "spectral-views": {"method": "spectral", "spectral_views": [1.0, 0.5]},
+    **{name: dict(params) for name, params in IMAGE_CANDIDATES.items() if name != "kmeans"},
+}
+CANDIDATES = tuple(FAMILY)
+GRAPH = tuple(c for c in CANDIDATES if c != "kmeans")
 METHODS = {
     **{name: None for name in CANDIDATES},
     "spectral-nk": _method_spectral_nk,
@@ -134,7 +145,10 @@ METHODS = {
     "default": _method_default,
 }
 #: Relative margins of the leave-one-domain-out rule family.
-MARGINS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+MARGINS = (-0.01, -0.005, 0.0, 0.005, 0.01, 0.02)
+#: Candidate pairs whose criterion difference is set against their ACC difference.
+PAIRS = (("spectral", "kmeans"), ("spectral-pow", "kmeans"), ("spectral-pow", "spectral"),
+         ("spectral-fused", "kmeans"), ("spectral-fused", "spectral"))
 
 
 def load_domain(name: str, limit: int | None, bb, cache: Path, work: Path, shared: Path) -> dict:
@@ -164,15 +178,15 @@ def _scored(est, pred, data, tic) -> dict:
 
 
 def run_candidates(data: dict, seed: int) -> dict[str, dict]:
-    """Every choose_method candidate fitted on the fit part, scored, with its label-free criterion."""
+    """Every partition of :data:`FAMILY` fitted on the fit part, scored, with its label-free criterion
+    (choose_method's: modularity on the fit part's kNN graphs of both views)."""
     out, labels = {}, {}
-    for name, params in IMAGE_CANDIDATES.items():
+    for name, params in FAMILY.items():
         tic = time.perf_counter()
         est, pred = _fit_predict(_est(data["k"], seed, **params), data)
         out[name] = _scored(est, pred, data, tic)
         labels[name] = est.labels_
-    powers = sorted({float(p.get("feature_power", 1.0)) for p in IMAGE_CANDIDATES.values()} | {1.0}, reverse=True)
-    for name, score in partition_scores(data["u_fit"], labels, powers=powers, seed=seed).items():
+    for name, score in partition_scores(data["u_fit"], labels, powers=SCORE_VIEWS, seed=seed).items():
         out[name]["criterion"] = score
     return out
 
@@ -190,44 +204,67 @@ def run_one(method: str, data: dict, seed: int) -> dict:
     return out
 
 
-def apply_rule(rule, runs: dict[str, list[dict]], part: str) -> list[float]:
-    """ACC per seed of a rule: ("always", name) or ("margin", m) over the candidates' criteria."""
+def _pick(rule, crit: dict[str, float]) -> str:
+    """The candidate a rule picks given every candidate's criterion on one seed."""
     kind, value = rule
-    accs = []
-    for i in range(len(runs["kmeans"])):
-        if kind == "always":
-            pick = value
-        else:
-            ref, margin = value
-            crit = {name: runs[name][i]["criterion"] for name in CANDIDATES}
-            pick = max(crit, key=lambda c: (crit[c], c == ref))
-            if pick != ref and crit[pick] <= crit[ref] + margin * abs(crit[ref]):
-                pick = ref
-        accs.append(runs[pick][i][part]["acc"])
-    return accs
+    if kind == "always":
+        return value
+    if kind == "guard":  # graph candidate X unless k-means scores higher by more than the margin
+        x, margin = value
+        return "kmeans" if crit["kmeans"] > crit[x] + margin * abs(crit[x]) else x
+    ref, margin = value  # "keep": the reference unless the best of OLD_CANDIDATES beats it by the margin
+    pick = max(OLD_CANDIDATES, key=lambda c: (crit[c], c == ref))
+    return ref if pick != ref and crit[pick] <= crit[ref] + margin * abs(crit[ref]) else pick
+
+
+#: The candidates of the rule before issue 30 ("keep": keep the reference unless beaten).
+OLD_CANDIDATES = ("kmeans", "spectral", "spectral-pow")
+
+
+def apply_rule(rule, runs: dict[str, list[dict]], part: str) -> list[float]:
+    """ACC per seed of a rule on ``part`` ("fit" or "heldout"); the criterion is always the fit part's."""
+    return [runs[_pick(rule, {c: runs[c][i]["criterion"] for c in CANDIDATES})][i][part]["acc"]
+            for i in range(len(runs["kmeans"]))]
 
 
 def rule_text(rule) -> str:
     kind, value = rule
-    return f"always {value}" if kind == "always" else f"keep {value[0]} unless beaten by > {value[1]:.1%}"
+    if kind == "always":
+        return f"always {value}"
+    if kind == "guard":
+        return f"{value[0]} unless k-means scores higher by > {value[1]:+.1%}"
+    return f"keep {value[0]} unless beaten by > {value[1]:.1%} (k-means, spectral, spectral-pow)"
 
 
 def rule_gain(rule, runs, part: str) -> float:
     return statistics.fmean(a - r[part]["acc"] for a, r in zip(apply_rule(rule, runs, part), runs["kmeans"]))
 
 
+def family() -> list:
+    """Every rule the leave-one-domain-out check may fix: always one candidate; a graph candidate
+    guarded by k-means at a margin; the rule before issue 30 (keep a reference unless beaten)."""
+    rules = [("always", c) for c in CANDIDATES]
+    rules += [("guard", (x, m)) for x in GRAPH for m in MARGINS]
+    rules += [("keep", (ref, m)) for ref in ("spectral", "kmeans") for m in (0.0, 0.01, 0.02, 0.03, 0.05)]
+    return rules
+
+
 def pick_rule(results: dict, sets: list[str]):
-    """The rule-family member with the best mean fit-part gain over ``sets`` whose worst set loses
+    """The family member with the best mean fit-part gain over ``sets`` whose worst set loses
     at most 0.5 ACC (else the best worst set), and its (mean, worst) gains."""
-    family = [("keep", (ref, m)) for ref in ("spectral", "kmeans") for m in MARGINS]
-    family += [("always", c) for c in CANDIDATES]
+    rules = family()
     stats = {}
-    for rule in family:
+    for rule in rules:
         g = [rule_gain(rule, results[s], "fit") for s in sets]
         stats[rule] = (statistics.fmean(g), min(g))
-    safe = [r for r in family if stats[r][1] >= -0.5]
-    best = max(safe, key=lambda r: stats[r][0]) if safe else max(family, key=lambda r: stats[r][1])
+    safe = [r for r in rules if stats[r][1] >= -0.5]
+    best = max(safe, key=lambda r: stats[r][0]) if safe else max(rules, key=lambda r: stats[r][1])
     return best, stats[best]
+
+
+def package_rule():
+    """The package's rule (choose_method) as a family member."""
+    return ("guard", (REFERENCE, MARGIN))
 
 
 def lodo(results: dict) -> dict:
@@ -244,8 +281,35 @@ def lodo(results: dict) -> dict:
             "heldout_gain": rule_gain(rule, runs, "heldout"),
         }
     all_rule, all_stats = pick_rule(results, sets)
-    return {"per_set": rows, "all_nine_rule": rule_text(all_rule),
-            "all_nine_fit_gain": [round(all_stats[0], 2), round(all_stats[1], 2)]}
+    return {"per_set": rows, "all_sets_rule": rule_text(all_rule),
+            "all_sets_fit_gain": [round(all_stats[0], 2), round(all_stats[1], 2)]}
+
+
+def criterion_table(results: dict) -> tuple[str, dict]:
+    """Per set and candidate pair: the criterion difference (fit part) against the held-out ACC
+    difference, means over seeds; per pair the sign agreement and Spearman's rho over the sets."""
+    from scipy.stats import spearmanr
+
+    header = ["set"] + [f"{a} - {b}: Δ criterion / Δ ACC" for a, b in PAIRS]
+    rows, stats = [], {}
+    cols = {pair: ([], []) for pair in PAIRS}
+    for name, runs in results.items():
+        cells = [name]
+        for a, b in PAIRS:
+            dc = statistics.fmean(x["criterion"] - y["criterion"] for x, y in zip(runs[a], runs[b]))
+            da = statistics.fmean(x["heldout"]["acc"] - y["heldout"]["acc"] for x, y in zip(runs[a], runs[b]))
+            cols[(a, b)][0].append(dc)
+            cols[(a, b)][1].append(da)
+            cells.append(f"{dc:+.4f} / {da:+.1f}")
+        rows.append(cells)
+    summary = ["**sign agrees / Spearman ρ**"]
+    for pair, (dc, da) in cols.items():
+        agree = sum((c > 0) == (a > 0) for c, a in zip(dc, da))
+        rho = float(spearmanr(dc, da).statistic) if len(dc) >= 3 else float("nan")
+        stats[f"{pair[0]} - {pair[1]}"] = {"sign_agrees": agree, "n_sets": len(dc), "spearman": rho}
+        summary.append(f"{agree}/{len(dc)}, ρ = {rho:+.2f}")
+    rows.append(summary)
+    return markdown_table(header, rows), stats
 
 
 def lodo_table(res: dict) -> str:
@@ -368,18 +432,28 @@ def main(argv=None) -> dict:
     title = (f"Held-out ACC / NMI (%), backbone lite, K = classes, fit 70 % / held-out 30 % (split seed 0), "
              f"{args.seeds} seeds; (Δ ACC vs k-means, seeds up)")
     md = f"### {title}\n\n{md_table}\n"
+    crit_md, crit_stats = criterion_table(results)
+    md += ("\n### Does the criterion predict? Modularity difference (fit part) against held-out ACC difference, "
+           f"per candidate pair (means over {args.seeds} seeds)\n\n{crit_md}\n")
+    pkg = package_rule()
+    pkg_gain = {name: rule_gain(pkg, runs, "heldout") for name, runs in results.items()}
+    md += (f"\nThe package's rule ({rule_text(pkg)}), held-out Δ ACC vs k-means: mean "
+           f"{statistics.fmean(pkg_gain.values()):+.1f}, worst {min(pkg_gain.values()):+.1f} "
+           f"({min(pkg_gain, key=pkg_gain.get)}).\n")
     lodo_res = lodo(results) if len(results) >= 3 else None
     if lodo_res:
-        md += (f"\n### Leave-one-domain-out check of the label-free choice (rule family: keep k-means or "
-               f"spectral unless another candidate's criterion is higher by a relative margin in "
-               f"{list(MARGINS)}, or always one candidate)\n\n{lodo_table(lodo_res)}\n\nRule fixed on all nine fit parts: "
-               f"{lodo_res['all_nine_rule']} (fit gain mean / worst {lodo_res['all_nine_fit_gain'][0]:+.1f} / "
-               f"{lodo_res['all_nine_fit_gain'][1]:+.1f}); the package's (tacluster.cluster.choose_method): keep "
-               f"{REFERENCE} unless beaten by > {MARGIN:.1%}.\n")
+        md += (f"\n### Leave-one-domain-out: the rule fixed on the other sets' fit parts, scored on the held-out "
+               f"part of the one left out (family: always one of {', '.join(CANDIDATES)}; a graph candidate "
+               f"unless k-means scores higher by a relative margin in {list(MARGINS)}; the rule before issue 30, "
+               f"keep spectral or k-means unless beaten)\n\n{lodo_table(lodo_res)}\n\nRule fixed on all "
+               f"{len(results)} fit parts: {lodo_res['all_sets_rule']} (fit gain mean / worst "
+               f"{lodo_res['all_sets_fit_gain'][0]:+.1f} / {lodo_res['all_sets_fit_gain'][1]:+.1f}); the package's: "
+               f"{rule_text(pkg)}.\n")
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)
     payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
-               "lodo": lodo_res, "auto_k": auto_k,
+               "lodo": lodo_res, "auto_k": auto_k, "criterion": crit_stats,
+               "package_rule": {"rule": rule_text(pkg), "heldout_gain": pkg_gain},
                "environment": environment(), "markdown": md}
     out = Path(args.out)
     write_json(out / "domains.json", payload)

@@ -16,8 +16,10 @@ def _run(fit_acc, ho_acc, crit):
 
 
 def _set(accs_and_crit):
-    """{candidate: (fit acc, held-out acc, criterion)} -> one seed of results per candidate."""
-    return {name: [_run(*v)] for name, v in accs_and_crit.items()}
+    """{candidate: (fit acc, held-out acc, criterion)} -> one seed of results per candidate; the
+    candidates not given are copies of k-means (whatever a rule picks among them, it gains nothing)."""
+    given = {name: [_run(*v)] for name, v in accs_and_crit.items()}
+    return {name: given.get(name, given["kmeans"]) for name in _load().CANDIDATES}
 
 
 def test_rules_follow_the_criterion_and_the_margin():
@@ -27,6 +29,16 @@ def test_rules_follow_the_criterion_and_the_margin():
     assert d.apply_rule(("keep", ("spectral", 0.0)), runs, "heldout") == [69]  # higher criterion wins
     assert d.apply_rule(("keep", ("spectral", 0.02)), runs, "heldout") == [58]  # within 2 %: keep spectral
     assert d.rule_gain(("keep", ("kmeans", 0.0)), runs, "fit") == pytest.approx(20)
+
+
+def test_the_guard_falls_back_to_kmeans_only_when_kmeans_scores_higher():
+    d = _load()
+    runs = _set({"kmeans": (50, 50, 0.50), "spectral-fused": (60, 58, 0.49)})
+    assert d.apply_rule(("guard", ("spectral-fused", 0.0)), runs, "heldout") == [50]  # k-means higher
+    assert d.apply_rule(("guard", ("spectral-fused", 0.05)), runs, "heldout") == [58]  # not higher by 5 %
+    assert d.apply_rule(("guard", ("spectral-fused", -0.05)), runs, "heldout") == [50]
+    runs = _set({"kmeans": (50, 50, 0.50), "spectral-fused": (60, 58, 0.51)})
+    assert d.apply_rule(d.package_rule(), runs, "heldout") == [58]
 
 
 def test_lodo_fixes_the_rule_without_the_held_out_set():
@@ -42,4 +54,4 @@ def test_lodo_fixes_the_rule_without_the_held_out_set():
     assert res["per_set"]["c"]["heldout_gain"] == pytest.approx(-10)
     assert res["per_set"]["c"]["rule"].startswith("keep")
     # With "c" among the fitted sets, a rule that loses 10 somewhere is not "safe": always k-means wins.
-    assert res["all_nine_rule"] == "always kmeans"
+    assert res["all_sets_rule"] == "always kmeans"

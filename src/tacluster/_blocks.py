@@ -84,6 +84,12 @@ def power_normalise(x: np.ndarray, power: float) -> np.ndarray:
     return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def concatenated_views(x: np.ndarray, powers: Sequence[float]) -> np.ndarray:
+    """``[x ** p_1, x ** p_2, ...] / sqrt(m)`` (each view power-normalised): unit rows
+    whose cosine is the mean of the views' cosines."""
+    return (np.hstack([power_normalise(x, float(p)) for p in powers]) / np.sqrt(len(powers))).astype(np.float32)
+
+
 class _RowView:
     """An (N, d) float32 array computed from ``base`` for the rows asked for (``view[rows]``:
     a slice or an index array); ``np.asarray(view)`` materialises it block by block."""
@@ -135,3 +141,15 @@ class PowerRows(_RowView):
 
     def _rows(self, block: np.ndarray) -> np.ndarray:
         return power_normalise(block, self.power)
+
+
+class ViewsRows(_RowView):
+    """:func:`concatenated_views` of an (N, d) array, per block of rows: shape (N, d * len(powers))."""
+
+    def __init__(self, base: np.ndarray, powers: Sequence[float]):
+        super().__init__(base)
+        self.powers = tuple(float(p) for p in powers)
+        self.shape = (base.shape[0], base.shape[1] * len(self.powers))
+
+    def _rows(self, block: np.ndarray) -> np.ndarray:
+        return concatenated_views(block, self.powers)

@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from tacluster._blocks import PowerRows, iter_blocks, power_normalise
+from tacluster._blocks import PowerRows, ViewsRows, concatenated_views, iter_blocks, power_normalise
 from tacluster._scale import LARGE_SCALE_MIN_SAMPLES, checked_images, use_large_scale  # noqa: F401 (re-exported)
 from tacluster._validation import (
     as_float_matrix,
@@ -25,11 +25,13 @@ from tacluster._validation import (
 from tacluster.cluster import neighbours
 from tacluster.cluster.kmeans import (
     KMEANS_N_ITER,
+    KMEANS_POINTS_PER_CLUSTER,
     assign,
     consensus_kmeans,
     joint_features,
     kmeans_cluster,
     normalised_means,
+    refined_kmeans,
     sampled_kmeans,
 )
 from tacluster.cluster.spectral import landmark_spectral_cluster, spectral_cluster
@@ -50,7 +52,8 @@ METHODS = ("tac", "no-train", "kmeans", "spectral", "auto")
 CONSENSUS_METHODS = ("kmeans", "no-train", "auto")
 #: Settings ``method="auto"`` does not hand its candidates: K is resolved, the seed is
 #: the fit's, and the candidates set their own method and feature power.
-_NOT_FORWARDED = ("n_clusters", "method", "random_state", "k_range", "feature_power")
+_NOT_FORWARDED = ("n_clusters", "method", "random_state", "k_range", "feature_power", "spectral_views",
+                  "spectral_refine")
 
 #: Above this many clusters ``"spectral"`` goes through landmarks at any N: the
 #: exact graph's eigensolver needs K eigenvectors, and its time grows steeply
@@ -116,6 +119,16 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     spectral_neighbors : int, default=20
         Neighbours per image in the graph of ``"spectral"`` (20 chosen on the
         fit parts of 15-Scene and CIFAR-10, ``docs/tuning.md``).
+    spectral_views : sequence of float or None, default=None
+        ``"spectral"`` only: feature powers whose views, side by side
+        (:func:`tacluster._blocks.concatenated_views`), give the graph that is
+        cut, e.g. ``(1.0, 0.5)``: raw and signed-root features, so that
+        neither view alone decides. None: the features (at ``feature_power``).
+    spectral_refine : bool, default=False
+        ``"spectral"`` only: after the graph cut, spherical k-means on the
+        features started from its clusters
+        (:func:`tacluster.cluster.kmeans.refined_kmeans`). ``"auto"``'s graph
+        candidate uses both (``docs/tuning.md`` §8).
     n_epochs, min_steps, batch_size, learning_rate, temperature, balance_weight
         Head training (paper: 20 epochs, batch 512, Adam 1e-3, T = 0.5, w = 5);
         ``min_steps`` (200) lengthens training on small collections.
@@ -208,6 +221,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         "balance_weight": [Interval(Real, 0, None, closed="left")],
         "knn_method": [StrOptions({"auto", "exact", "hnsw", "ivf"})],
         "large_scale": [StrOptions({"auto"}), "boolean"],
+        "spectral_views": ["array-like", None],
+        "spectral_refine": ["boolean"],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -228,6 +243,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         n_neighbors: int = 50,
         knn_method: str = "auto",
         spectral_neighbors: int = 20,
+        spectral_views: Sequence[float] | None = None,
+        spectral_refine: bool = False,
         large_scale="auto",
         n_epochs: int = 20,
         min_steps: int = 200,
@@ -256,6 +273,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.knn_method = knn_method
         self.spectral_neighbors = spectral_neighbors
+        self.spectral_views = spectral_views
+        self.spectral_refine = spectral_refine
         self.large_scale = large_scale
         self.n_epochs = n_epochs
         self.min_steps = min_steps
@@ -290,6 +309,18 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         if self.consensus >= 2 and self.method not in CONSENSUS_METHODS:
             raise InputError(f"consensus={self.consensus} combines k-means runs, which method={self.method!r} does "
                              f"not make; use it with method {' / '.join(map(repr, CONSENSUS_METHODS))}, or drop it")
+        if self.spectral_views is not None:
+            views = np.asarray(self.spectral_views, dtype=object).ravel()
+            if not len(views) or not all(isinstance(p, (int, float, np.number)) and not isinstance(p, bool)
+                                         and p > 0 for p in views):
+                raise InputError(f"spectral_views={self.spectral_views!r} must be a non-empty list of positive "
+                                 "feature powers, e.g. [1.0, 0.5]")
+        for name in ("spectral_views", "spectral_refine"):
+            if getattr(self, name) not in (None, False) and self.method != "spectral":
+                why = ("is chosen by method='auto' (its graph candidate uses views [1, 0.5], refined)"
+                       if self.method == "auto" else f"shapes the graph cut of method='spectral', which "
+                       f"method={self.method!r} does not make")
+                raise InputError(f"{name}={getattr(self, name)!r} {why}; drop it, or use method='spectral'")
         if self.method == "auto" and self.feature_power != 1.0:
             raise InputError(f"feature_power={self.feature_power} is chosen by method='auto' (its candidates use 1 "
                              "and 0.5); drop it, or give a method such as 'spectral'")
@@ -466,16 +497,24 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_spectral(self, u: np.ndarray, k: int, large: bool, seed: int, timings: dict) -> None:
         tic = time.perf_counter()
+        graph_u = u
+        if self.spectral_views is not None:
+            powers = [float(p) for p in np.asarray(self.spectral_views, dtype=np.float64).ravel()]
+            graph_u = ViewsRows(u, powers) if large else concatenated_views(u, powers)
         if large or k > SPECTRAL_EXACT_MAX_CLUSTERS:  # the exact eigensolver cannot finish (docs/scaling.md)
             # Restarts of the embedding's k-means cost n_init x 256 K x K^2: all of
             # them up to 100 clusters (100k images, K = 50: ACC 85.0 with 10, 77.7
             # with 1, before the embedding's rows were scaled to unit length; 88.1
             # now), one above (K = 1000: 10 TFLOP per restart).
             restarts = self.kmeans_n_init if (not large or k <= 100) else 1
-            labels = landmark_spectral_cluster(u, k, seed=seed + 1, n_init=restarts, n_iter=self._kmeans_iter(large))
+            labels = landmark_spectral_cluster(graph_u, k, seed=seed + 1, n_init=restarts,
+                                               n_iter=self._kmeans_iter(large))
         else:
-            labels = spectral_cluster(u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
+            labels = spectral_cluster(graph_u, k, n_neighbors=self.spectral_neighbors, seed=seed + 1,
                                       n_init=self.kmeans_n_init)
+        if self.spectral_refine:
+            labels = refined_kmeans(u, labels, k, n_iter=self._kmeans_iter(large), seed=seed + 1,
+                                    points_per_cluster=KMEANS_POINTS_PER_CLUSTER if large else None)
         # Every image, fitted or new, goes to the nearest normalised mean of
         # the graph's clusters, so `predict` agrees with `labels_`. That one
         # reassignment also scored higher than the graph's own labels

@@ -61,8 +61,9 @@ def kmeans(
     seed: int = 0,
     spherical: bool = False,
     max_points_per_centroid: int | None = None,
+    init: np.ndarray | None = None,
 ) -> KMeansResult:
-    """k-means with faiss; k-means++ initialisation, best of ``n_init`` runs.
+    """k-means with faiss; k-means++ initialisation, best of ``n_init`` runs (or one run from ``init``).
 
     Parameters
     ----------
@@ -80,6 +81,8 @@ def kmeans(
     max_points_per_centroid : int or None
         Fit on a random subsample of at most ``k * max_points_per_centroid``
         points; None fits on all points.
+    init : ndarray of shape (k, n_features), optional
+        Start from these centroids (one run: ``n_init`` must be 1).
 
     Returns
     -------
@@ -89,6 +92,8 @@ def kmeans(
     """
     x = _f32(x)
     n, d = x.shape
+    if init is not None and int(n_init) != 1:
+        raise ValueError(f"a start (init) makes one run; got n_init={n_init}")
     mppc = max_points_per_centroid if max_points_per_centroid is not None else -(-n // k) + 1
     km = faiss.Kmeans(
         d,
@@ -106,7 +111,7 @@ def kmeans(
     # the restarts then disagree less (issue: results moving with faiss builds).
     km.cp.init_method = _kmeans_plus_plus()
     with one_thread_if_busy():
-        km.train(x)
+        km.train(x, init_centroids=None if init is None else _f32(init))
         _, labels = km.index.search(x, 1)
     iters = len(km.iteration_stats) // max(int(n_init), 1)
     return KMeansResult(
