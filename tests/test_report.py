@@ -113,7 +113,8 @@ def run_dir(tmp_path: Path) -> tuple[Path, dict]:
         "settings": {"backbone": "lite", "n_clusters": 3, "seed": 0, "nested": {"a": [1, 2]}},
         "timings_s": {"embed": 12.5, "cluster": 0.75, "report": 95.0},
         "counts": {"inputs": len(rows) + N_SKIPPED, "assigned": len(rows), "skipped": N_SKIPPED},
-        "auto_k": {"candidates": [2, 3, 4, 5], "scores": [0.4, 0.7, 0.6, 0.5], "chosen": 3},
+        "auto_k": {"candidates": [2, 3, 4, 5], "scores": [0.4, 0.7, 0.69, 0.5], "chosen": 4, "plateau": [3, 4],
+                   "tolerance": 0.02},
         "host_note": "unknown keys are shown, not rejected",
     }))
     with (out / "skipped.csv").open("w", newline="") as fh:
@@ -147,7 +148,8 @@ def test_report_lists_clusters_and_summary(run_dir):
     assert f"{len(info['paths']) + N_SKIPPED:,}" in page
     assert "backbone" in page and "lite" in page and "host_note" in page
     assert "1 min 48 s" in page  # 12.5 + 0.75 + 95 s of timings in total
-    assert "auto_k.png" in page and "chosen k = 3" in page
+    assert "auto_k.png" in page and "chosen k = 4" in page
+    assert "Every k from 3 to 4 scores within 2 % of the best" in page  # how sure the choice is
     # Skipped files: first 200 listed, the rest counted, names escaped.
     assert page.count("cannot identify image file") == 200
     assert "and 5 more" in page

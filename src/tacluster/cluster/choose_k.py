@@ -469,6 +469,7 @@ def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolera
     per_view = (parts[..., 0] - resolution * parts[..., 1]).mean(axis=2)  # (view, k)
     scores = per_view.max(axis=0)
     best, threshold = plateau_choice(scores, candidates, tolerance)
+    near = candidates[scores >= threshold]
     details = {
         "criterion": (f"plateau of kNN-graph modularity (resolution {resolution:g}) of spectral partitions: "
                       f"the largest k within {tolerance:.0%} of the best score"),
@@ -476,6 +477,9 @@ def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolera
         "modularity": {f"feature power {p:g}": [float(v) for v in curve] for p, curve in zip(VIEW_POWERS, per_view)},
         "argmax_k": int(candidates[int(np.argmax(scores))]),
         "threshold": threshold,
+        # how sure: every k scoring within the tolerance of the best is about as well supported (on the
+        # twelve shared domains' fit parts this range held the true K on 9 of 12; docs/tuning.md §9)
+        "plateau": [int(near.min()), int(near.max())],
         "resolution": float(resolution),
         "tolerance": float(tolerance),
         "spectral_neighbors": SPECTRAL_NEIGHBORS,

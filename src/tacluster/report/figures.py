@@ -221,7 +221,14 @@ def draw_auto_k(auto_k: Any, dst: Path, source: Path) -> dict[str, Any]:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     save_figure(fig, dst)
-    return {"candidates": cand, "scores": scores, "chosen": chosen}
+    plateau = auto_k.get("plateau")
+    if isinstance(plateau, (list, tuple)) and len(plateau) == 2 and all(isinstance(v, int) for v in plateau):
+        plateau = [int(plateau[0]), int(plateau[1])]
+    else:
+        plateau = None
+    tol = auto_k.get("tolerance")
+    tolerance = float(tol) if isinstance(tol, (int, float)) and not isinstance(tol, bool) else None
+    return {"candidates": cand, "scores": scores, "chosen": chosen, "plateau": plateau, "tolerance": tolerance}
 
 
 

@@ -513,7 +513,8 @@ def _choices(est, settings: dict) -> dict:
     if est.auto_k_ is not None:
         out["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                          "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
-                         "criterion": est.auto_k_.details.get("criterion", "tacluster.cluster.choose_k")}
+                         "criterion": est.auto_k_.details.get("criterion", "tacluster.cluster.choose_k"),
+                         **{key: est.auto_k_.details[key] for key in ("plateau", "tolerance") if key in est.auto_k_.details}}
     return out
 
 
