@@ -29,6 +29,19 @@ leave-one-domain-out check: for each set the member with the most hits on the
 other eight is applied to it. Writes ``autok_domains.json`` / ``.md``::
 
     python benchmarks/autok.py --domains --seeds 0 1 2 --out docs
+
+``--criteria`` (issue 30): every label-free criterion on both kinds of
+collection, seed 0: the twelve sets' fit parts at their true K (many fine
+classes), and class subsets (few, often close classes): 3, 5 and 7 classes
+drawn at random (``numpy.random.default_rng(123)``, three draws each) from
+CIFAR-10 (files 100-299 of each class: not the files ``domains.py`` uses),
+from 15-Scene's and from the butterflies' fit parts. Criteria: the default
+(modularity plateau, with the plateau's range: every k within the tolerance
+of the best), modularity argmax at resolution 1, null-corrected stability,
+the silhouette gap (stability's second opinion), and the eigengap of the raw
+view's 20-NN graph. Writes ``autok_criteria.json`` / ``.md``::
+
+    python benchmarks/autok.py --criteria --out docs
 """
 
 from __future__ import annotations
@@ -152,6 +165,109 @@ def domains_lodo(seeds: list[int], out: str) -> dict:
     return payload
 
 
+def subset_cases(bb, work: Path, shared: Path):
+    """(name, features, labels) of the class subsets of ``--criteria``."""
+    from domains import load_domain
+    from quality import IMAGE_EXTS, dataset_root
+
+    from tacluster.embed import embed_images
+    from tacluster.nouns.bank import default_cache_dir
+
+    root = dataset_root(shared / "cifar10-train.tar.gz", work)
+    paths, labels = [], []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in cls.rglob("*") if f.suffix.lower() in IMAGE_EXTS)[100:300]
+        paths += [str(f) for f in files]
+        labels += [cls.name] * len(files)
+    emb = embed_images(paths, bb, cache_dir=default_cache_dir(), progress=False)
+    label_of = dict(zip(paths, labels))
+    sources = [("CIFAR-10", emb.arrays["image"], np.unique([label_of[p] for p in emb.paths], return_inverse=True)[1])]
+    for name in ("scene15-train", "butterflies"):
+        d = load_domain(name, None, bb, default_cache_dir(), work, shared)
+        sources.append((name, d["u_fit"], d["y_fit"]))
+    rng = np.random.default_rng(123)
+    for name, u, y in sources:
+        y = np.asarray(y).reshape(-1)
+        for m in (3, 5, 7):
+            for draw in range(3):
+                keep = np.isin(y, rng.choice(np.unique(y), m, replace=False))
+                yield f"{name} {m} classes #{draw}", u[keep], y[keep]
+
+
+def eigengap_k(u: np.ndarray, candidates: np.ndarray) -> int:
+    """K of the largest gap between consecutive eigenvalues of the raw view's normalised 20-NN graph."""
+    from scipy import sparse
+    from scipy.sparse.linalg import eigsh
+
+    from tacluster.cluster import neighbours
+
+    n = u.shape[0]
+    k = min(19, n - 1)
+    nn = neighbours.knn(np.ascontiguousarray(u, dtype=np.float32), k)
+    rows, cols = np.repeat(np.arange(n), k + 1), np.hstack([np.arange(n)[:, None], nn]).ravel()
+    conn = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    a = (0.5 * (conn + conn.T)).tocsr()
+    scale = sparse.diags(1.0 / np.sqrt(np.asarray(a.sum(axis=1)).ravel()))
+    m = int(min(candidates.max() + 2, n - 2))
+    vals = np.sort(eigsh(scale @ a @ scale, k=m, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))[0])[::-1]
+    lo, hi = int(candidates.min()), int(min(candidates.max(), m - 1))
+    return lo + int(np.argmax(vals[lo - 1:hi] - vals[lo:hi + 1]))
+
+
+def criteria(out: str) -> dict:
+    """``--criteria``: each criterion's K on the twelve fit parts and on the class subsets."""
+    from domains import SETS, SHARED, load_domain
+
+    from tacluster.cluster.choose_k import modularity_curves, plateau_choice
+    from tacluster.embed.backbones import load_backbone
+    from tacluster.nouns.bank import default_cache_dir
+
+    bb = load_backbone("lite", device="cpu")
+    work = Path.home() / ".cache" / "tacluster" / "datasets"
+    cases = []
+    for name, limit in SETS:
+        d = load_domain(name, limit, bb, default_cache_dir(), work, SHARED)
+        cases.append(("domain", name, d["u_fit"], d["y_fit"]))
+    cases += [("subset", name, u, y) for name, u, y in subset_cases(bb, work, SHARED)]
+    crits = ("modularity plateau (default)", "modularity argmax, resolution 1", "stability", "silhouette gap",
+             "eigengap")
+    records, rows = [], []
+    for kind, name, u, y in cases:
+        tic = time.perf_counter()
+        u = (u / np.linalg.norm(u, axis=1, keepdims=True)).astype(np.float32)
+        true_k = int(len(np.unique(y)))
+        res = estimate_n_clusters(u, seed=0)
+        cand = res.candidates
+        parts = modularity_curves(u, cand, seed=0)
+        argmax1 = plateau_choice((parts[..., 0] - parts[..., 1]).mean(axis=2).max(axis=0), cand, 0.0)[0]
+        stab = estimate_n_clusters(u, seed=0, criterion="stability")
+        ks = {crits[0]: res.k, crits[1]: argmax1, crits[2]: stab.k, crits[3]: stab.details["silhouette_gap_k"],
+              crits[4]: eigengap_k(u, cand)}
+        plateau = res.details["plateau"]
+        records.append({"kind": kind, "case": name, "n": int(len(y)), "true_k": true_k, "k": ks,
+                        "plateau": plateau, "seconds": time.perf_counter() - tic})
+        rows.append([name, len(y), true_k] + [ks[c] for c in crits] + [f"{plateau[0]}-{plateau[1]}"])
+        print(f"{name:28s} true {true_k:2d} " + " ".join(f"{ks[c]:3d}" for c in crits) + f" plateau {plateau}",
+              file=sys.stderr, flush=True)
+    summary = ["**domains exact / subsets within ±1**", "", ""]
+    for c in crits:
+        ex = sum(r["k"][c] == r["true_k"] for r in records if r["kind"] == "domain")
+        near = sum(abs(r["k"][c] - r["true_k"]) <= 1 for r in records if r["kind"] == "subset")
+        summary.append(f"{ex}/12, {near}/{sum(r['kind'] == 'subset' for r in records)}")
+    held = [r["plateau"][0] <= r["true_k"] <= r["plateau"][1] for r in records]
+    dom = [h for h, r in zip(held, records) if r["kind"] == "domain"]
+    summary.append(f"true K inside: {sum(dom)}/{len(dom)}, {sum(held) - sum(dom)}/{len(held) - len(dom)}")
+    rows.append(summary)
+    table = markdown_table(["case", "N", "true K"] + list(crits) + ["default's plateau"], rows)
+    md = ("### Auto-K criteria on both kinds of collection (fit parts of the twelve sets at their true K; "
+          "class subsets; seed 0)\n\n" + table + "\n")
+    print(md)
+    payload = {"environment": environment(), "criteria": list(crits), "records": records, "markdown": md}
+    write_json(Path(out) / "autok_criteria.json", payload)
+    (Path(out) / "autok_criteria.md").write_text(md)
+    return payload
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--emb", default=None,
@@ -162,8 +278,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/autok.json",
                     help="JSON file (with --domains: a folder)")
     ap.add_argument("--domains", action="store_true",
-                    help="the nine sets' fit parts: rule family and leave-one-domain-out check (see above)")
+                    help="the twelve sets' fit parts: rule family and leave-one-domain-out check (see above)")
+    ap.add_argument("--criteria", action="store_true",
+                    help="every criterion on the twelve fit parts and on class subsets (see above)")
     args = ap.parse_args(argv)
+    if args.criteria:
+        return criteria(args.out)
     if args.domains:
         return domains_lodo(args.seeds, args.out)
 

@@ -11,10 +11,10 @@ set is shuffled with ``numpy.random.default_rng(0)``, the first 70 % is the
 part and scored by ``predict`` on the held-out part; K = the number of
 classes; seeds 0..N-1, each paired with k-means on the image features of the
 same seed. Backbone: the offline ``lite`` (EfficientNet-Lite0), embeddings
-cached under ``~/.cache/tacluster`` (the first run embeds ~9,000 images:
-about 10 minutes on 2 cores).
+cached under ``~/.cache/tacluster`` (the first run embeds ~12,600 images:
+about 12 minutes on 2 cores).
 
-Sets (``SETS``): the nine archives of ``../shared/data``, all images, except
+Sets (``SETS``): the twelve archives of ``../shared/data``, all images, except
 CIFAR-10 whose first 100 files per class are used (1,000 images: the archive
 holds 50,000 at 32 px, and the table is about domains, not size).
 
@@ -24,37 +24,37 @@ k-means with the number of seeds that went up. The summary row gives the
 mean and the worst per-set difference. Methods (``METHODS``):
 
 * ``kmeans``: spherical k-means on the image features (10 restarts).
-* ``spectral``: spectral clustering of the 20-neighbour image graph (the
-  pipeline's offline default before issue 19).
+* ``spectral``: spectral clustering of the 20-neighbour image graph.
 * ``spectral-pow``: the same on power-normalised features (signed square
   root, then L2; ``feature_power=0.5``).
-  These three are the candidates of :mod:`tacluster.cluster.choose_method`; each is
-  fitted once per seed, and the label-free criterion (modularity of the
-  partition on the fit part's kNN graphs) is recorded with it.
-* ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (half a
-  class's expected size, at least 10): a neighbour count that grows with the
-  collection.
+* ``spectral-refined``: spectral, then k-means from its clusters (``spectral_refine``).
+* ``spectral-views``: spectral on both views side by side (``spectral_views=[1, 0.5]``).
+* ``spectral-fused``: both (the graph candidate of :mod:`tacluster.cluster.choose_method`).
+  These six (:data:`FAMILY`) are fitted once per seed, each with the label-free
+  criterion (modularity of its partition on the fit part's kNN graphs).
+* ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (at least 10).
 * ``consensus``: k-means, ``consensus=20`` (co-association of 20 restarts).
 * ``kmeans-pow``: k-means on power-normalised features.
 * ``default``: what ``tacluster cluster --method auto`` does with ``lite``
-  (:func:`quality.default_estimator`, so the row follows the pipeline); with
-  ``method="auto"`` the candidates it chose are listed in brackets.
+  (:func:`quality.default_estimator`); the candidates it chose in brackets.
 
 The last column (``--auto-k-seeds``, default 1 seed) is ``--k auto`` with the
-default method: the K estimated on the fit part (:mod:`tacluster.cluster.choose_k`,
-searched in 2..30 and capped at n / 10 by the estimator) and the held-out
-ACC at that K; the summary cell counts the sets where it was exact / within 2.
+default method: the K estimated on the fit part and the held-out ACC at it;
+the summary cell counts the sets where it was exact / within 2.
 
-**Leave-one-domain-out check of the choice rule** (always run): the rule
-family is "keep reference candidate R unless the candidate with the highest
-criterion beats R's criterion by more than a relative margin m" (R k-means or
-spectral, m in ``MARGINS``) plus "always candidate X". For each set, the
-member with the best mean fit-part ACC gain over the *other eight* sets (among
-members whose worst set loses at most 0.5 ACC, else the one with the best
-worst set) is applied to the ninth set's seeds (criterion computed on its fit
-part, no labels) and scored on its held-out part. The rule fixed on all nine
-fit parts should be the package's (``choose_method.REFERENCE``,
-``MARGIN``), which is what ``default`` runs.
+**Does the criterion predict?** For candidate pairs (:data:`PAIRS`): per set
+the criterion difference against the held-out ACC difference, and over the
+sets the sign agreement and Spearman's rho.
+
+**Leave-one-domain-out**, twice. The whole rule family (:func:`family`:
+always one candidate; a graph candidate unless k-means scores higher by a
+relative margin in :data:`MARGINS`; the rule before issue 30, keep spectral
+or k-means unless the best of k-means / spectral / spectral-pow beats it by a
+margin), and the package's design with only its margin open
+(:func:`package_family`). For each set the member with the best mean
+fit-part gain over the other sets (among members whose worst set loses at
+most 0.5 ACC, else the best worst set) is applied to it (criterion on its
+fit part, no labels) and scored on its held-out part.
 
 Writes ``domains.json`` and ``domains.md`` to ``--out``; prints the markdown.
 """
@@ -249,10 +249,16 @@ def family() -> list:
     return rules
 
 
-def pick_rule(results: dict, sets: list[str]):
-    """The family member with the best mean fit-part gain over ``sets`` whose worst set loses
-    at most 0.5 ACC (else the best worst set), and its (mean, worst) gains."""
-    rules = family()
+def package_family() -> list:
+    """The package's design with only its margin left open: spectral-fused unless k-means scores
+    higher by a margin in :data:`MARGINS`."""
+    return [("guard", (REFERENCE, m)) for m in MARGINS]
+
+
+def pick_rule(results: dict, sets: list[str], rules: list | None = None):
+    """The member of ``rules`` (default :func:`family`) with the best mean fit-part gain over ``sets``
+    whose worst set loses at most 0.5 ACC (else the best worst set), and its (mean, worst) gains."""
+    rules = family() if rules is None else rules
     stats = {}
     for rule in rules:
         g = [rule_gain(rule, results[s], "fit") for s in sets]
@@ -267,11 +273,13 @@ def package_rule():
     return ("guard", (REFERENCE, MARGIN))
 
 
-def lodo(results: dict) -> dict:
+def lodo(results: dict, rules: list | None = None) -> dict:
+    """Leave-one-domain-out: for each set, the rule :func:`pick_rule` fixes on the others' fit parts,
+    scored on its held-out part."""
     sets = list(results)
     rows = {}
     for held in sets:
-        rule, (mean_fit, worst_fit) = pick_rule(results, [s for s in sets if s != held])
+        rule, (mean_fit, worst_fit) = pick_rule(results, [s for s in sets if s != held], rules)
         runs = results[held]
         rows[held] = {
             "rule": rule_text(rule),
@@ -280,7 +288,7 @@ def lodo(results: dict) -> dict:
             "kmeans_heldout_acc": statistics.fmean(r["heldout"]["acc"] for r in runs["kmeans"]),
             "heldout_gain": rule_gain(rule, runs, "heldout"),
         }
-    all_rule, all_stats = pick_rule(results, sets)
+    all_rule, all_stats = pick_rule(results, sets, rules)
     return {"per_set": rows, "all_sets_rule": rule_text(all_rule),
             "all_sets_fit_gain": [round(all_stats[0], 2), round(all_stats[1], 2)]}
 
@@ -449,10 +457,16 @@ def main(argv=None) -> dict:
                f"{len(results)} fit parts: {lodo_res['all_sets_rule']} (fit gain mean / worst "
                f"{lodo_res['all_sets_fit_gain'][0]:+.1f} / {lodo_res['all_sets_fit_gain'][1]:+.1f}); the package's: "
                f"{rule_text(pkg)}.\n")
+    lodo_pkg = lodo(results, package_family()) if len(results) >= 3 else None
+    if lodo_pkg:
+        md += (f"\n### Leave-one-domain-out of the package's design (spectral-fused unless k-means scores higher; "
+               f"only the margin, in {list(MARGINS)}, fixed on the other sets' fit parts)\n\n"
+               f"{lodo_table(lodo_pkg)}\n\nMargin fixed on all {len(results)} fit parts: "
+               f"{lodo_pkg['all_sets_rule']}.\n")
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)
     payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
-               "lodo": lodo_res, "auto_k": auto_k, "criterion": crit_stats,
+               "lodo": lodo_res, "lodo_package_design": lodo_pkg, "auto_k": auto_k, "criterion": crit_stats,
                "package_rule": {"rule": rule_text(pkg), "heldout_gain": pkg_gain},
                "environment": environment(), "markdown": md}
     out = Path(args.out)
