@@ -125,6 +125,28 @@ def test_split_auto_picks_a_number_of_parts(run_copy, cli):
     assert len(_consistent(run_copy)) == 4 + len(hist["into"]) - 1
 
 
+def _serve_marks(run: Path, flag: str, paths: list[str]) -> None:
+    """`tacluster serve`'s pages tag exactly ``paths`` with ``flag`` ("new" / "moved") and count them."""
+    import re
+
+    from tacluster.serve.pages import cluster_page, overview_page
+    from tacluster.serve.views import Views
+
+    view = Views(run).current()
+    tagged, counted = [], 0
+    for c in view.rd.clusters:
+        _, _, pages = view.page(c["id"], 0)
+        for page in range(pages):
+            html = cluster_page(view, run, "tok", None, c["id"], page).decode()
+            for row in re.findall(rf'<figure class="tile[^"]* {flag}[^"]*" data-row="(\d+)"', html):
+                tagged.append(view.rd.assignments.path[int(row)])
+            m = re.search(rf'<span class="pill {flag}">(\d+) {flag}</span>', html)
+            counted += int(m.group(1)) if m and page == 0 else 0
+    assert sorted(tagged) == sorted(paths) and counted == len(paths)
+    overview = overview_page(view, run, "tok", None).decode()
+    assert f'class="pill {flag}">' in overview
+
+
 def test_add_assigns_as_predict_skips_known_content_and_marks_new(run_copy, base, tmp_path, cli):
     n_before = len(_table(run_copy)["path"])
     # a copy of a fitted photo under a new name is the same content: skipped
@@ -147,6 +169,8 @@ def test_add_assigns_as_predict_skips_known_content_and_marks_new(run_copy, base
     _consistent(run_copy)
     hist = json.loads((run_copy / "run.json").read_text())["history"][-1]
     assert hist["action"] == "add" and hist["added"] == 22 and hist["new"] == len(new)
+    assert new  # the held-out class gives some
+    _serve_marks(run_copy, "new", new)
     # added again: nothing new to add
     code, out, err = cli(["add", run_copy, extra, "--device", "cpu"])
     assert code == 0 and "added 0 image(s)" in out and len(_table(run_copy)["path"]) == n_before + 22
@@ -166,6 +190,7 @@ def test_moved_images_stay_through_rename_merge_and_add(run_copy, base, tmp_path
     page = (run_copy / "clusters" / "cluster-3.html").read_text()
     assert page.count(">moved<") == 2
     assert "Moved here by hand (2)" in (run_copy / "report.html").read_text()
+    _serve_marks(run_copy, "moved", src)
     assert cli(["rename", run_copy, "3", "by hand"])[0] == 0
     assert cli(["merge", run_copy, "1", "2"])[0] == 0  # ids after 2 shift down: "by hand" is 2 now
     assert cli(["add", run_copy, base["more"], "--quiet", "--device", "cpu"])[0] == 0

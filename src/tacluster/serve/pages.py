@@ -30,7 +30,7 @@ def overview_page(view: RunView, run_dir: Path, token: str, note: str | None) ->
     a = view.rd.assignments
     html = _env().get_template("overview.html.j2").render(
         **_common(view, run_dir, token, note), clusters=view.clusters(), n_images=len(a.path),
-        n_outliers=int(view.outlier.sum()),
+        n_outliers=int(view.outlier.sum()), n_new=int(view.new.sum()),
         mean_confidence=float(a.confidence.mean()) if len(a.path) else None,
         has_map=(run_dir / "map.png").is_file(), has_report=(run_dir / "report.html").is_file())
     return html.encode("utf-8", "backslashreplace")
@@ -45,6 +45,7 @@ def cluster_page(view: RunView, run_dir: Path, token: str, note: str | None, cid
         **_common(view, run_dir, token, note), cluster=cluster, color=view.colors[cid], tiles=tiles,
         page=page, pages=pages, total=hi - lo, first=page * PAGE_SIZE,
         n_outliers=int(view.outlier[view.order[lo:hi]].sum()),
+        n_moved=int(view.moved[view.order[lo:hi]].sum()), n_new=int(view.new[view.order[lo:hi]].sum()),
         others=sorted((c for c in view.rd.clusters if c["id"] != cid), key=lambda c: c["id"]))
     return html.encode("utf-8", "backslashreplace")
 

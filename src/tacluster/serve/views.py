@@ -45,6 +45,8 @@ class RunView:
     bounds: dict[int, tuple[int, int]]
     colors: dict[int, str]
     outlier: np.ndarray
+    moved: np.ndarray  # put there by a person (`tacluster move`)
+    new: np.ndarray  # added by `tacluster add`, fitting no cluster well
 
     def clusters(self) -> list[dict[str, Any]]:
         """The clusters by size (largest first), as the overview lists them."""
@@ -55,6 +57,7 @@ class RunView:
             rows = self.order[lo:hi]
             out.append({**cl, "color": self.colors[cl["id"]], "n": int(hi - lo),
                         "n_outliers": int(self.outlier[rows].sum()),
+                        "n_moved": int(self.moved[rows].sum()), "n_new": int(self.new[rows].sum()),
                         "mean_confidence": float(a.confidence[rows].mean()) if hi > lo else None,
                         "tiles": [self.tile(int(i)) for i in rows[:STRIP]]})
         return out
@@ -81,7 +84,8 @@ class RunView:
         return {"row": row, "path": p, "name": short_name(p), "file": short_file(p),
                 "key": thumb_name(p, THUMB_SIZE)[:16],  # in the thumbnail's URL: cached until the path changes
                 "folder": os.path.basename(os.path.dirname(p)),
-                "confidence": float(a.confidence[row]), "outlier": bool(self.outlier[row])}
+                "confidence": float(a.confidence[row]), "outlier": bool(self.outlier[row]),
+                "moved": bool(self.moved[row]), "new": bool(self.new[row])}
 
 
 class RunBusy(InputError):
@@ -134,5 +138,6 @@ def _read(run_dir: Path, version: str) -> RunView:
     bounds = {c["id"]: (int(lo), int(hi)) for c, (lo, hi) in zip(rd.clusters, ends)}
     rgb = cluster_colors([c["id"] for c in rd.clusters])
     colors = {cid: hex_color(rgb[cid]) for cid in rgb}
-    outlier = a.outlier if a.outlier is not None else np.zeros(len(a.path), dtype=bool)
-    return RunView(version, rd, order, bounds, colors, outlier)
+    none = np.zeros(len(a.path), dtype=bool)
+    flags = [none if f is None else np.asarray(f, dtype=bool) for f in (a.outlier, a.moved, a.new)]
+    return RunView(version, rd, order, bounds, colors, *flags)
