@@ -292,3 +292,32 @@ def test_undo_puts_back_each_edit_in_turn_and_refuses_what_does_not_match(run_co
     shutil.rmtree(sorted((run_copy / ".tacluster-undo").iterdir())[-1])
     with pytest.raises(InputError, match="does not match run.json's history"):
         undo_last_edit(run_copy)
+
+
+def test_an_edit_while_another_command_writes_the_run_is_refused_and_changes_nothing(run_copy, tmp_path, cli):
+    """Two edits at once each read the old state and one was lost: every edit holds the run's lock."""
+    import hashlib
+
+    from tacluster.errors import InputError
+    from tacluster.run.edit import mark_outliers, merge_clusters, undo_last_edit
+    from tacluster.run.rundir import run_lock
+
+    def digests():
+        return {p.relative_to(run_copy).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(run_copy.rglob("*")) if p.is_file() and p.name != ".tacluster-lock"}
+
+    before = digests()
+    with run_lock(run_copy):  # e.g. a `tacluster cluster` or another edit writing it now
+        code, _, err = cli(["rename", run_copy, "0", "while busy"])
+        assert_one_line_error(code, err, "another tacluster command")
+        assert "wait for it to finish, then edit again" in err
+        code, _, err = cli(["split", run_copy, "0", "--k", "2", "--device", "cpu"])
+        assert_one_line_error(code, err, "another tacluster command")
+        for call in (lambda: merge_clusters(run_copy, [0, 1]), lambda: mark_outliers(run_copy, []),
+                     lambda: undo_last_edit(run_copy)):
+            with pytest.raises(InputError, match="another tacluster command"):
+                call()
+    assert digests() == before
+    code, _, err = cli(["rename", run_copy, "0", "after"])  # the lock went with its holder
+    assert code == 0, err
+    assert _state(run_copy)[0] == "after"

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tacluster._paths import path_to_text
+from tacluster.run.edit import locked
 
 #: "Many are new": at least this share of the added images (and :data:`REFIT_MIN_NEW` images).
 REFIT_NEW_SHARE = 0.10
@@ -48,6 +49,7 @@ class AddResult:
     refit_command: str | None = None
 
 
+@locked
 def add_images(run_dir: str | os.PathLike, source: str | os.PathLike | None = None, *,
                embeddings: str | os.PathLike | None = None, joint_embeddings: str | os.PathLike | None = None,
                embedding_column: str | None = None, device: str = "auto", batch_size: int = 64,

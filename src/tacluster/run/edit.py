@@ -43,6 +43,25 @@ from tacluster.run.journal import EDITED_FILES, commit as _commit, recover  # no
 UNDO_KEPT = 20
 
 
+def locked(edit):
+    """Run ``edit(run_dir, ...)`` holding the run directory's lock (:func:`tacluster.run.rundir.run_lock`),
+    from reading the run to its commit: two edits at once (or an edit during a `tacluster cluster`
+    into the same directory) would each read the old state and one would be lost. The second
+    fails at once with one line."""
+    import functools
+
+    @functools.wraps(edit)
+    def wrapper(run_dir, *args, **kwargs):
+        from tacluster.run.rundir import run_lock
+
+        if not Path(run_dir).is_dir():  # the edit itself says what is wrong
+            return edit(run_dir, *args, **kwargs)
+        with run_lock(Path(run_dir), "wait for it to finish, then edit again"):
+            return edit(run_dir, *args, **kwargs)
+
+    return wrapper
+
+
 def _undo_steps(run: Path) -> list[str]:
     """The undo snapshots of a run, oldest first."""
     folder = run / UNDO_DIR
@@ -193,6 +212,7 @@ def _check_name(run: _Run, name: str, except_id: int | None = None) -> str:
 # --------------------------------------------------------------------------- rename / merge
 
 
+@locked
 def rename_cluster(run_dir: str | os.PathLike, cluster: str | int, name: str) -> tuple[int, str, str]:
     """Rename one cluster (by id or name) everywhere: assignments, clusters.json,
     the model (so ``predict`` uses the new name), run.json's history, the report.
@@ -212,6 +232,7 @@ def rename_cluster(run_dir: str | os.PathLike, cluster: str | int, name: str) ->
     return cid, old, new
 
 
+@locked
 def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], name: str | None = None) -> tuple[int, list[int]]:
     """Merge clusters into the first one given; the others' ids disappear and
     the clusters after them are renumbered so ids stay 0..K-1. Assignments,
@@ -268,6 +289,7 @@ def merge_clusters(run_dir: str | os.PathLike, clusters: Sequence[str | int], na
 # --------------------------------------------------------------------------- outliers / undo
 
 
+@locked
 def mark_outliers(run_dir: str | os.PathLike, paths: Sequence[str], outlier: bool = True) -> int:
     """Flag (or, with ``outlier=False``, unflag) images of a run as outliers of their
     cluster: the assignments' ``outlier`` column, clusters.json's counts and lists,
@@ -292,6 +314,7 @@ def mark_outliers(run_dir: str | os.PathLike, paths: Sequence[str], outlier: boo
     return len(changed)
 
 
+@locked
 def undo_last_edit(run_dir: str | os.PathLike) -> dict:
     """Put back the files the last edit replaced (rename, merge, outliers, ...; an undo
     is not itself undone), keeping run.json's history, to which ``undo`` is added.
@@ -346,6 +369,7 @@ class Export:
     missing: list[str]
 
 
+@locked
 def export_run(run_dir: str | os.PathLike, to: str | os.PathLike, *, mode: str = "link",
                skip_duplicates: bool = False) -> Export:
     """One folder per cluster under ``to``, named by the cluster's name (made

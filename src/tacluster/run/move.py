@@ -24,6 +24,7 @@ import numpy as np
 
 from tacluster._paths import path_to_text
 from tacluster.errors import InputError
+from tacluster.run.edit import locked
 
 
 @dataclass
@@ -70,6 +71,7 @@ def _rows_of(run, files: Sequence[str]) -> list[int]:
     return list(dict.fromkeys(rows))
 
 
+@locked
 def move_images(run_dir: str | os.PathLike, files: Sequence[str | os.PathLike], to: str | int, *,
                 refit_centres: bool = False, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                 offline: bool | None = None, progress: bool = False) -> MoveResult:

@@ -210,7 +210,7 @@ def check_same_input(out_dir: Path, run_key: str, paths: Sequence[str], overwrit
 
 
 @contextlib.contextmanager
-def run_lock(out: Path):
+def run_lock(out: Path, busy_hint: str = "wait for it to finish, or choose another --out"):
     """Hold ``out/.tacluster-lock`` locked while the block writes the run
     directory; a second command on it meanwhile fails at once with one line
     (two runs into one ``--out`` both reported success and one result was
@@ -229,8 +229,7 @@ def run_lock(out: Path):
     except OSError:
         holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
         os.close(fd)
-        raise InputError(f"another tacluster command (pid {holder}) is writing {str(out)!r} now; wait for it "
-                         "to finish, or choose another --out") from None
+        raise InputError(f"another tacluster command (pid {holder}) is writing {str(out)!r} now; {busy_hint}") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     try:

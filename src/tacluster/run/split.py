@@ -24,6 +24,7 @@ import numpy as np
 
 from tacluster._blocks import joint_rows
 from tacluster.errors import InputError
+from tacluster.run.edit import locked
 
 
 @dataclass
@@ -58,6 +59,7 @@ def _part_names(named, parts: list[int], taken: set[str], fallback: str) -> list
     return out
 
 
+@locked
 def split_cluster(run_dir: str | os.PathLike, cluster: str | int, k: int | str = 2, *, device: str = "auto",
                   cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                   progress: bool = False) -> SplitResult:
