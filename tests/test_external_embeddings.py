@@ -238,6 +238,14 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     np.testing.assert_array_equal(labels, expected)
     info = json.loads((out / "run.json").read_text())
     assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == recommended_method("lite")
+    # the model assigns from the visual vectors alone: predict takes them without --joint-embeddings
+    pred = tmp_path / "pred.csv"
+    assert main(["predict", str(out), "--embeddings", str(tmp_path / "visual.npy"), "--out", str(pred),
+                 "--device", "cpu", "--quiet"]) == 0
+    with pred.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == names
+    np.testing.assert_array_equal([int(r["cluster"]) for r in rows], labels)
     # joint rows must belong to the image rows
     (tmp_path / "joint.paths.txt").write_text("\n".join(reversed(names)))
     from tacluster.errors import InputError

@@ -80,7 +80,7 @@ def add_images(run_dir: str | os.PathLike, source: str | os.PathLike | None = No
         emb = embed_images(source, bb, cache_dir=run_cache_dir(run, cache_dir) if from_images else cache_dir,
                            batch_size=batch_size, progress=progress)
     else:
-        emb = _read_external(external, bb, name)
+        emb = _read_external(external, bb, name, needs_joint=est.method == "no-train")
     in_run = set(run.table["path"])
     keys = emb.keys or [""] * len(emb.paths)
     fresh = [i for i, (p, key) in enumerate(zip(emb.paths, keys))

@@ -561,10 +561,11 @@ def cluster_embeddings(
                           joint_embeddings=joint_embeddings, embedding_column=embedding_column, **kwargs)
 
 
-def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "auto"):
+def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "auto", *, needs_joint: bool = True):
     """The vectors of ``--embeddings`` (and ``--joint-embeddings``) as an EmbeddingResult,
     after checking their widths against what the backbone makes; read as the estimator's
-    ``large_scale`` path will read them."""
+    ``large_scale`` path will read them. ``needs_joint=False``: a model that assigns from the
+    image vectors alone (every method but ``"no-train"``) takes them without joint vectors."""
     from tacluster.embed import EmbeddingResult
     from tacluster.embed.external import backbone_widths, match_joint
 
@@ -589,17 +590,18 @@ def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "
                 f"embeddings have {image.dim} dims but backbone {backbone_name!r} makes {widths['image']}-dim "
                 f"image features; {fix}"
             )
-        if joint is None:
+        if joint is None and needs_joint:
             raise InputError(
                 f"backbone {backbone_name!r} needs the images' joint (noun-space, {widths['joint']}-dim) vectors "
                 "besides its image features: pass them with --joint-embeddings"
             )
-        if joint.dim != widths["joint"]:
+        if joint is not None and joint.dim != widths["joint"]:
             raise InputError(
                 f"joint embeddings have {joint.dim} dims but backbone {backbone_name!r} embeds nouns in "
                 f"{widths['joint']}; {fix}"
             )
-        match_joint(image, joint)
+        if joint is not None:
+            match_joint(image, joint)
     from tacluster.estimator import use_large_scale
 
     # Large collections: the image vectors are read through a normalising view of
@@ -666,7 +668,8 @@ def predict_images(
     if external is None:
         emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
     else:
-        emb = _read_external(external, bb, name, est.large_scale)
+        # only a "no-train" model assigns from the joint vectors too (predict's own rule)
+        emb = _read_external(external, bb, name, est.large_scale, needs_joint=est.method == "no-train")
     labels, conf, outlier = assign_with_outliers(est, cmap, emb)
     names = [cmap.names[c] for c in labels]
     if out_path is not None and out_path.suffix.lower() == ".parquet":
