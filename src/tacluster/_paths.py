@@ -16,6 +16,7 @@ The rule is unambiguous because written paths are absolute (they start with
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 
 URI_PREFIX = "file://"
@@ -36,3 +37,17 @@ def text_to_path(text: str) -> str:
     if text.startswith(URI_PREFIX):
         return os.fsdecode(urllib.parse.unquote_to_bytes(text[len(URI_PREFIX):]))
     return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def display_text(text: str) -> str:
+    """``text`` for people (HTML pages): each byte of a file name that is not UTF-8 (a surrogate
+    escape) shown as U+FFFD, as file managers show it, instead of a ``\\udcff`` escape."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def page_bytes(html: str) -> bytes:
+    """An HTML page as valid UTF-8, with :func:`display_text`'s replacement for undecodable bytes."""
+    return display_text(html).encode("utf-8")

@@ -346,6 +346,10 @@ def test_outputs_are_utf8_and_every_path_leads_back_to_its_file(tmp_path, cli, c
         assert all(os.path.isfile(_path_by_readme_rule(p)) for p in c["representatives"] + c["outliers"])
     (out / "run.json").read_bytes().decode("utf-8")
     (out / "report.html").read_bytes().decode("utf-8")
+    # pages show the odd byte as file managers do (U+FFFD), not as a \udcff escape
+    pages = [p.read_bytes().decode("utf-8") for p in (out / "clusters").glob("cluster-*.html")]
+    assert any("bad\ufffdname.png" in page for page in pages)
+    assert not any("\\udc" in page for page in pages + [(out / "report.html").read_text(encoding="utf-8")])
     code, _, err = cli(["evaluate", out, "--labels", "parent-dir"])
     assert code == 0, err
 

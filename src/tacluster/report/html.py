@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from tacluster._atomic import atomic_write_bytes
+from tacluster._paths import page_bytes
 from tacluster._progress import iter_progress
 from tacluster._runfiles import (
     ASSIGNMENTS_CSV, AUTO_K_FILE, CLUSTER_PAGES_DIR, DUPLICATES_FILE, MAP_FILE, REPORT_FILE, RUN_FILE, THUMBS_DIR,
@@ -307,7 +308,7 @@ def build_report(
         **_run_summary(rd),
     )
     dst = out_dir / REPORT_FILE
-    atomic_write_bytes(dst, html.encode("utf-8", "backslashreplace"))  # non-UTF-8 file names
+    atomic_write_bytes(dst, page_bytes(html))  # non-UTF-8 file names
     return dst
 
 
@@ -430,7 +431,7 @@ def _write_cluster_pages(out_dir: Path, env, rd: RunDir, order: np.ndarray, sort
         html_page = page_template.render(name=cl["name"], id=cl["id"], rows=rows, total=int(hi - lo),
                                          page_thumbs=PAGE_THUMBS,
                                          report=REPORT_FILE, assignments=ASSIGNMENTS_CSV)
-        atomic_write_bytes(pages_dir / name, html_page.encode("utf-8", "backslashreplace"))
+        atomic_write_bytes(pages_dir / name, page_bytes(html_page))
         written.add(name)
     for old_page in pages_dir.glob("cluster-*.html"):
         if old_page.name not in written:

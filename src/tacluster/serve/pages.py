@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tacluster._paths import page_bytes
 from tacluster.report.html import template_env
 from tacluster.serve.views import PAGE_SIZE, THUMB_SIZE, RunView
 
@@ -33,7 +34,7 @@ def overview_page(view: RunView, run_dir: Path, token: str, note: str | None) ->
         n_outliers=int(view.outlier.sum()), n_new=int(view.new.sum()),
         mean_confidence=float(a.confidence.mean()) if len(a.path) else None,
         has_map=(run_dir / "map.png").is_file(), has_report=(run_dir / "report.html").is_file())
-    return html.encode("utf-8", "backslashreplace")
+    return page_bytes(html)
 
 
 def cluster_page(view: RunView, run_dir: Path, token: str, note: str | None, cid: int, page: int) -> bytes:
@@ -47,11 +48,11 @@ def cluster_page(view: RunView, run_dir: Path, token: str, note: str | None, cid
         n_outliers=int(view.outlier[view.order[lo:hi]].sum()),
         n_moved=int(view.moved[view.order[lo:hi]].sum()), n_new=int(view.new[view.order[lo:hi]].sum()),
         others=sorted((c for c in view.rd.clusters if c["id"] != cid), key=lambda c: c["id"]))
-    return html.encode("utf-8", "backslashreplace")
+    return page_bytes(html)
 
 
 def message_page(run_dir: Path, title: str, message: str, back: str) -> bytes:
     """A refusal or error, in words, with the way back."""
     html = _env().get_template("message.html.j2").render(
         **_common(None, run_dir, "", None), title=title, message=message, back=back)
-    return html.encode("utf-8", "backslashreplace")
+    return page_bytes(html)
