@@ -75,11 +75,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);
         ``"spectral"``: spectral clustering of the image kNN graph (image side
-        only); ``"auto"``: each image-side candidate of
-        :data:`tacluster.cluster.choose_method.IMAGE_CANDIDATES` is fitted and the one
-        whose partition best follows the collection's kNN graph is kept
-        (label-free, :func:`tacluster.cluster.choose_method.choose_method`; the
-        decision is ``choice_``, and a saved model is the chosen method's).
+        only); ``"auto"``: the two candidates of
+        :data:`tacluster.cluster.choose_method.IMAGE_CANDIDATES` are fitted (spectral
+        on the raw and power-normalised views side by side, refined by k-means;
+        and k-means) and the graph one is kept unless k-means's partition follows
+        the collection's kNN graph better (label-free,
+        :func:`tacluster.cluster.choose_method.choose_method`; the decision is
+        ``choice_``, and a saved model is the chosen method's).
         ``"auto"`` is tacluster's default with the offline backbone.
     n_centres : int or None, default=None
         Semantic centres L for noun selection; None = ``max(N // 300, 3K)``
@@ -145,8 +147,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         few large activations that dominate pooled CNN features. On the
         offline backbone, spectral clustering with 0.5 gained 10-16 ACC on
         blood cells and hand signs but lost 2-4 on clothing, CIFAR-10 and
-        15-Scene (``docs/tuning.md`` §6), so it is a candidate of ``"auto"``
-        rather than a default.
+        15-Scene (``docs/tuning.md`` §6), so ``"auto"`` uses it beside the raw
+        features (``spectral_views``) rather than as a default.
     consensus : int, default=0
         ``"kmeans"`` and ``"no-train"`` only: 0 keeps the best of
         ``kmeans_n_init`` restarts; ``n >= 2`` clusters the co-association
