@@ -67,6 +67,9 @@ def test_outputs_exist_and_agree(run):
     info = json.loads((out / "run.json").read_text())
     assert info["counts"] == {**info["counts"], "inputs": 302, "assigned": 300, "skipped": 2}
     assert info["settings"]["n_clusters"] == 10 and "embed" in info["timings_s"]
+    choice = info["method_choice"]  # the default (lite, --method auto): what it chose, its scores and why
+    assert info["settings"]["method_chosen"] == choice["chosen"] in choice["scores"]
+    assert info["settings"]["method_reason"] == choice["reason"] and choice["reason"].startswith(choice["chosen"])
     html = (out / "report.html").read_text()
     assert all(n.replace("&", "&amp;") in html for n in names.values() if "'" not in n and '"' not in n)
 

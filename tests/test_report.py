@@ -427,6 +427,19 @@ def test_run_details_show_what_was_used_in_words(run_dir):
     assert "tacluster 0.1.0, Python 3.11.9, numpy 2.1.0, torch 2.13.0, faiss 1.14.2" in text
 
 
+def test_run_details_say_what_method_auto_chose_and_why(run_dir):
+    out, _ = run_dir
+    info = json.loads((out / "run.json").read_text())
+    info["settings"].update(method="auto", resolved_method="auto", method_chosen="kmeans",
+                            method_scores={"kmeans": 0.6107, "spectral-fused": 0.6027},
+                            method_reason="kmeans: modularity 0.6107 > spectral-fused's 0.6027")
+    (out / "run.json").write_text(json.dumps(info))
+    text = " ".join(" ".join(_parse(build_report(out).read_text(encoding="utf-8")).text).split())
+    assert "method chosen k-means (modularity on the image neighbour graph: kmeans 0.6107, spectral-fused " \
+           "0.6027); why: kmeans: modularity 0.6107 > spectral-fused's 0.6027" in text
+    assert "method_reason" not in text
+
+
 def test_gallery_says_how_many_images_it_shows_and_links_every_image(run_dir):
     """12 of 32 shown must say so, and every member of a cluster must be one click away."""
     out, info = run_dir

@@ -105,12 +105,19 @@ _COUNT_WORDS = {
     "duplicates": "paths listed twice (used once)",
 }
 
+#: The candidates of ``method="auto"`` (tacluster.cluster.choose_method) in words.
+_CANDIDATE_WORDS = {
+    "kmeans": "k-means",
+    "spectral-fused": "spectral-fused: spectral clustering of the raw and power-normalised features side by side, "
+                      "refined by k-means",
+}
 _METHOD_WORDS = {
     "tac": "TAC: text counterparts + trained cluster heads",
     "no-train": "TAC without training: k-means on images and their text counterparts",
     "kmeans": "k-means on the image features",
     "spectral": "spectral clustering of the image neighbour graph",
-    "auto": "the best of k-means and spectral clustering for this collection, chosen without labels",
+    "auto": "spectral clustering refined by k-means, or k-means where its partition follows the collection's "
+            "neighbour graph better, chosen without labels",
 }
 
 
@@ -137,12 +144,14 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
     if used is not None:
         words = _METHOD_WORDS.get(str(used), str(used))
         rows.append(("method", words + (" (chosen for the backbone)" if method == "auto" else "")))
-    chosen, scores = take("method_chosen"), take("method_scores")
+    chosen, scores, reason = take("method_chosen"), take("method_scores"), take("method_reason")
     if chosen is not None:
-        text = str(chosen)
+        text = _CANDIDATE_WORDS.get(str(chosen), str(chosen))
         if isinstance(scores, dict) and scores:
             text += " (modularity on the image neighbour graph: " + ", ".join(
                 f"{a} {_fmt_value(b)}" for a, b in scores.items()) + ")"
+        if isinstance(reason, str) and reason:
+            text += f"; why: {reason}"
         rows.append(("method chosen", text))
     params = take("estimator_params")
     if params:

@@ -507,6 +507,7 @@ def _choices(est, settings: dict) -> dict:
     if choice is not None:
         settings["method_chosen"] = choice.method
         settings["method_scores"] = {m: round(float(v), 4) for m, v in choice.scores.items()}
+        settings["method_reason"] = choice.reason
         out["method_choice"] = {"chosen": choice.method, "params": choice.params,
                                 "scores": {m: float(v) for m, v in choice.scores.items()},
                                 "criterion": choice.criterion, "reason": choice.reason}
