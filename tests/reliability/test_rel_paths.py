@@ -35,6 +35,10 @@ def test_an_export_inside_the_input_is_not_clustered_again(tmp_path, cli, cluste
     skipped = read_csv(out2 / "skipped.csv")
     assert [Path(r["path"]).name for r in skipped] == ["sorted"]
     assert "export folder" in skipped[0]["reason"]
+    # the folder is listed with its reason, but counted apart: the counts add up over files
+    counts = read_run(out2)["counts"]
+    assert counts["skipped"] == 0 and counts["folders_left_out"] == 1
+    assert counts["inputs"] == counts["assigned"] + counts["skipped"] == len(goods)
 
 
 def test_a_link_to_a_file_already_listed_is_counted_as_a_duplicate(tmp_path):

@@ -71,6 +71,16 @@ class InputList:
     duplicates: int = 0
 
 
+#: Reasons :func:`list_inputs` gives for a whole folder it left out (not a skipped file).
+FOLDER_REASONS = ("tacluster run directory", "tacluster export folder", "symlink loop")
+
+
+def is_folder_left_out(path: str, reason: str) -> bool:
+    """True for an entry of ``skipped`` that is a folder left out (tacluster's own outputs, a
+    symlink loop or a folder reached twice), not a file: counted apart, so counts add up."""
+    return reason.startswith(FOLDER_REASONS) or (reason.startswith("duplicate of ") and os.path.isdir(path))
+
+
 class ImageDecodeError(InputError):
     """One image cannot be decoded; :attr:`reason` is the short reason."""
 

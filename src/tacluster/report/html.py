@@ -103,6 +103,7 @@ _STAGE_WORDS = {
 _COUNT_WORDS = {
     "embedded_now": "images embedded now", "from_cache": "images from the cache",
     "duplicates": "paths listed twice (used once)",
+    "folders_left_out": "folders left out (tacluster's own outputs, loops; in skipped.csv)",
 }
 
 #: The candidates of ``method="auto"`` (tacluster.cluster.choose_method) in words.

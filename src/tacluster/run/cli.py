@@ -409,12 +409,20 @@ def _cmd_cluster(a) -> int:
         notes = []
         if a.k == "auto":
             try:
-                cand = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]["candidates"]
+                auto = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]
+                cand = auto["candidates"]
                 notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
+                lo, hi = auto.get("plateau") or (k, k)
+                if lo != hi:  # how sure: the ks scoring about as well
+                    notes.append(f"k = {lo}..{hi} score within {100 * auto.get('tolerance', 0.02):g} % of the best")
             except (OSError, ValueError, KeyError, TypeError):
                 notes.append("K chosen automatically")
         if run.skipped:
-            notes.append(f"{len(run.skipped)} skipped")
+            from tacluster.embed.reader import is_folder_left_out
+
+            folders = sum(is_folder_left_out(p, r) for p, r in run.skipped)
+            notes += [f"{n} {what}" for n, what in ((len(run.skipped) - folders, "skipped"),
+                                                    (folders, "folder(s) left out")) if n]
         print(f"clustered {len(run.paths)} {'rows' if a.embeddings else 'images'} into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
               + (f" ({'; '.join(notes)})" if notes else ""))
         if run.skipped:

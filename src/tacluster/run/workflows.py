@@ -229,6 +229,12 @@ def cluster_images(
             dups = collection_duplicates(emb, backbone)
         tic = time.perf_counter()
         xy = map_coordinates(u, seed)
+        # folders left out (a run or export folder inside INPUT, a loop) are listed in skipped.csv
+        # with their reason, but they are not files: counted apart, so inputs = assigned + skipped
+        from tacluster.embed.reader import is_folder_left_out
+
+        n_folders = sum(is_folder_left_out(p, r) for p, r in emb.skipped)
+        n_skipped_files = len(emb.skipped) - n_folders
         record = {
             "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
                          **({"batch_size": batch_size or 64, "engine": engine or "local"} if external is None else {}),
@@ -238,8 +244,9 @@ def cluster_images(
                          **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
                              "vocabulary_unknown": unknown} if vocabulary is not None else {})},
             **({"warnings": fit_warnings} if fit_warnings else {}),
-            "counts": {"inputs": len(emb.paths) + len(emb.skipped), "assigned": len(emb.paths),
-                       "skipped": len(emb.skipped), "embedded_now": emb.stats.n_computed,
+            "counts": {"inputs": len(emb.paths) + n_skipped_files, "assigned": len(emb.paths),
+                       "skipped": n_skipped_files, **({"folders_left_out": n_folders} if n_folders else {}),
+                       "embedded_now": emb.stats.n_computed,
                        "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates,
                        **({"noun_bank": nouns.counts(est)} if nouns.mode == "candidates" else {})},
             "duplicates": dups.summary(),
