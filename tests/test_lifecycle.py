@@ -286,3 +286,31 @@ def test_split_and_add_on_a_run_of_embeddings(base, tmp_path, cli):
         got = {r["path"]: int(r["cluster"]) for r in csv.DictReader(fh)}
     assert got == dict(zip(t["path"][40:], t["cluster"][40:]))
     _consistent(run)
+
+
+def test_export_embeddings_writes_the_runs_vectors_that_cluster_reads_back(run_copy, base, tmp_path, cli):
+    """`tacluster export RUN --embeddings F.parquet`: the run's own vectors (and, for lite, its joint
+    vectors beside them); clustering them again with the run's settings gives the run's labels."""
+    dst = tmp_path / "vectors.parquet"
+    code, out, err = cli(["export", run_copy, "--embeddings", dst, "--device", "cpu"])
+    assert code == 0, err
+    joint = tmp_path / "vectors.joint.parquet"
+    assert dst.is_file() and joint.is_file() and "--joint-embeddings" in out
+    t, table = _table(run_copy), pq.read_table(dst).to_pydict()
+    assert table["path"] == t["path"] and table["cluster"] == t["cluster"]
+    assert len(table["embedding"][0]) == 1280 and len(pq.read_table(joint).column("embedding")[0]) == 1000
+    info = json.loads((run_copy / "run.json").read_text())
+    again = tmp_path / "again"
+    code, _, err = cli(["cluster", "--embeddings", dst, "--joint-embeddings", joint, "--k", info["settings"]["n_clusters"],
+                        "--out", again, "--vocabulary", base["root"] / "nouns.txt", "--cache-dir", base["cache"], "--device", "cpu",
+                        "--quiet", "--no-report"])
+    assert code == 0, err
+    assert _table(again)["cluster"] == t["cluster"]  # the same vectors, the same settings: the same clusters
+    # refused: an existing file, a name that is not .parquet, folder-export options; nothing overwritten
+    before = dst.read_bytes()
+    for argv, message in ((["--embeddings", dst], "exists"), (["--embeddings", tmp_path / "v.npy"], ".parquet"),
+                          (["--embeddings", tmp_path / "w.parquet", "--copy"], "are for --to"),
+                          (["--to", tmp_path / "folders", "--device", "cpu"], "are for --embeddings")):
+        code, _, err = cli(["export", run_copy, *argv])
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert dst.read_bytes() == before and not (tmp_path / "folders").exists()

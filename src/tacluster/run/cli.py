@@ -202,11 +202,18 @@ def _add_report(sub) -> None:
 
 def _add_edits(sub) -> None:
     """``tacluster export / rename / merge``."""
-    x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers",
+    x = sub.add_parser("export", help="one folder per cluster, for photo managers and file browsers; "
+                                      "or the run's vectors (--embeddings)",
                        description="Make one folder per cluster under DIR (named by the cluster's name, made "
-                                   "safe for file systems) holding a link to, or a copy of, each of its images.")
+                                   "safe for file systems) holding a link to, or a copy of, each of its images; "
+                                   "or, with --embeddings, write the run's own vectors as Parquet.")
     x.add_argument("run", help="run directory")
-    x.add_argument("--to", required=True, metavar="DIR", help="new or empty folder to fill")
+    where = x.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="DIR", help="new or empty folder to fill")
+    where.add_argument("--embeddings", metavar="FILE.parquet",
+                       help="instead: write the run's own vectors (path, cluster, cluster_name, embedding) as "
+                            "Parquet, which `tacluster cluster --embeddings` reads back; lite runs also get "
+                            "FILE.joint.parquet for --joint-embeddings")
     how = x.add_mutually_exclusive_group()
     how.add_argument("--link", dest="mode", action="store_const", const="link",
                      help="symbolic links to the original files (default)")
@@ -214,6 +221,7 @@ def _add_edits(sub) -> None:
     x.set_defaults(mode="link")
     x.add_argument("--skip-duplicates", action="store_true",
                    help="of each group in the run's duplicates.csv export only the largest file")
+    _run_model_options(x)  # --embeddings reads the vectors back through the run's backbone and cache
 
     n = sub.add_parser("rename", help="rename a cluster everywhere (assignments, model, report)",
                        description="Rename cluster CLUSTER (an id or its current name) to NAME in the assignments, "
@@ -528,9 +536,28 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_export(a) -> int:
+    from tacluster.errors import InputError
     from tacluster.run.edit import export_run
 
+    if a.embeddings:
+        from tacluster.run.features import export_embeddings
+
+        if a.skip_duplicates or a.mode != "link":
+            raise InputError("--skip-duplicates and --copy are for --to (folders of images); "
+                             "--embeddings writes every row of the run")
+        files = export_embeddings(a.run, a.embeddings, device=a.device, cache_dir=a.cache_dir, offline=a.offline,
+                                  progress=not a.quiet)
+        if not a.quiet:
+            print(f"wrote {len(files)} file(s): " + ", ".join(str(f) for f in files))
+            joint = f" --joint-embeddings {files[1]}" if len(files) > 1 else ""
+            print(f"re-cluster them with: tacluster cluster --embeddings {files[0]}{joint} --k K --out DIR")
+        return 0
+    if a.device != "auto" or a.cache_dir is not None or a.offline:
+        raise InputError("--device, --cache-dir and --offline are for --embeddings (reading the run's vectors); "
+                         "--to only links or copies the image files")
     done = export_run(a.run, a.to, mode=a.mode, skip_duplicates=a.skip_duplicates)
+    if a.quiet:
+        return 0
     print(f"exported {sum(done.counts.values())} images into {len(done.counts)} folders under {a.to} "
           f"({'links' if a.mode == 'link' else 'copies'}"
           + ("; of each group in duplicates.csv only the largest file" if a.skip_duplicates else "") + ")")

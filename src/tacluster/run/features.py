@@ -90,3 +90,52 @@ def _external_rows(settings: dict, bb, paths: list[str]) -> dict[str, np.ndarray
                          f"{len(lost)} of its rows (first: {lost[0]!r}); re-run `tacluster cluster`")
     rows = np.array([row_of[p] for p in paths], dtype=np.int64)
     return {name: np.asarray(arr[rows], dtype=np.float32) for name, arr in emb.arrays.items()}
+
+
+def export_embeddings(run_dir: str | Path, out: str | Path, *, device: str = "auto",
+                      cache_dir: str | Path | None = None, offline: bool | None = None,
+                      progress: bool = False) -> list[Path]:
+    """Write a run's own vectors as Parquet that ``tacluster cluster --embeddings`` reads back.
+
+    ``out`` (``.parquet``): one row per image of the run, in its order, with
+    ``path``, ``cluster``, ``cluster_name`` and ``embedding`` (the image
+    vectors, float32). A backbone with a separate noun space (``lite``) also
+    gets ``<stem>.joint.parquet`` beside it (the same rows, its ``embedding``
+    column the joint vectors), for ``--joint-embeddings``. The vectors come
+    from the run's embedding cache (or its ``--embeddings`` source), as for
+    ``split``. Returns the files written. Refuses an existing ``out``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tacluster._atomic import atomic_write
+    from tacluster.run.edit import _Run
+    from tacluster.run.workflows import load_run_model, model_backbone
+
+    out = Path(out)
+    if out.suffix.lower() != ".parquet":
+        raise InputError(f"--embeddings {str(out)!r}: give a .parquet file name")
+    targets = [out, out.with_name(out.stem + ".joint.parquet")]
+    run = _Run(run_dir)
+    est, _, name = load_run_model(run.dir / "model")
+    bb = model_backbone(est, name, run.dir / "model", device, offline, progress)
+    feats = run_features(run, bb, cache_dir=cache_dir, verb="export --embeddings", progress=progress)
+    kinds = ["image"] + (["joint"] if "joint" in feats else [])
+    for target in targets[:len(kinds)]:
+        if target.exists():
+            raise InputError(f"{str(target)!r} exists; give a new file name (nothing was written)")
+    if not out.parent.is_dir():
+        raise InputError(f"{str(out.parent)!r} is not a directory; create it first")
+    written = []
+    for kind, target in zip(kinds, targets):
+        vectors = np.ascontiguousarray(feats[kind], dtype=np.float32)
+        table = pa.table({
+            "path": [str(p) for p in run.table["path"]],
+            "cluster": pa.array([int(c) for c in run.table["cluster"]], type=pa.int64()),
+            "cluster_name": [str(n) for n in run.table["cluster_name"]],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), type=pa.float32()),
+                                                           vectors.shape[1]),
+        })
+        atomic_write(target, lambda p, t=table: pq.write_table(t, str(p)))
+        written.append(target)
+    return written
