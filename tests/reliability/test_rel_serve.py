@@ -342,7 +342,7 @@ def _click(browser: Browser, js: str) -> None:
     browser.wait_for("window.__before === undefined")
 
 
-def test_real_browser_renames_merges_marks_and_undoes(flower_run, tmp_path, cli):
+def test_real_browser_renames_merges_marks_undoes_moves_and_splits(flower_run, tmp_path, cli):
     run = tmp_path / "run"
     shutil.copytree(flower_run["run"], run)
     server = make_server(run, 0)
@@ -396,6 +396,31 @@ def test_real_browser_renames_merges_marks_and_undoes(flower_run, tmp_path, cli)
         flags = pq.read_table(run / "assignments.parquet").column("outlier").to_pylist()
         assert not flags[tiles[0]] or not flags[tiles[1]]
         assert [h["action"] for h in read_run(run)["history"]] == ["rename", "merge", "outliers", "undo"]
+
+        # move: select an image of the big cluster and send it to the other one; the page tags it
+        other = next(c for c in edit_state(run) if c != big)
+        browser.goto(f"http://127.0.0.1:{server.port}/cluster/{big}")
+        row = browser.evaluate("+document.querySelector('.grid .tile').dataset.row")
+        _click(browser, "document.querySelector('.grid input[name=image]').click();"
+                        f"document.querySelector('select[name=to]').value = '{other}';"
+                        "document.getElementById('move-selected').click()")
+        moved = pq.read_table(run / "assignments.parquet").to_pydict()
+        assert moved["cluster"][row] == other and moved["moved"][row]
+        browser.goto(f"http://127.0.0.1:{server.port}/cluster/{other}")
+        assert browser.evaluate(f"document.querySelector('.tile[data-row=\"{row}\"]').classList.contains('moved')")
+        # split: the big cluster into 2 parts from its page
+        browser.goto(f"http://127.0.0.1:{server.port}/cluster/{big}")
+        _click(browser, "document.getElementById('split-button').click()")
+        assert browser.evaluate("document.getElementById('n-clusters').textContent") == "3"
+        assert [h["action"] for h in read_run(run)["history"]][-2:] == ["move", "split"]
+        code, _, err = cli(["predict", run, flower_run["data"], "--out", tmp_path / "p2.csv", "--cache-dir",
+                            flower_run["cache"], "--quiet", "--device", "cpu"])
+        assert code == 0, err
+        got = {r["path"]: r["cluster"] for r in read_csv(tmp_path / "p2.csv")}
+        on_disk = {r["path"]: r["cluster"] for r in read_csv(run / "assignments.csv")}
+        moved_path = moved["path"][row]
+        # predict agrees with the files after split; the moved image is where a person put it on disk
+        assert {p: c for p, c in got.items() if p != moved_path} == {p: c for p, c in on_disk.items() if p != moved_path}
         if os.environ.get("TACLUSTER_KEEP_SCREENSHOT"):  # docs/serve.png
             browser.goto(f"http://127.0.0.1:{server.port}/")
             browser.screenshot(Path(os.environ["TACLUSTER_KEEP_SCREENSHOT"]) / "serve.png")
