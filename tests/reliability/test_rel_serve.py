@@ -421,6 +421,14 @@ def test_real_browser_renames_merges_marks_undoes_moves_and_splits(flower_run, t
         moved_path = moved["path"][row]
         # predict agrees with the files after split; the moved image is where a person put it on disk
         assert {p: c for p, c in got.items() if p != moved_path} == {p: c for p, c in on_disk.items() if p != moved_path}
+        # export: one folder per cluster, links, from the overview's form
+        browser.goto(f"http://127.0.0.1:{server.port}/")
+        dst = tmp_path / "exported"
+        _click(browser, f"const f = document.getElementById('export'); f.querySelector('input[name=to]').value = "
+                        f"{json.dumps(str(dst))}; f.querySelector('button').click()")
+        folders = {d.name: sum(1 for _ in d.iterdir()) for d in dst.iterdir() if d.is_dir()}
+        assert len(folders) == 3 and sum(folders.values()) == len(on_disk)
+        assert "exported" in browser.evaluate("document.getElementById('note').textContent")
         if os.environ.get("TACLUSTER_KEEP_SCREENSHOT"):  # docs/serve.png
             browser.goto(f"http://127.0.0.1:{server.port}/")
             browser.screenshot(Path(os.environ["TACLUSTER_KEEP_SCREENSHOT"]) / "serve.png")
