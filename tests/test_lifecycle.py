@@ -84,6 +84,13 @@ def _consistent(run: Path) -> dict[int, str]:
     return names
 
 
+def read_csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _predict(cli, run: Path, source: Path, tmp_path: Path, cache: Path) -> dict[str, int]:
     out = tmp_path / "pred.csv"
     code, _, err = cli(["predict", run, source, "--out", out, "--cache-dir", cache, "--quiet", "--device", "cpu"])
@@ -198,6 +205,17 @@ def test_moved_images_stay_through_rename_merge_and_add(run_copy, base, tmp_path
     t = _table(run_copy)
     assert all(names[t["cluster"][t["path"].index(p)]] == "by hand" for p in src)
     assert sum(t["moved"]) == 2
+    # predict follows the person: a moved photo (matched by content, here under a new name) goes to
+    # its cluster now, through the rename and the merge, with full confidence
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copy(src[0], again / "same-photo.jpg")
+    pred = tmp_path / "moved.csv"
+    code, _, err = cli(["predict", run_copy, again, "--out", pred, "--cache-dir", base["cache"], "--quiet",
+                        "--device", "cpu"])
+    assert code == 0, err
+    row = read_csv_rows(pred)[0]
+    assert row["cluster_name"] == "by hand" and float(row["confidence"]) == 1.0 and row["outlier"] == "false"
 
 
 def test_refit_centres_follows_the_correction(run_copy, base, tmp_path, cli):
@@ -212,7 +230,8 @@ def test_refit_centres_follows_the_correction(run_copy, base, tmp_path, cli):
     assert not np.allclose(centres[0], new[0]) and not np.allclose(centres[1], new[1])
     t = _table(run_copy)
     got = _predict(cli, run_copy, base["fit"], tmp_path, base["cache"])
-    assert all(got[p] == c for p, c, m in zip(t["path"], t["cluster"], t["moved"]) if not m)
+    # every image where the run has it: the unmoved by the new centres, the moved where a person put them
+    assert got == dict(zip(t["path"], t["cluster"])) and all(got[p] == 0 for p in src)
     assert json.loads((run_copy / "run.json").read_text())["history"][-1]["refit_centres"] is True
     _consistent(run_copy)
 

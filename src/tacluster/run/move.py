@@ -10,7 +10,9 @@ person placed them). ``refit_centres`` (a centroid model: ``kmeans``,
 cluster's centre as the normalised mean of its corrected members, on the
 features the model's clusters are defined on; the images nobody moved are
 then assigned again with the new centres, so the run and ``predict`` still
-agree. Everything goes through the edit journal of :mod:`tacluster.run.edit`.
+agree. ``predict`` with the run's model puts a moved image (matched by its
+content digest) where the person put it (``workflows._apply_corrections``).
+Everything goes through the edit journal of :mod:`tacluster.run.edit`.
 """
 
 from __future__ import annotations

@@ -679,6 +679,7 @@ def predict_images(
         # only a "no-train" model assigns from the joint vectors too (predict's own rule)
         emb = _read_external(external, bb, name, est.large_scale, needs_joint=est.method == "no-train")
     labels, conf, outlier = assign_with_outliers(est, cmap, emb)
+    _apply_corrections(model_dir, emb, labels, conf, outlier)
     names = [cmap.names[c] for c in labels]
     if out_path is not None and out_path.suffix.lower() == ".parquet":
         skipped = text_rows(emb.skipped)
@@ -704,6 +705,31 @@ def predict_images(
         raise InputError(f"no images to assign in {str(source or embeddings)!r} (no image files found); "
                          + SUPPORTED_NOTE)
     return Prediction(emb.paths, labels, conf, names, emb.skipped, outlier)
+
+
+def _apply_corrections(model_dir, emb, labels: np.ndarray, conf: np.ndarray, outlier: np.ndarray) -> int:
+    """A person's corrections win over the model: an image ``tacluster move`` put somewhere (the
+    run's ``moved`` rows, matched by content digest) is assigned to its row's cluster now, with
+    confidence 1 and no outlier mark. Only for a model inside its run directory and images embedded
+    here (vectors from elsewhere carry no digest). Returns how many were corrected."""
+    from tacluster._runfiles import DIGEST_COLUMN, MOVED_COLUMN, read_assignments_table
+
+    model_path = Path(model_dir)
+    run_dir = model_path if (model_path / "model").is_dir() else model_path.parent
+    table_path = run_dir / "assignments.parquet"
+    if not emb.keys or not table_path.is_file():
+        return 0
+    try:
+        t = read_assignments_table(table_path).to_pydict()
+    except (OSError, ValueError, InputError):  # a damaged table: the model alone assigns
+        return 0
+    if MOVED_COLUMN not in t or DIGEST_COLUMN not in t:
+        return 0
+    fixed = {d: int(c) for d, c, m in zip(t[DIGEST_COLUMN], t["cluster"], t[MOVED_COLUMN]) if m and d}
+    hits = [(i, fixed[k]) for i, k in enumerate(emb.keys) if k in fixed]
+    for i, c in hits:
+        labels[i], conf[i], outlier[i] = c, 1.0, False
+    return len(hits)
 
 
 def load_run_model(model_dir: str | os.PathLike):
