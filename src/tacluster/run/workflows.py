@@ -712,24 +712,34 @@ def _apply_corrections(model_dir, emb, labels: np.ndarray, conf: np.ndarray, out
     run's ``moved`` rows, matched by content digest) is assigned to its row's cluster now, with
     confidence 1 and no outlier mark. Only for a model inside its run directory and images embedded
     here (vectors from elsewhere carry no digest). Returns how many were corrected."""
-    from tacluster._runfiles import DIGEST_COLUMN, MOVED_COLUMN, read_assignments_table
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    model_path = Path(model_dir)
-    run_dir = model_path if (model_path / "model").is_dir() else model_path.parent
-    table_path = run_dir / "assignments.parquet"
+    from tacluster._runfiles import ASSIGNMENTS_FILE, DIGEST_COLUMN, MOVED_COLUMN
+
+    table_path = _model_path(model_dir).parent / ASSIGNMENTS_FILE
     if not emb.keys or not table_path.is_file():
         return 0
-    try:
-        t = read_assignments_table(table_path).to_pydict()
-    except (OSError, ValueError, InputError):  # a damaged table: the model alone assigns
+    try:  # the moved rows only: predict of a large run reads no more of its table than that
+        if not {DIGEST_COLUMN, MOVED_COLUMN} <= set(pq.read_schema(table_path).names):
+            return 0  # a run from before `move`, or before digests were recorded
+        t = pq.read_table(table_path, columns=[DIGEST_COLUMN, "cluster"],
+                          filters=[(MOVED_COLUMN, "==", True)]).to_pydict()
+    except (OSError, pa.ArrowException):  # a damaged table: the model alone assigns
         return 0
-    if MOVED_COLUMN not in t or DIGEST_COLUMN not in t:
-        return 0
-    fixed = {d: int(c) for d, c, m in zip(t[DIGEST_COLUMN], t["cluster"], t[MOVED_COLUMN]) if m and d}
+    fixed = {d: int(c) for d, c in zip(t[DIGEST_COLUMN], t["cluster"]) if d}
     hits = [(i, fixed[k]) for i, k in enumerate(emb.keys) if k in fixed]
     for i, c in hits:
         labels[i], conf[i], outlier[i] = c, 1.0, False
     return len(hits)
+
+
+def _model_path(model_dir: str | os.PathLike) -> Path:
+    """The model folder given as such or as its run directory (``RUN/model``)."""
+    path = Path(model_dir)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
 
 
 def load_run_model(model_dir: str | os.PathLike):
@@ -737,9 +747,7 @@ def load_run_model(model_dir: str | os.PathLike):
     after finishing an interrupted edit of the run; :class:`ModelFileError` when unusable."""
     from tacluster.estimator import TextAidedClustering
 
-    model_path = Path(model_dir)
-    if not (model_path / "config.json").is_file() and (model_path / "model" / "config.json").is_file():
-        model_path = model_path / "model"  # a run directory: its model
+    model_path = _model_path(model_dir)
     if model_path.parent.is_dir():
         recover_pending(model_path.parent)
     est = TextAidedClustering.load(model_path)
