@@ -115,17 +115,17 @@ def export_embeddings(run_dir: str | Path, out: str | Path, *, device: str = "au
     out = Path(out)
     if out.suffix.lower() != ".parquet":
         raise InputError(f"--embeddings {str(out)!r}: give a .parquet file name")
-    targets = [out, out.with_name(out.stem + ".joint.parquet")]
+    if not out.parent.is_dir():
+        raise InputError(f"{str(out.parent)!r} is not a directory; create it first")
     run = _Run(run_dir)
     est, _, name = load_run_model(run.dir / "model")
     bb = model_backbone(est, name, run.dir / "model", device, offline, progress)
-    feats = run_features(run, bb, cache_dir=cache_dir, verb="export --embeddings", progress=progress)
-    kinds = ["image"] + (["joint"] if "joint" in feats else [])
-    for target in targets[:len(kinds)]:
+    kinds = ["image"] + (["joint"] if "joint" in bb.outputs else [])
+    targets = [out, out.with_name(out.stem + ".joint.parquet")][:len(kinds)]
+    for target in targets:  # refused before any vector is read
         if target.exists():
             raise InputError(f"{str(target)!r} exists; give a new file name (nothing was written)")
-    if not out.parent.is_dir():
-        raise InputError(f"{str(out.parent)!r} is not a directory; create it first")
+    feats = run_features(run, bb, cache_dir=cache_dir, verb="export --embeddings", progress=progress)
     written = []
     for kind, target in zip(kinds, targets):
         vectors = np.ascontiguousarray(feats[kind], dtype=np.float32)
