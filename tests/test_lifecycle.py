@@ -333,3 +333,25 @@ def test_export_embeddings_writes_the_runs_vectors_that_cluster_reads_back(run_c
         code, _, err = cli(["export", run_copy, *argv])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert dst.read_bytes() == before and not (tmp_path / "folders").exists()
+
+
+def test_predict_corrections_match_by_path_then_by_unambiguous_content(tmp_path):
+    """A moved row wins for its own path, and for its content under another name only where the run
+    holds that content in one cluster (an unmoved identical copy elsewhere keeps its cluster)."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from tacluster.run.workflows import _apply_corrections
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    pq.write_table(pa.table({"path": ["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"], "digest": ["X", "X", "Y"],
+                             "cluster": [2, 0, 1], "moved": [True, False, True]}), run / "assignments.parquet")
+    emb = SimpleNamespace(paths=["/p/a.jpg", "/p/b.jpg", "/q/copy-of-a.jpg", "/q/copy-of-c.jpg"],
+                          keys=["X", "X", "X", "Y"])
+    labels, conf, outlier = np.full(4, 3), np.full(4, 0.5, dtype=np.float32), np.ones(4, dtype=bool)
+    assert _apply_corrections(run / "model", emb, labels, conf, outlier) == 2
+    assert labels.tolist() == [2, 3, 3, 1]  # a by path; b and a's copy: content X is in two clusters
+    assert conf.tolist() == [1.0, 0.5, 0.5, 1.0] and outlier.tolist() == [False, True, True, False]

@@ -708,10 +708,12 @@ def predict_images(
 
 
 def _apply_corrections(model_dir, emb, labels: np.ndarray, conf: np.ndarray, outlier: np.ndarray) -> int:
-    """A person's corrections win over the model: an image ``tacluster move`` put somewhere (the
-    run's ``moved`` rows, matched by content digest) is assigned to its row's cluster now, with
-    confidence 1 and no outlier mark. Only for a model inside its run directory and images embedded
-    here (vectors from elsewhere carry no digest). Returns how many were corrected."""
+    """A person's corrections win over the model: an image ``tacluster move`` put somewhere (a
+    ``moved`` row of the run) is assigned to that row's cluster now, with confidence 1 and no
+    outlier mark. Matched by path, else by content digest where the run holds that content in one
+    cluster only (an unmoved identical copy elsewhere keeps its own cluster, as in the run). Only
+    for a model inside its run directory and images embedded here (vectors from elsewhere carry no
+    digest). Returns how many were corrected."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -720,18 +722,28 @@ def _apply_corrections(model_dir, emb, labels: np.ndarray, conf: np.ndarray, out
     table_path = _model_path(model_dir).parent / ASSIGNMENTS_FILE
     if not emb.keys or not table_path.is_file():
         return 0
-    try:  # the moved rows only: predict of a large run reads no more of its table than that
+    try:
         if not {DIGEST_COLUMN, MOVED_COLUMN} <= set(pq.read_schema(table_path).names):
             return 0  # a run from before `move`, or before digests were recorded
-        t = pq.read_table(table_path, columns=[DIGEST_COLUMN, "cluster"],
-                          filters=[(MOVED_COLUMN, "==", True)]).to_pydict()
+        t = pq.read_table(table_path, columns=["path", DIGEST_COLUMN, "cluster", MOVED_COLUMN]).to_pydict()
     except (OSError, pa.ArrowException):  # a damaged table: the model alone assigns
         return 0
-    fixed = {d: int(c) for d, c in zip(t[DIGEST_COLUMN], t["cluster"]) if d}
-    hits = [(i, fixed[k]) for i, k in enumerate(emb.keys) if k in fixed]
-    for i, c in hits:
-        labels[i], conf[i], outlier[i] = c, 1.0, False
-    return len(hits)
+    if not any(t[MOVED_COLUMN]):
+        return 0
+    by_path = {p: int(c) for p, c, m in zip(t["path"], t["cluster"], t[MOVED_COLUMN]) if m}
+    clusters_of: dict[str, set[int]] = {}
+    for d, c in zip(t[DIGEST_COLUMN], t["cluster"]):
+        if d:
+            clusters_of.setdefault(d, set()).add(int(c))
+    by_digest = {d: next(iter(clusters_of[d])) for d, m in zip(t[DIGEST_COLUMN], t[MOVED_COLUMN])
+                 if m and d and len(clusters_of[d]) == 1}
+    n = 0
+    for i, (p, k) in enumerate(zip(emb.paths, emb.keys)):
+        c = by_path.get(path_to_text(p), by_digest.get(k))
+        if c is not None:
+            labels[i], conf[i], outlier[i] = c, 1.0, False
+            n += 1
+    return n
 
 
 def _model_path(model_dir: str | os.PathLike) -> Path:
