@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
         for seed in range(args.seeds):
             est = TextAidedClustering(args.k, method, random_state=seed, device=args.device)
             t = time.perf_counter()
-            est.fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+            est.fit(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
             total = time.perf_counter() - t
             accs.append(evaluate_clustering(w.labels, est.labels_))
             if seed == 0:

@@ -120,7 +120,7 @@ def _method_default(data, k, seed):
     if est.method in ("kmeans", "spectral", "auto"):
         est.fit(data["u_fit"])
     else:
-        est.fit(data["u_fit"], data["bank"], data["words"], joint_embeddings=data["j_fit"])
+        est.fit(data["u_fit"], noun_embeddings=data["bank"], nouns=data["words"], joint_embeddings=data["j_fit"])
     return est, est.predict(data["u_ho"], joint_embeddings=data["j_ho"])
 
 

@@ -130,7 +130,7 @@ def tac_large(device: str, n: int, k: int, n_nouns: int, seed: int = 0) -> dict:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     tic = time.perf_counter()
-    est = TextAidedClustering(k, "tac", device=device, random_state=seed).fit(u, bank, words)
+    est = TextAidedClustering(k, "tac", device=device, random_state=seed).fit(u, noun_embeddings=bank, nouns=words)
     _sync(device)
     total = time.perf_counter() - tic
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None

@@ -208,14 +208,14 @@ def compare(data: dict, words: list[str], full: np.ndarray, ranking: np.ndarray,
            "pools": {str(p): {"kept_pct": [], "dacc_fit": [], "dacc_heldout": [], "pool_nouns": []} for p in pools}}
     for seed in range(seeds):
         ref = TextAidedClustering(k, "no-train", random_state=seed).fit(
-            data["u_fit"], full, words, joint_embeddings=data["j_fit"])
+            data["u_fit"], noun_embeddings=full, nouns=words, joint_embeddings=data["j_fit"])
         ref_fit, ref_ho = scores(ref)
         res["full"]["fit_acc"].append(ref_fit)
         res["full"]["heldout_acc"].append(ref_ho)
         kept = set(ref.kept_noun_indices_.tolist())
         for p in pools:
             est = TextAidedClustering(k, "no-train", random_state=seed, noun_pool=p).fit(
-                data["u_fit"], ranking, words, joint_embeddings=data["j_fit"],
+                data["u_fit"], noun_embeddings=ranking, nouns=words, joint_embeddings=data["j_fit"],
                 exact_noun_embeddings=lambda rows: full[rows])
             fit_acc, ho_acc = scores(est)
             c = res["pools"][str(p)]

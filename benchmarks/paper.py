@@ -214,7 +214,7 @@ def run(args) -> dict:
         for seed in range(args.seeds):
             est = TextAidedClustering(k, method, random_state=seed, **common)
             t = time.perf_counter()
-            est.fit(tr.arrays["image"], bank.embeddings, bank.words, joint_embeddings=tr.arrays.get("joint"))
+            est.fit(tr.arrays["image"], noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=tr.arrays.get("joint"))
             fit_s = time.perf_counter() - t
             pred = est.predict(te.arrays["image"], joint_embeddings=te.arrays.get("joint"))
             scores.append({**evaluate_clustering(y_te, pred), "fit_s": fit_s})

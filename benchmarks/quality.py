@@ -123,24 +123,24 @@ def run_method(name: str, data: dict, k: int, seed: int, device: str, backbone_n
     elif name in ("tac-no-train", "tac-trained"):
         method = "no-train" if name == "tac-no-train" else "tac"
         est = TextAidedClustering(k, method, random_state=seed, device=device)
-        est.fit(u, bank, words, joint_embeddings=j)
+        est.fit(u, noun_embeddings=bank, nouns=words, joint_embeddings=j)
         pred = est.predict(uh, joint_embeddings=jh)
     elif name == "trust":
-        probe = TextAidedClustering(k, "no-train", random_state=seed).fit(u, bank, words, joint_embeddings=j)
+        probe = TextAidedClustering(k, "no-train", random_state=seed).fit(u, noun_embeddings=bank, nouns=words, joint_embeddings=j)
         decision = choose_text_weight(u, probe.counterparts_, k, seed=seed)
         extra = {"text_weight": decision.text_weight, "relatedness": round(decision.relatedness, 4)}
         if decision.text_weight == 0:
             est = TextAidedClustering(k, "kmeans", random_state=seed).fit(u)
         else:
             est = TextAidedClustering(k, "no-train", random_state=seed, text_weight=decision.text_weight)
-            est.fit(u, bank, words, joint_embeddings=j)
+            est.fit(u, noun_embeddings=bank, nouns=words, joint_embeddings=j)
         pred = est.predict(uh, joint_embeddings=jh)
     elif name == "default":
         est = default_estimator(backbone_name, k, seed, device)
         if est.method == "kmeans":
             est.fit(u)
         else:
-            est.fit(u, bank, words, joint_embeddings=j)
+            est.fit(u, noun_embeddings=bank, nouns=words, joint_embeddings=j)
         pred = est.predict(uh, joint_embeddings=jh)
         extra = {"method": est.method}
         if getattr(est, "choice_", None) is not None:  # method="auto": the candidate it chose

@@ -26,7 +26,7 @@ ImageNet-1K batch of 8,192.
 Curve mode (``--curve``): time and peak RSS of what a user runs, one fresh
 process per point (so each peak is that point's own), from 10k to 1.28 M:
 
-* ``estimator-no-train``: ``TextAidedClustering(K, method="no-train").fit_predict(u, bank, nouns)``
+* ``estimator-no-train``: ``TextAidedClustering(K, method="no-train").fit_predict(u, noun_embeddings=bank, nouns=nouns)``
   on the world above (d = ``--dim``); the peak includes the input.
 * ``estimator-auto``: ``TextAidedClustering(K, method="auto").fit_predict(u)``, the
   offline backbone's default (image side only; use ``--dim 1280``, lite's visual width).
@@ -230,7 +230,7 @@ def curve_point(mode: str, n: int, args) -> dict:
         est = TextAidedClustering(args.k, method, random_state=0)
         t = time.perf_counter()
         if method == "no-train":
-            pred = est.fit_predict(u, bank, [f"noun{i}" for i in range(len(bank))])
+            pred = est.fit_predict(u, noun_embeddings=bank, nouns=[f"noun{i}" for i in range(len(bank))])
         else:
             pred = est.fit_predict(u)
         rec["seconds"] = round(time.perf_counter() - t, 1)

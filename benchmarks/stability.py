@@ -57,16 +57,16 @@ def fit_labels(config: str, seed: int, data, bank) -> np.ndarray:
         return TextAidedClustering(k, "kmeans", consensus=20, random_state=seed).fit(u).labels_
     if config == "no-train consensus=20":
         est = TextAidedClustering(k, "no-train", consensus=20, random_state=seed)
-        return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
+        return est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=joint).labels_
     if config == "no-train centres_n_init=10":
         est = TextAidedClustering(k, "no-train", centres_n_init=10, random_state=seed)
-        return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
+        return est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=joint).labels_
     if config == "kmeans n_init=30":
         return TextAidedClustering(k, "kmeans", kmeans_n_init=30, random_state=seed).fit(u).labels_
     est = TextAidedClustering(k, config, random_state=seed)
     if config in ("kmeans", "spectral"):
         return est.fit(u).labels_
-    return est.fit(u, bank.embeddings, bank.words, joint_embeddings=joint).labels_
+    return est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=joint).labels_
 
 
 def main(argv=None) -> dict:

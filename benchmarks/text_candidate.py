@@ -53,7 +53,7 @@ def run_set(root: Path, limit: int, bb, bank, cache: Path, seeds: int) -> dict:
     runs = []
     for seed in range(seeds):
         text = TextAidedClustering(k, "no-train", text_weight="auto", random_state=seed)
-        text.fit(u, bank.embeddings, bank.words, joint_embeddings=j)
+        text.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=j)
         auto = TextAidedClustering(k, "auto", random_state=seed).fit(u)
         runs.append({"seed": seed, "text_weight": float(text.text_weight_),
                      "relatedness": float(text.trust_.relatedness),

@@ -189,8 +189,8 @@ def test_estimator_auto_k_builds_no_text_view():
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((300, 16)).astype(np.float32)
     a = TextAidedClustering("auto", "no-train", random_state=0, k_range=(2, 6)).fit(
-        w.image_embeddings, w.noun_embeddings, w.nouns)
+        w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     b = TextAidedClustering("auto", "no-train", random_state=0, k_range=(2, 6)).fit(
-        w.image_embeddings, w.noun_embeddings, w.nouns, joint_embeddings=noise)
+        w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns, joint_embeddings=noise)
     assert a.auto_k_.k == b.auto_k_.k and np.array_equal(a.auto_k_.scores, b.auto_k_.scores)
     assert "text_side" not in b.auto_k_.details

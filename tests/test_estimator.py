@@ -15,14 +15,16 @@ from tacluster import (
     TextAidedClustering,
 )
 from tacluster.evaluate.metrics import cluster_accuracy
+from tacluster.methods import settings_used
 
 FAST = dict(min_steps=60, n_epochs=5, kmeans_n_init=3)
 
 
 def fit(world, method, **kw):
-    params = {**FAST, **kw}
+    """Fit ``method`` with the FAST settings it reads (the others would only warn that they are unused)."""
+    params = {name: v for name, v in {**FAST, **kw}.items() if name in settings_used(method, 10) or name in kw}
     est = TextAidedClustering(n_clusters=len(np.unique(world.labels)), method=method, random_state=0, **params)
-    return est.fit(world.image_embeddings, world.noun_embeddings, world.nouns)
+    return est.fit(world.image_embeddings, noun_embeddings=world.noun_embeddings, nouns=world.nouns)
 
 
 def test_tac_beats_image_kmeans_when_images_carry_a_nuisance(style_world):
@@ -99,25 +101,25 @@ def test_errors_name_the_problem(easy_world):
     w = easy_world
     u, t = w.image_embeddings, w.noun_embeddings
     with pytest.raises(InputError, match="at least 2"):
-        TextAidedClustering(1).fit(u, t)
+        TextAidedClustering(1).fit(u, noun_embeddings=t)
     with pytest.raises(InputError, match="larger than the 600"):
-        TextAidedClustering(601).fit(u, t)
+        TextAidedClustering(601).fit(u, noun_embeddings=t)
     with pytest.raises(InputError, match="width"):
-        TextAidedClustering(5).fit(u, t[:, :10])
+        TextAidedClustering(5).fit(u, noun_embeddings=t[:, :10])
     bad = u.copy()
     bad[3, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
-        TextAidedClustering(5).fit(bad, t)
+        TextAidedClustering(5).fit(bad, noun_embeddings=t)
     with pytest.raises(InputError, match="empty"):
-        TextAidedClustering(5).fit(u, np.zeros((0, u.shape[1])))
+        TextAidedClustering(5).fit(u, noun_embeddings=np.zeros((0, u.shape[1])))
     with pytest.raises(InputError, match="fewer than n_clusters"):
-        TextAidedClustering(5).fit(u, t[:3])
+        TextAidedClustering(5).fit(u, noun_embeddings=t[:3])
     with pytest.raises(InputError, match="needs noun_embeddings"):
         TextAidedClustering(5).fit(u)
     with pytest.raises(InputError, match="one word per row"):
-        TextAidedClustering(5).fit(u, t, nouns=["a", "b"])
+        TextAidedClustering(5).fit(u, noun_embeddings=t, nouns=["a", "b"])
     with pytest.raises(InputError, match="method"):
-        TextAidedClustering(5, method="dbscan").fit(u, t)
+        TextAidedClustering(5, method="dbscan").fit(u, noun_embeddings=t)
     with pytest.raises(NotFittedError):
         TextAidedClustering(5).predict(u)
     est = TextAidedClustering(5, "kmeans", **FAST).fit(u)
@@ -133,7 +135,7 @@ def test_joint_embeddings_differ_from_image_side(style_world):
     rng = np.random.default_rng(0)
     visual = rng.standard_normal((w.image_embeddings.shape[0], 32)).astype(np.float32)  # pure noise
     est = TextAidedClustering(5, "no-train", random_state=0, **FAST)
-    est.fit(visual, w.noun_embeddings, w.nouns, joint_embeddings=w.image_embeddings)
+    est.fit(visual, noun_embeddings=w.noun_embeddings, nouns=w.nouns, joint_embeddings=w.image_embeddings)
     assert est.counterparts_.shape[1] == w.noun_embeddings.shape[1]
     assert cluster_accuracy(w.labels, est.labels_) > 0.8
     # prediction of no-train needs the joint embeddings too
@@ -147,7 +149,7 @@ def test_predict_without_the_joint_embeddings_a_model_needs_says_so(style_world,
     w = style_world
     visual = np.random.default_rng(0).standard_normal((w.image_embeddings.shape[0], 32)).astype(np.float32)
     est = TextAidedClustering(5, "no-train", random_state=0, **FAST)
-    est.fit(visual, w.noun_embeddings, w.nouns, joint_embeddings=w.image_embeddings)
+    est.fit(visual, noun_embeddings=w.noun_embeddings, nouns=w.nouns, joint_embeddings=w.image_embeddings)
     loaded = TextAidedClustering.load(est.save(tmp_path / "model"))
     with pytest.raises(InputError, match=r"fitted with joint_embeddings.*predict\(image_embeddings, joint_embeddings="):
         loaded.predict(visual[:10])
@@ -174,7 +176,7 @@ def test_text_weight_auto_is_chosen_saved_and_reused(style_world, tmp_path):
     """The trust mechanism end to end: informative text (style world) earns a high weight."""
     w = style_world
     est = TextAidedClustering(5, "no-train", text_weight="auto", random_state=0)
-    est.fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    est.fit(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     assert est.text_weight_ >= 0.75 and est.trust_.text_weight == est.text_weight_
     assert cluster_accuracy(w.labels, est.labels_) > 0.9
     loaded = TextAidedClustering.load(est.save(tmp_path / "m"))
@@ -318,7 +320,7 @@ def test_k_equal_to_the_number_of_samples_works_for_every_method(method, n):
 
     w = make_world(n_samples=n, n_classes=2, dim=16, n_nouns=40, seed=0)
     est = TextAidedClustering(n, method, random_state=0, n_epochs=1, min_steps=1).fit(
-        w.image_embeddings, w.noun_embeddings, w.nouns)
+        w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     assert est.labels_.shape == (n,) and est.n_clusters_ == n
     assert ((est.labels_ >= 0) & (est.labels_ < n)).all()
     if method == "spectral":
@@ -329,7 +331,7 @@ def test_k_equal_to_the_number_of_samples_works_for_every_method(method, n):
 def test_save_accepts_numpy_integer_parameters(tmp_path, easy_world, method):
     """n_clusters=np.int64(5) is a valid K: it fits, saves and loads (json failed after the arrays were written)."""
     est = TextAidedClustering(np.int64(5), method, random_state=np.int32(0), spectral_neighbors=np.int64(20),
-                              **FAST).fit(easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+                              **FAST).fit(easy_world.image_embeddings, noun_embeddings=easy_world.noun_embeddings, nouns=easy_world.nouns)
     d = est.save(tmp_path / "model")
     loaded = TextAidedClustering.load(d)
     assert loaded.n_clusters_ == 5 and loaded.get_params()["n_clusters"] == 5
@@ -345,9 +347,12 @@ def test_save_validates_before_writing_anything(tmp_path, easy_world):
 
 @pytest.mark.parametrize("method", ["spectral", "kmeans"])
 def test_transform_without_a_text_side_names_the_models_method(easy_world, method):
+    """transform exists only where there is a text side (scikit-learn's ``available_if``), and says why."""
     est = fit(easy_world, method)
-    with pytest.raises(NotFittedError, match=f"method='{method}' has no text side"):
+    assert not hasattr(est, "transform")
+    with pytest.raises(AttributeError) as err:
         est.transform(easy_world.image_embeddings[:5])
+    assert f"method='{method}' has no text side" in str(err.value.__cause__)
 
 
 def test_torch_pin_makes_torch_load_weights_only_by_default():
@@ -436,7 +441,7 @@ def test_fewer_clusters_than_asked_warns(easy_world, method):
 
     x = np.repeat(easy_world.image_embeddings[:3], 10, axis=0)  # 3 distinct rows
     with pytest.warns(CollapseWarning, match=r"produced 3 distinct clusters of the n_clusters=5 asked for"):
-        TextAidedClustering(5, method, random_state=0).fit(x, easy_world.noun_embeddings, easy_world.nouns)
+        TextAidedClustering(5, method, random_state=0).fit(x, noun_embeddings=easy_world.noun_embeddings, nouns=easy_world.nouns)
 
 
 def test_collapsed_heads_warn_and_healthy_fits_do_not(easy_world, recwarn):
@@ -446,7 +451,7 @@ def test_collapsed_heads_warn_and_healthy_fits_do_not(easy_world, recwarn):
     with pytest.warns(CollapseWarning, match=r"the trained heads collapsed: the image head puts the images in \d+ "):
         # no balance term, K far above the 5 classes
         TextAidedClustering(12, "tac", random_state=0, balance_weight=0.0, **FAST).fit(
-            easy_world.image_embeddings, easy_world.noun_embeddings, easy_world.nouns)
+            easy_world.image_embeddings, noun_embeddings=easy_world.noun_embeddings, nouns=easy_world.nouns)
     recwarn.clear()
     for method in ("kmeans", "auto", "tac"):
         fit(easy_world, method)

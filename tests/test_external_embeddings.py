@@ -82,7 +82,7 @@ def _api_labels(w, method: str) -> np.ndarray:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     bb, bank = w["bb"], w["bank"]
     est = TextAidedClustering(3, method, random_state=0, device="cpu", verbose=False, tau=bb.retrieval_tau)
-    return est.fit(x, bank.embeddings, bank.words).labels_
+    return est.fit(x, noun_embeddings=bank.embeddings, nouns=bank.words).labels_
 
 
 @pytest.mark.parametrize("method", ["no-train", "auto"])
@@ -234,7 +234,7 @@ def test_lite_with_joint_embeddings_clusters_the_visual_side_and_names_from_the_
     j = joint.astype(np.float32)
     j /= np.linalg.norm(j, axis=1, keepdims=True)
     est = TextAidedClustering(3, recommended_method("lite"), random_state=0, device="cpu", verbose=False)
-    expected = est.fit(u, bank.embeddings, bank.words, joint_embeddings=j).labels_
+    expected = est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=j).labels_
     np.testing.assert_array_equal(labels, expected)
     info = json.loads((out / "run.json").read_text())
     assert info["embeddings"]["joint"]["dims"] == 1000 and info["settings"]["resolved_method"] == recommended_method("lite")
@@ -362,7 +362,7 @@ def test_predict_with_confidence_is_the_argmax_and_max_of_predict_proba(world):
     x = w32 = world["x16"].astype(np.float32)
     bank = world["bank"]
     for method, kw in (("tac", dict(n_epochs=1, min_steps=5)), ("no-train", {}), ("kmeans", {})):
-        est = TextAidedClustering(3, method, random_state=0, **kw).fit(w32, bank.embeddings, bank.words)
+        est = TextAidedClustering(3, method, random_state=0, **kw).fit(w32, noun_embeddings=bank.embeddings, nouns=bank.words)
         proba = est.predict_proba(x)
         labels, conf = est.predict_with_confidence(x)
         np.testing.assert_array_equal(labels, proba.argmax(1))

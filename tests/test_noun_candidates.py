@@ -66,9 +66,9 @@ def test_a_pool_of_the_whole_vocabulary_keeps_exactly_the_full_selection(clip, w
     full, ranking = _full_and_ranking(clip, words)
     u = _points(full, 120, 0)
     params = dict(n_centres=12, random_state=0)
-    a = TextAidedClustering(4, "no-train", **params).fit(u, full, words)
+    a = TextAidedClustering(4, "no-train", **params).fit(u, noun_embeddings=full, nouns=words)
     b = TextAidedClustering(4, "no-train", noun_pool=len(words), **params).fit(
-        u, ranking, words, exact_noun_embeddings=lambda rows: full[rows])
+        u, noun_embeddings=ranking, nouns=words, exact_noun_embeddings=lambda rows: full[rows])
     assert len(b.noun_pool_.pool) == len(words)  # every noun was a candidate
     assert b.kept_nouns_ == a.kept_nouns_
     np.testing.assert_array_equal(b.kept_noun_indices_, a.kept_noun_indices_)

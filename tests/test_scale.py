@@ -8,7 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from tacluster.cluster.kmeans import assign, joint_features, kmeans_cluster, sampled_kmeans, soft_assign
 from tacluster.counterparts import retrieve_counterparts, select_nouns, semantic_centres
-from tacluster.estimator import LARGE_SCALE_MIN_SAMPLES, use_large_scale
+from tacluster.estimator import LARGE_SCALE_MIN_SAMPLES, TextAidedClustering, use_large_scale
 from tacluster.errors import InputError
 from tacluster.synthetic import make_world
 
@@ -180,8 +180,8 @@ def test_estimator_large_scale_path_agrees_with_the_exact_path(method):
 
     w = make_world(n_samples=3000, n_classes=6, dim=64, n_nouns=600, noise=0.6, seed=5)
     kw = dict(random_state=0, kmeans_n_init=10, min_steps=100, n_epochs=3)
-    exact = TextAidedClustering(6, method, large_scale=False, **kw).fit(w.image_embeddings, w.noun_embeddings, w.nouns)
-    large = TextAidedClustering(6, method, large_scale=True, **kw).fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    exact = TextAidedClustering(6, method, large_scale=False, **kw).fit(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
+    large = TextAidedClustering(6, method, large_scale=True, **kw).fit(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     assert large.large_scale_ and not exact.large_scale_
     assert large.probabilities_ is None and large.confidence_.shape == (3000,)
     assert adjusted_rand_score(exact.labels_, large.labels_) >= 0.95
@@ -202,7 +202,7 @@ def test_fit_and_predict_agree_on_every_fitted_row_on_the_large_path(method):
     w = make_world(n_samples=120_000, n_classes=8, dim=32, n_nouns=1000, synonyms_per_class=100,
                    noise=1.5, seed=3)
     est = TextAidedClustering(8, method, random_state=0, tau=0.02)
-    labels = est.fit_predict(w.image_embeddings, w.noun_embeddings, w.nouns)
+    labels = est.fit_predict(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     assert est.large_scale_
     np.testing.assert_array_equal(est.predict(w.image_embeddings), labels)
     # and after a save/load round trip, which must remember the path taken
@@ -234,15 +234,15 @@ def test_spectral_on_the_large_path_goes_through_landmarks_and_predict_agrees():
 def test_spectral_with_many_clusters_goes_through_landmarks_at_any_size(monkeypatch):
     """Above SPECTRAL_EXACT_MAX_CLUSTERS the exact eigensolver is never started (it did not
     finish at K = 1000 on 20k images); the small path keeps its probabilities."""
-    from tacluster import estimator
+    from tacluster.cluster import fit as cluster_fit
 
     def no_exact(*a, **k):
         raise AssertionError("exact spectral started")
 
-    monkeypatch.setattr(estimator, "SPECTRAL_EXACT_MAX_CLUSTERS", 3)
-    monkeypatch.setattr(estimator, "spectral_cluster", no_exact)
+    monkeypatch.setattr(cluster_fit, "SPECTRAL_EXACT_MAX_CLUSTERS", 3)
+    monkeypatch.setattr(cluster_fit, "spectral_cluster", no_exact)
     w = make_world(1200, 4, 32, 100, noise=1.0, seed=4)
-    est = estimator.TextAidedClustering(4, "spectral", random_state=0).fit(w.image_embeddings)
+    est = TextAidedClustering(4, "spectral", random_state=0).fit(w.image_embeddings)
     assert not est.large_scale_ and est.probabilities_.shape == (1200, 4)
     assert adjusted_rand_score(w.labels, est.labels_) > 0.9
     np.testing.assert_array_equal(est.predict(w.image_embeddings), est.labels_)
@@ -268,7 +268,7 @@ def test_float16_input_on_the_large_path_is_read_through_a_view_with_the_same_la
     fits = []
     for x in (x16, x32):
         est = TextAidedClustering(6, method, random_state=0, large_scale=True, **extra)
-        est.fit(x, w.noun_embeddings, w.nouns)
+        est.fit(x, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
         fits.append((est.labels_, est.predict(x)))
     np.testing.assert_array_equal(fits[0][0], fits[1][0])
     np.testing.assert_array_equal(fits[0][1], fits[1][1])

@@ -24,7 +24,7 @@ def style_world():
 @pytest.fixture(scope="module")
 def counterparts(style_world):
     w = style_world
-    est = TextAidedClustering(K, "no-train", random_state=0).fit(w.image_embeddings, w.noun_embeddings, w.nouns)
+    est = TextAidedClustering(K, "no-train", random_state=0).fit(w.image_embeddings, noun_embeddings=w.noun_embeddings, nouns=w.nouns)
     return est.counterparts_, est.labels_
 
 

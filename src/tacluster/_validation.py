@@ -41,6 +41,11 @@ def as_float_matrix(x, name: str, *, normalise: bool = True, lazy: bool = False)
         if lazy:
             return x
         x = np.asarray(x)
+    if hasattr(x, "toarray") and hasattr(x, "nnz"):  # scipy.sparse, without importing scipy
+        raise InputError(f"{name} is a sparse matrix; sparse input is not supported: pass a dense array "
+                         "(x.toarray())")
+    if np.iscomplexobj(x):
+        raise InputError(f"{name}: Complex data not supported; pass real-valued embeddings")
     if not (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float16, np.float64)):
         try:
             x = np.asarray(x, dtype=np.float32)
@@ -49,7 +54,9 @@ def as_float_matrix(x, name: str, *, normalise: bool = True, lazy: bool = False)
     if x.ndim != 2:
         raise InputError(f"{name} must be 2-D (n_samples, n_features); got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise InputError(f"{name} is empty (shape {x.shape}); nothing to cluster")
+        what = "sample(s)" if x.shape[0] == 0 else "feature(s)"
+        raise InputError(f"{name} is empty: 0 {what} (shape={x.shape}) while a minimum of 1 is required; "
+                         "nothing to cluster")
     n = x.shape[0]
     norms = np.empty(n, dtype=np.float32)
     bad = []
@@ -84,14 +91,19 @@ def as_float_matrix(x, name: str, *, normalise: bool = True, lazy: bool = False)
     return out
 
 
-def check_n_clusters(n_clusters, n_samples: int) -> int:
-    """Validate the number of clusters against the number of samples."""
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
-        raise InputError(f"n_clusters must be an integer >= 2; got {n_clusters!r}")
+def check_n_clusters(n_clusters, n_samples: int | None = None, *, name: str = "n_clusters",
+                     allow_auto: bool = False):
+    """The one rule for K: an integer >= 2 (or ``"auto"`` where ``allow_auto``), at most
+    ``n_samples`` when that is known. ``name`` says where K came from in the error
+    (``"n_clusters"``, the CLI's ``"--k"``). Returns ``int(K)`` (or ``"auto"``)."""
+    if allow_auto and isinstance(n_clusters, str) and n_clusters == "auto":
+        return "auto"
+    label = f"{name} {n_clusters!r}" if name.startswith("--") else f"{name}={n_clusters!r}"
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 2:
+        raise InputError(f"{label}: clustering needs at least 2 clusters; give an integer >= 2"
+                         + (", or 'auto'" * allow_auto))
     k = int(n_clusters)
-    if k < 2:
-        raise InputError(f"n_clusters={k} is too small: clustering needs at least 2 clusters")
-    if k > n_samples:
+    if n_samples is not None and k > n_samples:
         raise InputError(
             f"n_clusters={k} is larger than the {n_samples} samples given; "
             f"use n_clusters <= {n_samples} or add samples"

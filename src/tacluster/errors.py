@@ -43,3 +43,8 @@ class CollapseWarning(UserWarning):
     """A fit produced fewer distinct clusters than were asked for, or TAC's trained
     heads collapsed onto fewer clusters (as scikit-learn's ``ConvergenceWarning``:
     the result is usable, but not what the settings asked for)."""
+
+
+class UnusedSettingWarning(UserWarning):
+    """A setting was changed from its default but the method being fitted never reads it
+    (e.g. ``n_epochs`` with ``method="kmeans"``): the fit runs as if it were not given."""

@@ -12,51 +12,43 @@ from pathlib import Path
 import numpy as np
 
 from tacluster._atomic import atomic_write
+from tacluster._validation import check_n_clusters
 from tacluster.errors import InputError, ModelFileError
 
 MODEL_FORMAT = "tacluster-model"
 MODEL_FORMAT_VERSION = 1
 
 
-def save_model(model, path, *, metadata: dict | None = None) -> Path:
-    """Write a fitted ``TextAidedClustering`` to directory ``path`` (see the module docstring)."""
+def save_model(est, path, *, metadata: dict | None = None) -> Path:
+    """Write a fitted ``TextAidedClustering`` to directory ``path`` (see the module docstring):
+    the estimator's settings and what its fit resolved, then its model's own arrays and config."""
     from safetensors.numpy import save_file
 
-    model._check_fitted()
+    est._check_fitted()
     out = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    if model.cluster_centers_ is not None:
-        arrays["cluster_centers"] = model.cluster_centers_
-    if model.kept_noun_embeddings_ is not None:
-        arrays["kept_noun_embeddings"] = model.kept_noun_embeddings_
-        arrays["kept_noun_indices"] = model.kept_noun_indices_
-    for prefix, head in (("image_head.", model.image_head_), ("text_head.", model.text_head_)):
-        if head is not None:
-            for key, val in head.state_dict().items():
-                arrays[prefix + key] = val.detach().cpu().numpy()
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    params = {k: _plain(v) for k, v in model.get_params().items()}
+    arrays = {k: np.ascontiguousarray(v) for k, v in est.model_.arrays().items()}
+    params = {k: _plain(v) for k, v in est.get_params().items()}
     if not isinstance(params["random_state"], (int, type(None))):
         params["random_state"] = None
-    choice = getattr(model, "choice_", None)
-    if model.method == "auto" and choice is not None:
-        # A saved "auto" model is the candidate it chose: load() rebuilds that method.
+    choice = getattr(est, "choice_", None)
+    if choice is not None:  # a saved "auto" model is the candidate it chose: load() rebuilds that method
         params.update({k: _plain(v) for k, v in choice.params.items()})
     config = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "tacluster_version": _version(),
         "params": params,
-        "n_clusters": int(model.n_clusters_),
-        "n_features_in": int(model.n_features_in_),
-        "n_joint_features": None if model.n_joint_features_ is None else int(model.n_joint_features_),
-        "text_head_in": None if model.text_head_ is None else int(model.n_joint_features_),
-        "kept_nouns": list(model.kept_nouns_),
-        "text_weight_used": model.text_weight_,
-        "large_scale_used": bool(getattr(model, "large_scale_", False)),
+        "n_clusters": int(est.n_clusters_),
+        "n_features_in": int(est.n_features_in_),
+        "n_joint_features": None,
+        "text_head_in": None,
+        "kept_nouns": [],
+        "text_weight_used": est.text_weight_,
+        "large_scale_used": bool(getattr(est, "large_scale_", False)),
+        **est.model_.config(),
         **({"method_choice": {"chosen": choice.method, "scores": choice.scores, "criterion": choice.criterion}}
-           if model.method == "auto" and choice is not None else {}),
-        "metadata": metadata if metadata is not None else getattr(model, "metadata_", {}),
+           if choice is not None else {}),
+        "metadata": metadata if metadata is not None else getattr(est, "metadata_", {}),
     }
     # Everything is checked before the first byte is written: a model
     # directory is either whole or untouched.
@@ -107,7 +99,7 @@ def load_model(cls, path):
         if isinstance(params.get("k_range"), list):  # JSON has no tuples
             params["k_range"] = tuple(params["k_range"])
         model = cls(**params)
-        model._check_params()
+        model.validate_params()
         _restore(model, config, arrays)
     except ModelFileError as exc:
         raise ModelFileError(f"model {str(d)!r}: {exc}; re-run `tacluster cluster` to rebuild it") from None
@@ -116,55 +108,28 @@ def load_model(cls, path):
     return model
 
 
-def _restore(model, config: dict, arrays: dict[str, np.ndarray]) -> None:
-    from tacluster.train.heads import ClusterHead  # torch only when heads exist
-    import torch
+def _restore(est, config: dict, arrays: dict[str, np.ndarray]) -> None:
+    """The saved model (its class's ``from_saved``) and what the estimator's fit had resolved."""
+    from tacluster.methods import load_saved_model
 
-    model._loaded = True
-    model.metadata_ = config.get("metadata") or {}
-    model.n_features_in_ = int(config["n_features_in"])
-    k_saved = config.get("n_clusters", model.n_clusters)
-    if isinstance(k_saved, bool) or not isinstance(k_saved, int) or k_saved < 2:
-        raise ModelFileError(f"config.json n_clusters={k_saved!r} is not an integer >= 2; the model is corrupted")
-    model.n_clusters_ = k_saved
-    model.auto_k_ = None
-    nj = config.get("n_joint_features")
-    model.n_joint_features_ = None if nj is None else int(nj)
-    model.kept_nouns_ = list(config.get("kept_nouns", []))
-    used = config.get("text_weight_used", None if model.text_weight == "auto" else model.text_weight)
-    if model.method == "no-train" and used is None:
-        raise ModelFileError("config.json lacks text_weight_used for a text_weight='auto' model")
-    model.text_weight_ = None if used is None else float(used)
-    model.large_scale_ = bool(config.get("large_scale_used", False))  # models before it: the exact path
-    model.trust_ = None
-    model.choice_ = None
-    model.feature_power_ = float(model.feature_power)
-    model.cluster_centers_ = arrays.get("cluster_centers")
-    model.kept_noun_embeddings_ = arrays.get("kept_noun_embeddings")
-    model.kept_noun_indices_ = arrays.get("kept_noun_indices", np.zeros(0, dtype=np.int64))
-    model.image_head_ = model.text_head_ = None
-    model.loss_history_ = []
-    k = model.n_clusters_
-    if model.method in ("kmeans", "no-train", "spectral"):
-        c = model.cluster_centers_
-        want = model.n_features_in_ + (model.n_joint_features_ or 0) * (model.method == "no-train")
-        if c is None or c.shape != (k, want):
-            raise ModelFileError(f"cluster_centers missing or of the wrong shape (want {(k, want)})")
-    if model.method in ("tac", "no-train"):
-        e = model.kept_noun_embeddings_
-        if e is None or e.ndim != 2 or e.shape[1] != model.n_joint_features_ or len(model.kept_nouns_) != e.shape[0]:
-            raise ModelFileError("kept noun embeddings missing or inconsistent with config.json")
-    if model.method == "tac":
-        heads = []
-        for prefix, width in (("image_head.", model.n_features_in_), ("text_head.", int(config["text_head_in"]))):
-            head = ClusterHead(width, k)
-            state = {key[len(prefix):]: torch.from_numpy(v.copy()) for key, v in arrays.items() if key.startswith(prefix)}
-            head.load_state_dict(state, strict=True)
-            heads.append(head.eval())
-        model.image_head_, model.text_head_ = heads
-    for a in (model.cluster_centers_, model.kept_noun_embeddings_):
-        if a is not None and not np.isfinite(a).all():
+    try:
+        k_saved = check_n_clusters(config.get("n_clusters", est.n_clusters), name="config.json n_clusters")
+    except InputError as exc:
+        raise ModelFileError(f"{exc}; the model is corrupted") from None
+    config = {**config, "n_clusters": k_saved, "n_features_in": int(config["n_features_in"])}
+    params = est.get_params()
+    model = load_saved_model(config, arrays, params)
+    for a in model.arrays().values():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ModelFileError("model arrays hold NaN or inf values")
+    est.model_, est.metadata_ = model, config.get("metadata") or {}
+    est.n_features_in_, est.n_clusters_ = config["n_features_in"], k_saved
+    est.auto_k_ = est.trust_ = est.choice_ = None
+    used = config.get("text_weight_used", None if est.text_weight == "auto" else est.text_weight)
+    est.text_weight_ = None if used is None else float(used)
+    est.large_scale_ = bool(config.get("large_scale_used", False))  # models before it: the exact path
+    est.feature_power_ = float(model.feature_power)
+    est.loss_history_ = []
 
 
 def _plain(value):

@@ -123,13 +123,8 @@ def read_cluster_map(est, model_dir: str | Path) -> ClusterMap:
 
 def model_features(est, image_embeddings, joint_embeddings=None) -> tuple[list, list[float]]:
     """``(parts, weights)``: the features the model's clusters are defined on, for
-    :func:`tacluster.cluster.kmeans.assign`: ``[u]`` (after ``feature_power``), or
-    ``[u, s]`` weighted ``[1, text_weight]`` for ``"no-train"``; the image head's
-    input ``u`` for ``"tac"``."""
-    u, joint = est._inputs_for_predict(image_embeddings, joint_embeddings)
-    if est.method == "no-train":
-        return [u, est._counterparts(joint)], [1.0, float(est.text_weight_)]
-    return [u], [1.0]
+    :func:`tacluster.cluster.kmeans.assign` (:meth:`TextAidedClustering.features`)."""
+    return est.features(image_embeddings, joint_embeddings=joint_embeddings)
 
 
 def refine(refinements: list[Refinement], parts, weights, leaves: np.ndarray, confidence: np.ndarray):

@@ -127,7 +127,7 @@ def selfcheck(
     nouns = _noun_side(bb, backbone, vocabulary, cache, progress, joint, False, joint is not u, noun_bank,
                        _device_used(device))
     tac = _make_estimator(bb, k, "tac", seed, device, False, None)
-    tac.fit(u, nouns.bank.embeddings, nouns.bank.words, joint_embeddings=None if joint is u else joint,
+    tac.fit(u, noun_embeddings=nouns.bank.embeddings, nouns=nouns.bank.words, joint_embeddings=None if joint is u else joint,
             exact_noun_embeddings=nouns.exact)
     km = _make_estimator(bb, k, "kmeans", seed, device, False, None).fit(u)
     tac_acc = evaluate_clustering(y, tac.labels_)["acc"]

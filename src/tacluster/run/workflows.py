@@ -25,6 +25,7 @@ import numpy as np
 from tacluster._atomic import atomic_write_bytes
 from tacluster._paths import path_to_text
 from tacluster._threads import threads_in_use
+from tacluster._validation import check_n_clusters
 from tacluster.errors import CollapseWarning, InputError, ModelFileError
 from tacluster.report.layout import map_coordinates
 from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
@@ -217,7 +218,7 @@ def cluster_images(
         est = _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params)
         with _timed(timings, "fit"), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CollapseWarning)
-            est.fit(u, bank.embeddings, bank.words, joint_embeddings=None if joint is u else joint,
+            est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=None if joint is u else joint,
                     exact_noun_embeddings=nouns.exact)
         fit_warnings = _reissue_others(caught, CollapseWarning)
         timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
@@ -296,11 +297,9 @@ def _check_request(n_clusters, method, source, embeddings, joint_embeddings, emb
 
     if method != "auto" and method not in METHODS:
         raise InputError(f"method={method!r} is not one of auto, {', '.join(METHODS)}")
-    if n_clusters != "auto" and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
-                                 or n_clusters < 2):
-        raise InputError(f"--k {n_clusters!r}: the number of clusters must be an integer >= 2, or 'auto'")
+    k = check_n_clusters(n_clusters, name="--k", allow_auto=True)  # np.int64(10) is a valid K; run.json needs an int
     _check_sources(source, embeddings, joint_embeddings, embedding_column, "cluster")
-    return n_clusters if n_clusters == "auto" else int(n_clusters)  # np.int64(10) is a valid K; run.json needs an int
+    return k
 
 
 def _check_sources(source, embeddings, joint_embeddings, embedding_column, verb: str) -> None:
@@ -464,7 +463,10 @@ def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, est
 
     # TAC's retrieval temperature in the backbone's own similarity scale
     # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
+    from tacluster.methods import TEXT_METHODS
+
     tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
+    tau = tau if resolved_method in TEXT_METHODS else {}  # the image-only methods retrieve nothing
     params = {"random_state": seed, "device": device, "verbose": progress, **tau, **(estimator_params or {})}
     return TextAidedClustering(n_clusters, resolved_method, **params)
 
