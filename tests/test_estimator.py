@@ -1,6 +1,8 @@
 """The estimator end to end on synthetic worlds with known ground truth."""
 
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -469,3 +471,39 @@ def test_every_parameter_has_one_declared_rule_and_a_bad_value_names_it(easy_wor
         with pytest.raises(InputError, match=f"The '{name}' parameter of TextAidedClustering must be"):
             TextAidedClustering(3, **{"method": "kmeans", name: value}).fit(easy_world.image_embeddings)
     TextAidedClustering(3, "no-train", text_weight="auto", n_centres=None, large_scale=False).validate_params()
+
+
+@pytest.mark.parametrize("method,setting,users", [
+    ("kmeans", {"n_epochs": 3}, "'tac'"),
+    ("tac", {"text_weight": 2.0}, "'no-train'"),
+    ("spectral", {"tau": 0.01}, "'no-train' / 'tac'"),
+    ("auto", {"knn_method": "hnsw"}, "'tac'"),
+    ("no-train", {"spectral_neighbors": 5}, "'spectral'"),
+])
+def test_a_setting_the_method_never_reads_warns_and_changes_nothing(easy_world, method, setting, users):
+    """Every setting acts or says it does not (issue 28): the fit with it equals the fit without."""
+    from tacluster.errors import UnusedSettingWarning
+
+    base = dict(n_epochs=2, min_steps=5) if method == "tac" else {}
+    data = dict(noun_embeddings=easy_world.noun_embeddings, nouns=easy_world.nouns)
+    name = next(iter(setting))
+    with pytest.warns(UnusedSettingWarning, match=rf"{name}=.* is not used by method='{method}' "
+                                                   rf"\(it is read by method {re.escape(users)}\)"):
+        with_it = TextAidedClustering(5, method, random_state=0, **base, **setting).fit(
+            easy_world.image_embeddings, **data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusedSettingWarning)
+        plain = TextAidedClustering(5, method, random_state=0, **base).fit(easy_world.image_embeddings, **data)
+    np.testing.assert_array_equal(with_it.labels_, plain.labels_)
+
+
+def test_settings_a_method_reads_do_not_warn_and_k_range_only_with_auto_k(easy_world, recwarn):
+    from tacluster.errors import UnusedSettingWarning
+
+    TextAidedClustering(5, "tac", n_epochs=2, min_steps=5, tau=0.01, n_neighbors=10).fit(
+        easy_world.image_embeddings, noun_embeddings=easy_world.noun_embeddings, nouns=easy_world.nouns)
+    TextAidedClustering(5, "auto", consensus=3, spectral_neighbors=10).fit(easy_world.image_embeddings)
+    TextAidedClustering("auto", "kmeans", k_range=(2, 6)).fit(easy_world.image_embeddings)
+    assert not [w for w in recwarn if issubclass(w.category, UnusedSettingWarning)]
+    with pytest.warns(UnusedSettingWarning, match="k_range=.* read only when n_clusters='auto'"):
+        TextAidedClustering(5, "kmeans", k_range=(2, 6)).fit(easy_world.image_embeddings)

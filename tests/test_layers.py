@@ -5,6 +5,7 @@ Each import runs in a fresh interpreter, and ``sys.modules`` says what it loaded
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -54,8 +55,6 @@ STAGE_RULES = {
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import statement in ``path``, wherever it sits (lazy imports too),
     except under ``if TYPE_CHECKING:`` (never run)."""
-    import ast
-
     out = []
 
     def visit(node) -> None:
@@ -120,3 +119,34 @@ def test_no_import_cycles_between_modules():
                     seen.add(nxt)
                     stack.append((nxt, path + [nxt]))
     assert not cycles, cycles[:5]
+
+
+def _docstring_lines(node) -> int:
+    first = node.body[0] if getattr(node, "body", None) else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return first.end_lineno - first.lineno + 1
+    return 0
+
+
+#: Issue 28's size rules, docstrings not counted.
+MAX_FUNCTION_LINES = 60
+MAX_ESTIMATOR_LINES = 250
+
+
+def test_no_function_in_src_is_over_60_lines():
+    long = []
+    for path in sorted((SRC / "tacluster").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1 - _docstring_lines(node)
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({size} lines)")
+    assert not long, long
+
+
+def test_the_estimator_class_stays_thin():
+    """TextAidedClustering validates, resolves K and calls the fitters; the methods live in their stages."""
+    tree = ast.parse((SRC / "tacluster" / "estimator.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TextAidedClustering")
+    docs = _docstring_lines(cls) + sum(_docstring_lines(f) for f in ast.walk(cls) if isinstance(f, ast.FunctionDef))
+    assert cls.end_lineno - cls.lineno + 1 - docs <= MAX_ESTIMATOR_LINES
