@@ -335,7 +335,16 @@ def estimate_n_clusters(
         raise InputError(f"tolerance={tolerance!r} must be a number in [0, 1)")
     if criterion == "modularity":
         return _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, tic)
+    return _stability_search(u, text, text_name, k_range, seed, max_samples, n_components, n_bootstrap,
+                             subsample_fraction, text_weight, n_init, n_references, tic)
 
+
+def _stability_search(u, text, text_name: str | None, k_range, seed: int, max_samples: int, n_components: int,
+                      n_bootstrap: int, subsample_fraction: float, text_weight: float, n_init: int,
+                      n_references: int, tic: float) -> AutoKResult:
+    """``criterion="stability"`` (module docstring): null-corrected k-means stability of the image view
+    and, with a text side, the text-aided view. ``u`` and ``text`` are :func:`_check_inputs`' (row
+    views or arrays); the settings are checked by the caller."""
     n = u.shape[0]
     m = min(n, int(max_samples))
     sub_size = max(int(round(subsample_fraction * m)), 1)

@@ -114,42 +114,16 @@ def landmark_spectral_cluster(
     n_landmarks : default ``max(1000, 3 * n_clusters)``, capped at N / 4
     n_init, n_iter : restarts and iteration cap of the k-means on the embedding
     """
-    import faiss
-    from scipy import sparse
-
     x = features  # an array, a memmap or a PowerRows view: read by sampled rows and blocks only
-    n, d = x.shape
+    n = x.shape[0]
     if n_clusters >= n:
         return np.arange(n, dtype=np.int64)
     p = n_landmarks or max(1000, 3 * n_clusters)
     p = int(max(n_clusters + 1, min(p, n // 4 if n >= 4 * (n_clusters + 1) else n)))
     rng = np.random.default_rng(seed)
-    sample = np.ascontiguousarray(x[np.sort(rng.choice(n, size=min(n, 20 * p), replace=False))], dtype=np.float32)
-    landmarks = _faiss.kmeans(sample, p, n_iter=10, n_init=1, seed=seed, spherical=True).centroids
-    del sample
-    landmarks = landmarks / np.maximum(np.linalg.norm(landmarks, axis=1, keepdims=True), 1e-12)
-    index = faiss.IndexFlatIP(d)
-    index.add(np.ascontiguousarray(landmarks, dtype=np.float32))
-    r = min(n_nearest, p)
-    sims = np.empty((n, r), dtype=np.float32)
-    idx = np.empty((n, r), dtype=np.int64)
-    for start in range(0, n, block):
-        rows = np.ascontiguousarray(x[start:start + block], dtype=np.float32)
-        sims[start:start + block], idx[start:start + block] = index.search(rows, r)
-    dist = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
-    del sims
-    sigma = max(float(dist[:, -1].mean()), 1e-6)
-    w = np.exp(-(dist ** 2) / (2 * sigma ** 2))
-    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-    z = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), r), idx.ravel())), shape=(n, p))
-    del w, dist, idx
-    col = np.asarray(z.sum(axis=0)).ravel()
-    z = z @ sparse.diags(1.0 / np.sqrt(np.maximum(col, 1e-12)))
-    gram = (z.T @ z).toarray()
-    values, vectors = np.linalg.eigh(gram)  # ascending
-    top = np.argsort(values)[::-1][:n_clusters]
-    sv = np.sqrt(np.maximum(values[top], 1e-12))
-    projection = vectors[:, top] / sv
+    landmarks = _landmarks(x, p, rng, seed)
+    z = _landmark_graph(x, landmarks, min(n_nearest, p), block)
+    projection = _spectral_projection(z, n_clusters)
 
     def embedding(rows) -> np.ndarray:  # rows of the (N, K) spectral embedding, float32, unit rows
         # Rows scaled to unit length before their k-means (Ng, Jordan & Weiss
@@ -172,3 +146,49 @@ def landmark_spectral_cluster(
     for start in range(0, n, block):
         labels[start:start + block] = _faiss.assign(embedding(slice(start, start + block)), fit.centroids)
     return labels
+
+
+def _landmarks(x, p: int, rng: np.random.Generator, seed: int) -> np.ndarray:
+    """(p, d) unit landmarks: spherical k-means centroids of ``20 p`` rows of ``x`` drawn from ``rng``."""
+    n = x.shape[0]
+    sample = np.ascontiguousarray(x[np.sort(rng.choice(n, size=min(n, 20 * p), replace=False))], dtype=np.float32)
+    landmarks = _faiss.kmeans(sample, p, n_iter=10, n_init=1, seed=seed, spherical=True).centroids
+    del sample
+    return landmarks / np.maximum(np.linalg.norm(landmarks, axis=1, keepdims=True), 1e-12)
+
+
+def _landmark_graph(x, landmarks: np.ndarray, r: int, block: int):
+    """The sparse (N, p) graph joining each row of ``x`` to its ``r`` nearest landmarks with
+    Gaussian weights (bandwidth: the mean distance to the farthest of them; each row summing to 1),
+    its columns then degree-normalised."""
+    import faiss
+    from scipy import sparse
+
+    n, d = x.shape
+    p = landmarks.shape[0]
+    index = faiss.IndexFlatIP(d)
+    index.add(np.ascontiguousarray(landmarks, dtype=np.float32))
+    sims = np.empty((n, r), dtype=np.float32)
+    idx = np.empty((n, r), dtype=np.int64)
+    for start in range(0, n, block):
+        rows = np.ascontiguousarray(x[start:start + block], dtype=np.float32)
+        sims[start:start + block], idx[start:start + block] = index.search(rows, r)
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0))
+    del sims
+    sigma = max(float(dist[:, -1].mean()), 1e-6)
+    w = np.exp(-(dist ** 2) / (2 * sigma ** 2))
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    z = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), r), idx.ravel())), shape=(n, p))
+    del w, dist, idx
+    col = np.asarray(z.sum(axis=0)).ravel()
+    return z @ sparse.diags(1.0 / np.sqrt(np.maximum(col, 1e-12)))
+
+
+def _spectral_projection(z, n_clusters: int) -> np.ndarray:
+    """The (p, K) map taking rows of the landmark graph ``z`` to its top ``n_clusters`` left singular
+    vectors, found from the (p x p) eigenproblem."""
+    gram = (z.T @ z).toarray()
+    values, vectors = np.linalg.eigh(gram)  # ascending
+    top = np.argsort(values)[::-1][:n_clusters]
+    sv = np.sqrt(np.maximum(values[top], 1e-12))
+    return vectors[:, top] / sv

@@ -151,23 +151,10 @@ def choose_text_weight(
         raise InputError(
             f"text_view has {s.shape[0]} rows but image_embeddings has {u.shape[0]}; give one row per image"
         )
+    k = check_n_clusters(n_clusters, u.shape[0])
+    grid = _weight_grid(weights, n_neighbors, tolerance, min_relatedness, n_seeds, n_init)
+    u, s = _decision_sample(u, s, max_samples, seed)
     n = u.shape[0]
-    k = check_n_clusters(n_clusters, n)
-    for name, value in (("n_neighbors", n_neighbors), ("n_seeds", n_seeds), ("n_init", n_init)):
-        check_positive(value, name, integer=True)
-    for name, value in (("tolerance", tolerance), ("min_relatedness", min_relatedness)):
-        check_positive(value, name, allow_zero=True)
-    grid = sorted({0.0, *(float(w) for w in weights)})
-    if grid[0] < 0 or grid[-1] > 1:
-        raise InputError(f"weights={list(weights)!r} must lie in [0, 1]")
-    if max_samples is not None:
-        check_positive(max_samples, "max_samples", integer=True)
-        if u.shape[0] > max_samples:
-            pick = np.sort(np.random.default_rng(seed).choice(u.shape[0], int(max_samples), replace=False))
-            u, s = u[pick], s[pick]
-            n = u.shape[0]
-    norms = np.linalg.norm(s, axis=1, keepdims=True)
-    s = np.where(norms > 0, s / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
     if n < 3 or float(s.var(axis=0).sum()) < 1e-8:
         return TrustDecision(0.0, 0.0, "text view is the same for every image: image-only k-means")
@@ -201,3 +188,30 @@ def choose_text_weight(
         f"(agreement >= {1.0 - tolerance:.2f} x {base:.3f}): {chosen}"
     )
     return TrustDecision(chosen, related, reason, scores)
+
+
+def _weight_grid(weights: Sequence[float], n_neighbors: int, tolerance: float, min_relatedness: float,
+                 n_seeds: int, n_init: int) -> list[float]:
+    """The candidate weights, ascending and with 0, once the search's settings are checked."""
+    for name, value in (("n_neighbors", n_neighbors), ("n_seeds", n_seeds), ("n_init", n_init)):
+        check_positive(value, name, integer=True)
+    for name, value in (("tolerance", tolerance), ("min_relatedness", min_relatedness)):
+        check_positive(value, name, allow_zero=True)
+    grid = sorted({0.0, *(float(w) for w in weights)})
+    if grid[0] < 0 or grid[-1] > 1:
+        raise InputError(f"weights={list(weights)!r} must lie in [0, 1]")
+    return grid
+
+
+def _decision_sample(u: np.ndarray, s: np.ndarray, max_samples: int | None,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(u, s)`` the decision is made on: at most ``max_samples`` random rows (seeded by ``seed``),
+    the text rows L2-normalised (an all-zero row stays zero: no text)."""
+    if max_samples is not None:
+        check_positive(max_samples, "max_samples", integer=True)
+        if u.shape[0] > max_samples:
+            pick = np.sort(np.random.default_rng(seed).choice(u.shape[0], int(max_samples), replace=False))
+            u, s = u[pick], s[pick]
+    norms = np.linalg.norm(s, axis=1, keepdims=True)
+    s = np.where(norms > 0, s / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    return u, s

@@ -256,26 +256,8 @@ def embed_with_templates(
     # prompt, so length-sorted batches waste less compute on padding.
     order = sorted(range(len(words)), key=lambda i: len(words[i]))
     starts = range(0, len(words), batch_size)
-    done: dict[int, Path] = {}
-    if build is not None and build.blocks is not None:
-        key = {"format_version": _FORMAT_VERSION, "words_sha256": words_digest(words),
-               "templates_sha256": words_digest(list(templates)), "batch_size": batch_size}
-        try:
-            done = _blocks_state(build.blocks, key)
-        except OSError:
-            build = _Build(None, build.entry, build.note)  # cannot keep blocks: build without resume
+    build, done, pending = _finished_blocks(build, words, templates, batch_size, order, starts)
     out: np.ndarray | None = None
-    pending: list[tuple[list[int], np.ndarray]] = []
-    for b, start in enumerate(starts):
-        if b in done:
-            try:
-                block = np.load(done[b], allow_pickle=False)
-                if block.dtype == np.float32 and block.ndim == 2 and block.shape[0] == len(order[start : start + batch_size]):
-                    pending.append((order[start : start + batch_size], block))
-                    continue
-            except (OSError, ValueError):
-                pass
-            del done[b]  # unreadable: embed it again
     n_done = sum(len(rows) for rows, _ in pending)
     for rows, block in pending:
         if out is None:
@@ -288,16 +270,7 @@ def embed_with_templates(
             if b in done:
                 continue
             rows = order[start : start + batch_size]
-            prompts = [t.format(words[i]) for i in rows for t in templates]
-            emb = np.asarray(encode_text(prompts), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[0] != len(prompts):
-                raise CacheError(
-                    f"text encoder returned shape {emb.shape} for {len(prompts)} prompts"
-                )
-            emb = emb.reshape(len(rows), n_t, -1)
-            emb /= np.maximum(np.linalg.norm(emb, axis=2, keepdims=True), 1e-12)
-            mean = emb.mean(axis=1)
-            mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+            mean = _embed_batch(encode_text, [words[i] for i in rows], templates)
             if out is None:
                 out = np.empty((len(words), mean.shape[1]), dtype=np.float32)
             out[rows] = mean
@@ -312,6 +285,49 @@ def embed_with_templates(
         bar.close()
     assert out is not None  # words is non-empty
     return out
+
+
+def _finished_blocks(build: _Build | None, words: list[str], templates: Sequence[str], batch_size: int,
+                     order: list[int], starts: range) -> tuple[_Build | None, dict[int, Path], list]:
+    """``(build, done, pending)``: the blocks an interrupted build of this bank already finished
+    (``done``: by batch number) and, for those still readable, ``(rows, vectors)`` (``pending``);
+    ``build`` loses its blocks folder where that cannot be kept (the build goes on without resume)."""
+    done: dict[int, Path] = {}
+    if build is not None and build.blocks is not None:
+        key = {"format_version": _FORMAT_VERSION, "words_sha256": words_digest(words),
+               "templates_sha256": words_digest(list(templates)), "batch_size": batch_size}
+        try:
+            done = _blocks_state(build.blocks, key)
+        except OSError:
+            build = _Build(None, build.entry, build.note)  # cannot keep blocks: build without resume
+    pending: list[tuple[list[int], np.ndarray]] = []
+    for b, start in enumerate(starts):
+        if b in done:
+            try:
+                block = np.load(done[b], allow_pickle=False)
+                if block.dtype == np.float32 and block.ndim == 2 and block.shape[0] == len(order[start : start + batch_size]):
+                    pending.append((order[start : start + batch_size], block))
+                    continue
+            except (OSError, ValueError):
+                pass
+            del done[b]  # unreadable: embed it again
+    return build, done, pending
+
+
+def _embed_batch(encode_text: Callable[[list[str]], np.ndarray], batch: list[str],
+                 templates: Sequence[str]) -> np.ndarray:
+    """(len(batch), d) float32: each word's normalised mean of its normalised prompt embeddings."""
+    prompts = [t.format(w) for w in batch for t in templates]
+    emb = np.asarray(encode_text(prompts), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(prompts):
+        raise CacheError(
+            f"text encoder returned shape {emb.shape} for {len(prompts)} prompts"
+        )
+    emb = emb.reshape(len(batch), len(templates), -1)
+    emb /= np.maximum(np.linalg.norm(emb, axis=2, keepdims=True), 1e-12)
+    mean = emb.mean(axis=1)
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return mean
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

@@ -33,7 +33,7 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -128,11 +128,25 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
     Values that do not apply (zero counts of a stage that did not run, empty
     parameter sets) are left out; unknown keys are shown as they are."""
     s = dict(settings)
-    rows: list[tuple[str, str]] = []
 
     def take(key: str) -> Any:
         return s.pop(key, None)
 
+    rows = _method_rows(take) + _noun_rows(take) + _machine_rows(take)
+    for key, value in sorted(s.items()):
+        if value in (None, {}, [], ""):
+            continue
+        rows.append((key, _fmt_value(value)))
+    if isinstance(versions, dict) and versions:
+        names = {"python": "Python"}
+        rows.append(("software", ", ".join(f"{names.get(a, a)} {b}" for a, b in versions.items())))
+    return rows
+
+
+def _method_rows(take: Callable[[str], Any]) -> list[tuple[str, str]]:
+    """The settings rows of what was clustered and how: input, K, backbone, method (and what
+    ``auto`` chose), its options, seed. ``take`` pops a setting (None when absent)."""
+    rows: list[tuple[str, str]] = []
     if (v := take("input")) is not None:
         rows.append(("input", str(v)))
     k = take("n_clusters")
@@ -160,6 +174,12 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
                      if isinstance(params, dict) else _fmt_value(params)))
     if (v := take("seed")) is not None:
         rows.append(("seed", str(v)))
+    return rows
+
+
+def _noun_rows(take: Callable[[str], Any]) -> list[tuple[str, str]]:
+    """The settings rows of the text side: vocabulary (and its unusable words), nouns kept, semantic centres."""
+    rows: list[tuple[str, str]] = []
     vocab = take("vocabulary")
     if vocab is not None:
         text = "WordNet nouns" if vocab == "wordnet" else str(vocab)
@@ -176,6 +196,12 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
     centres = take("n_centres")
     if centres:
         rows.append(("semantic centres", str(centres)))
+    return rows
+
+
+def _machine_rows(take: Callable[[str], Any]) -> list[tuple[str, str]]:
+    """The settings rows of where it ran: device, batch size, embedding cache, backbone fingerprint."""
+    rows: list[tuple[str, str]] = []
     device, device_used = take("device"), take("device_used")
     if device_used or device:
         rows.append(("device", str(device_used or device)))
@@ -185,13 +211,6 @@ def _settings_view(settings: dict[str, Any], versions: Any) -> list[tuple[str, s
         rows.append(("embedding cache", str(v)))
     if (v := take("backbone_fingerprint")) is not None:
         rows.append(("backbone fingerprint", str(v)))
-    for key, value in sorted(s.items()):
-        if value in (None, {}, [], ""):
-            continue
-        rows.append((key, _fmt_value(value)))
-    if isinstance(versions, dict) and versions:
-        names = {"python": "Python"}
-        rows.append(("software", ", ".join(f"{names.get(a, a)} {b}" for a, b in versions.items())))
     return rows
 
 
@@ -280,25 +299,7 @@ def build_report(
     thumbs = _thumbnails(out_dir, picks, thumb_size, progress, dup_paths + page_paths)
     tile = _tile_maker(a, thumbs)
     _write_cluster_pages(out_dir, env, rd, order, sorted_ids, thumbs)
-    clusters_view = []
-    for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
-        top, outliers, moved, new = picks[cl["id"]]
-        mean_conf = cl["mean_confidence"]
-        if mean_conf is None:
-            m = a.cluster == cl["id"]
-            mean_conf = float(a.confidence[m].mean()) if m.any() else None
-        clusters_view.append({
-            **cl,
-            "mean_confidence": mean_conf,
-            "color": hex_color(colors[cl["id"]]),
-            "share": cl["size"] / max(len(a.path), 1),
-            "tiles": [tile(p, False) for p in top],
-            "n_shown": len(top),
-            "page": f"{CLUSTER_PAGES_DIR}/cluster-{cl['id']}.html",
-            "outlier_tiles": [tile(p, True) for p in outliers],
-            "moved_tiles": [tile(p, False) for p in moved],
-            "new_tiles": [tile(p, True) for p in new],
-        })
+    clusters_view = _clusters_view(rd, picks, colors, tile)
     html = env.get_template("report.html.j2").render(
         title=f"tacluster report: {out_dir.resolve().name}",
         run_found=rd.run_found,
@@ -320,6 +321,32 @@ def build_report(
     dst = out_dir / REPORT_FILE
     atomic_write_bytes(dst, page_bytes(html))  # non-UTF-8 file names
     return dst
+
+
+def _clusters_view(rd: RunDir, picks: dict, colors: dict, tile: Callable[[str, bool], dict[str, Any]]) -> list[dict]:
+    """The page's cluster cards, largest cluster first: clusters.json's entry with its colour, share,
+    page link and the tiles of its picked members (:func:`_pick_members`)."""
+    a = rd.assignments
+    clusters_view = []
+    for cl in sorted(rd.clusters, key=lambda c: (-c["size"], c["id"])):
+        top, outliers, moved, new = picks[cl["id"]]
+        mean_conf = cl["mean_confidence"]
+        if mean_conf is None:
+            m = a.cluster == cl["id"]
+            mean_conf = float(a.confidence[m].mean()) if m.any() else None
+        clusters_view.append({
+            **cl,
+            "mean_confidence": mean_conf,
+            "color": hex_color(colors[cl["id"]]),
+            "share": cl["size"] / max(len(a.path), 1),
+            "tiles": [tile(p, False) for p in top],
+            "n_shown": len(top),
+            "page": f"{CLUSTER_PAGES_DIR}/cluster-{cl['id']}.html",
+            "outlier_tiles": [tile(p, True) for p in outliers],
+            "moved_tiles": [tile(p, False) for p in moved],
+            "new_tiles": [tile(p, True) for p in new],
+        })
+    return clusters_view
 
 
 def _pick_members(rd: RunDir, order: np.ndarray, sorted_ids: np.ndarray, per_cluster: int) -> dict:

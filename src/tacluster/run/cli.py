@@ -15,6 +15,10 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the commands import the workflows only when they run
+    from tacluster.run.workflows import ClusterRun
 
 EPILOG = """examples:
   tacluster cluster examples/cifar10-mini --k 10 --out runs/example
@@ -412,45 +416,57 @@ def _cmd_cluster(a) -> int:
     for message in run.warnings:  # shown even with --quiet, as errors are: the result is not what was asked
         print(f"tacluster: warning: {message}", file=sys.stderr)
     if not a.quiet:
-        k = len(run.names)
-        sizes = {i: int((run.labels == i).sum()) for i in range(k)}
-        notes = []
-        if a.k == "auto":
-            try:
-                auto = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]
-                cand = auto["candidates"]
-                notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
-                lo, hi = auto.get("plateau") or (k, k)
-                if lo != hi:  # how sure: the ks scoring about as well
-                    notes.append(f"k = {lo}..{hi} score within {100 * auto.get('tolerance', 0.02):g} % of the best")
-            except (OSError, ValueError, KeyError, TypeError):
-                notes.append("K chosen automatically")
-        if run.skipped:
-            from tacluster.embed.reader import is_folder_left_out
-
-            folders = sum(is_folder_left_out(p, r) for p, r in run.skipped)
-            notes += [f"{n} {what}" for n, what in ((len(run.skipped) - folders, "skipped"),
-                                                    (folders, "folder(s) left out")) if n]
-        print(f"clustered {len(run.paths)} {'rows' if a.embeddings else 'images'} into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
-              + (f" ({'; '.join(notes)})" if notes else ""))
-        if run.skipped:
-            from tacluster.run.workflows import top_reasons
-
-            print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
-        if run.vocabulary_use is not None and run.vocabulary_use[2]:
-            usable, total, unknown = run.vocabulary_use
-            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            print(f"{usable} of {total} vocabulary words usable with backbone {a.backbone!r}; "
-                  f"not known to it: {shown} (all listed in run.json)")
-        if run.duplicates:
-            print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
-                  "(a file listed again) clustered once")
-        for i in sorted(sizes, key=lambda i: -sizes[i]):
-            print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
-        if run.report:
-            print(f"report: {run.report}")
-        print(f"outputs: {Path(a.out)}")
+        _print_cluster_summary(a, run)
     return 0
+
+
+def _print_cluster_summary(a: argparse.Namespace, run: ClusterRun) -> None:
+    """What ``tacluster cluster`` says of a finished run: counts, skips, vocabulary, duplicates,
+    every cluster by size with its name, and where the outputs are."""
+    k = len(run.names)
+    sizes = {i: int((run.labels == i).sum()) for i in range(k)}
+    notes = _cluster_notes(a, run, k)
+    print(f"clustered {len(run.paths)} {'rows' if a.embeddings else 'images'} into {k} clusters in {run.timings_s.get('total', 0):.1f} s"
+          + (f" ({'; '.join(notes)})" if notes else ""))
+    if run.skipped:
+        from tacluster.run.workflows import top_reasons
+
+        print(f"skipped: {top_reasons(run.skipped)} (each listed in {Path(a.out) / 'skipped.csv'})")
+    if run.vocabulary_use is not None and run.vocabulary_use[2]:
+        usable, total, unknown = run.vocabulary_use
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        print(f"{usable} of {total} vocabulary words usable with backbone {a.backbone!r}; "
+              f"not known to it: {shown} (all listed in run.json)")
+    if run.duplicates:
+        print(f"{run.duplicates} duplicate entr{'y' if run.duplicates == 1 else 'ies'} in the input list "
+              "(a file listed again) clustered once")
+    for i in sorted(sizes, key=lambda i: -sizes[i]):
+        print(f"  {i:>3}  {sizes[i]:>6}  {run.names[i]}")
+    if run.report:
+        print(f"report: {run.report}")
+    print(f"outputs: {Path(a.out)}")
+
+
+def _cluster_notes(a: argparse.Namespace, run: ClusterRun, k: int) -> list[str]:
+    """The summary line's notes: how K was chosen (``--k auto``, from run.json), what was skipped or left out."""
+    notes = []
+    if a.k == "auto":
+        try:
+            auto = json.loads((Path(a.out) / "run.json").read_text())["auto_k"]
+            cand = auto["candidates"]
+            notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
+            lo, hi = auto.get("plateau") or (k, k)
+            if lo != hi:  # how sure: the ks scoring about as well
+                notes.append(f"k = {lo}..{hi} score within {100 * auto.get('tolerance', 0.02):g} % of the best")
+        except (OSError, ValueError, KeyError, TypeError):
+            notes.append("K chosen automatically")
+    if run.skipped:
+        from tacluster.embed.reader import is_folder_left_out
+
+        folders = sum(is_folder_left_out(p, r) for p, r in run.skipped)
+        notes += [f"{n} {what}" for n, what in ((len(run.skipped) - folders, "skipped"),
+                                                (folders, "folder(s) left out")) if n]
+    return notes
 
 
 def _cmd_predict(a) -> int:

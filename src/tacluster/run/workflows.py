@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -43,6 +43,10 @@ from tacluster.run.tables import (
     text_rows,
     write_run_tables,
 )
+
+if TYPE_CHECKING:
+    from tacluster.embed import EmbeddingResult
+    from tacluster.embed.backbones.base import Backbone
 
 
 @dataclass
@@ -113,6 +117,63 @@ def versions() -> dict[str, str]:
     }
 
 
+@dataclass
+class _RunPlan:
+    """A :func:`cluster_images` request once checked, before the run directory is taken: the
+    options later stages read, the opened input, the run's settings and their key."""
+
+    source: str | os.PathLike | None
+    backbone: str
+    seed: int
+    device: str
+    batch_size: int | None
+    engine: str | None
+    vocabulary: str | None
+    estimator_params: dict | None
+    progress: bool
+    offline: bool | None
+    noun_bank: str
+    n_clusters: int | str  # a plain int, or "auto"
+    resolved_method: str
+    cache: Path
+    external: tuple | None  # the opened --embeddings (and joint) sources; None for images
+    src: Path
+    settings: dict
+    run_key: str
+
+
+def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method: str, seed: int, device: str,
+              batch_size: int | None, engine: str | None, cache_dir, vocabulary: str | None,
+              estimator_params: dict | None, progress: bool, offline: bool | None, embeddings, joint_embeddings,
+              embedding_column: str | None, noun_bank: str) -> _RunPlan:
+    """Every argument of :func:`cluster_images` checked and the input opened, before anything is loaded or embedded."""
+    from tacluster.nouns.bank import default_cache_dir
+
+    n_clusters = _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column)
+    from tacluster.nouns.exact import NOUN_BANK_MODES
+
+    if noun_bank not in NOUN_BANK_MODES:
+        raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
+    _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
+    resolved_method = recommended_method(backbone) if method == "auto" else method
+    # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
+    _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
+    external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
+    if external is None:
+        out_r, src_r = out.resolve(), src.resolve()
+        if out_r == src_r:
+            raise InputError(f"--out {str(out)!r} is the input folder {str(source)!r}: the run's files would "
+                             "mix with the images and every later run over it; choose another --out")
+    settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
+                             estimator_params, joint_embeddings, embedding_column)
+    if noun_bank != "auto":  # an explicit choice is part of the run key ("auto" keeps the keys it always had)
+        settings["noun_bank"] = noun_bank
+    run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return _RunPlan(source, backbone, seed, device, batch_size, engine, vocabulary, estimator_params, progress,
+                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key)
+
+
 def cluster_images(
     source: str | os.PathLike | None,
     out_dir: str | os.PathLike,
@@ -164,58 +225,23 @@ def cluster_images(
         (candidates on a CPU unless the full bank is cached; full on a GPU and
         for backbones without templates); run.json records which ran
     """
-    from tacluster.embed import embed_images, list_inputs
     from tacluster.evaluate.naming import name_clusters
-    from tacluster.nouns.bank import default_cache_dir
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out_dir)
-    n_clusters = _check_request(n_clusters, method, source, embeddings, joint_embeddings, embedding_column)
-    from tacluster.nouns.exact import NOUN_BANK_MODES
-
-    if noun_bank not in NOUN_BANK_MODES:
-        raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
-    _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
-    resolved_method = recommended_method(backbone) if method == "auto" else method
-    # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
-    _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
-    external, src = _open_input(source, embeddings, joint_embeddings, embedding_column)
-    if external is None:
-        out_r, src_r = out.resolve(), src.resolve()
-        if out_r == src_r:
-            raise InputError(f"--out {str(out)!r} is the input folder {str(source)!r}: the run's files would "
-                             "mix with the images and every later run over it; choose another --out")
-    settings = _run_settings(src, external, n_clusters, backbone, method, resolved_method, seed, vocabulary,
-                             estimator_params, joint_embeddings, embedding_column)
-    if noun_bank != "auto":  # an explicit choice is part of the run key ("auto" keeps the keys it always had)
-        settings["noun_bank"] = noun_bank
-    run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    plan = _plan_run(source, out, n_clusters, backbone=backbone, method=method, seed=seed, device=device,
+                     batch_size=batch_size, engine=engine, cache_dir=cache_dir, vocabulary=vocabulary,
+                     estimator_params=estimator_params, progress=progress, offline=offline, embeddings=embeddings,
+                     joint_embeddings=joint_embeddings, embedding_column=embedding_column, noun_bank=noun_bank)
     with run_lock(out):  # one command writes a run directory at a time
-        check_out_dir(out, run_key, overwrite)
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-
-        with _timed(timings, "load_backbone"):
-            bb = _load_backbone_quietly(backbone, device, offline, progress)
-        if external is None:
-            listed = list_inputs(src)
-            _check_k_fits(n_clusters, len(listed.paths), "image files", src)  # before hours of embedding
-            with _timed(timings, "embed"):
-                emb = embed_images(listed, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress,
-                                   engine=engine or "local")
-        else:
-            with _timed(timings, "read_embeddings"):
-                emb = _read_external(external, bb, backbone, (estimator_params or {}).get("large_scale", "auto"))
-        _check_usable(emb, n_clusters, out, run_key, source, src)
-        check_same_input(out, run_key, [path_to_text(p) for p in emb.paths], overwrite)
+        check_out_dir(out, plan.run_key, overwrite)
+        bb, emb, nouns = _fit_inputs(plan, out, timings, overwrite)
         u = emb.arrays["image"]
         joint = emb.arrays.get("joint", u)
-        with _timed(timings, "noun_bank"):
-            nouns = _noun_side(bb, backbone, vocabulary, cache, progress, joint, external is not None, joint is not u,
-                               noun_bank, _device_used(device))
         words, bank, unknown = nouns.words, nouns.bank, nouns.unknown
 
-        est = _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params)
+        est = _make_estimator(bb, plan.n_clusters, plan.resolved_method, seed, device, progress, estimator_params)
         with _timed(timings, "fit"), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CollapseWarning)
             est.fit(u, noun_embeddings=bank.embeddings, nouns=bank.words, joint_embeddings=None if joint is u else joint,
@@ -228,43 +254,90 @@ def cluster_images(
 
         with _timed(timings, "duplicates"):
             dups = collection_duplicates(emb, backbone)
-        tic = time.perf_counter()
-        xy = map_coordinates(u, seed)
-        # folders left out (a run or export folder inside INPUT, a loop) are listed in skipped.csv
-        # with their reason, but they are not files: counted apart, so inputs = assigned + skipped
-        from tacluster.embed.reader import is_folder_left_out
-
-        n_folders = sum(is_folder_left_out(p, r) for p, r in emb.skipped)
-        n_skipped_files = len(emb.skipped) - n_folders
-        record = {
-            "settings": {**settings, "device": device, "device_used": _device_used(device), "threads": threads_in_use(),
-                         **({"batch_size": batch_size or 64, "engine": engine or "local"} if external is None else {}),
-                         "cache_dir": path_to_text(str(cache.resolve())), "backbone_fingerprint": bb.fingerprint,
-                         "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
-                         "kept_nouns": len(est.kept_nouns_), "noun_bank": nouns.mode,
-                         **({"vocabulary_words": len(words), "vocabulary_usable": len(bank.words),
-                             "vocabulary_unknown": unknown} if vocabulary is not None else {})},
-            **({"warnings": fit_warnings} if fit_warnings else {}),
-            "counts": {"inputs": len(emb.paths) + n_skipped_files, "assigned": len(emb.paths),
-                       "skipped": n_skipped_files, **({"folders_left_out": n_folders} if n_folders else {}),
-                       "embedded_now": emb.stats.n_computed,
-                       "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates,
-                       **({"noun_bank": nouns.counts(est)} if nouns.mode == "candidates" else {})},
-            "duplicates": dups.summary(),
-            **({"embeddings": {"image": external[0].describe(),
-                               **({"joint": external[1].describe()} if external[1] is not None else {})}}
-               if external is not None else {}),
-        }
-        _write_run(out, est, bb, emb, named, xy, record, run_key, command, timings, tic, t_start, dups.csv_bytes())
-        report_path = None
-        if report:
-            from tacluster.report.html import build_report
-
-            report_path = build_report(out, progress=progress)
+        _write_outputs(out, plan, est, bb, emb, nouns, named, dups, fit_warnings, command, timings, t_start)
+        report_path = _report_if_asked(out, report, progress)
         return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
                           duplicates=emb.stats.n_duplicates,
                           vocabulary_use=(len(bank.words), len(words), unknown) if vocabulary is not None else None,
                           warnings=fit_warnings)
+
+
+def _fit_inputs(plan: _RunPlan, out: Path, timings: dict[str, float],
+                overwrite: bool) -> tuple[Backbone, EmbeddingResult, _Nouns]:
+    """What the fit reads: the backbone loaded, the images embedded (or the vectors read) and
+    checked against the run directory, the noun bank."""
+    from tacluster.embed import embed_images, list_inputs
+
+    with _timed(timings, "load_backbone"):
+        bb = _load_backbone_quietly(plan.backbone, plan.device, plan.offline, plan.progress)
+    if plan.external is None:
+        listed = list_inputs(plan.src)
+        _check_k_fits(plan.n_clusters, len(listed.paths), "image files", plan.src)  # before hours of embedding
+        with _timed(timings, "embed"):
+            emb = embed_images(listed, bb, cache_dir=plan.cache, batch_size=plan.batch_size or 64,
+                               progress=plan.progress, engine=plan.engine or "local")
+    else:
+        with _timed(timings, "read_embeddings"):
+            emb = _read_external(plan.external, bb, plan.backbone,
+                                 (plan.estimator_params or {}).get("large_scale", "auto"))
+    _check_usable(emb, plan.n_clusters, out, plan.run_key, plan.source, plan.src)
+    check_same_input(out, plan.run_key, [path_to_text(p) for p in emb.paths], overwrite)
+    u = emb.arrays["image"]
+    joint = emb.arrays.get("joint", u)
+    with _timed(timings, "noun_bank"):
+        nouns = _noun_side(bb, plan.backbone, plan.vocabulary, plan.cache, plan.progress, joint,
+                           plan.external is not None, joint is not u, plan.noun_bank, _device_used(plan.device))
+    return bb, emb, nouns
+
+
+def _write_outputs(out: Path, plan: _RunPlan, est, bb, emb, nouns: _Nouns, named, dups: Duplicates,
+                   fit_warnings: list[str], command: str | None, timings: dict[str, float], t_start: float) -> None:
+    """The fitted run's 2-D map and run.json record, then every file of the run directory (timed as ``write``)."""
+    tic = time.perf_counter()
+    xy = map_coordinates(emb.arrays["image"], plan.seed)
+    record = _run_record(plan, est, bb, emb, nouns, dups, fit_warnings)
+    _write_run(out, est, bb, emb, named, xy, record, plan.run_key, command, timings, tic, t_start, dups.csv_bytes())
+
+
+def _run_record(plan: _RunPlan, est, bb, emb, nouns: _Nouns, dups: Duplicates, fit_warnings: list[str]) -> dict:
+    """What run.json records besides its timings and choices: settings, warnings, counts, duplicates, sources."""
+    from tacluster.embed.reader import is_folder_left_out
+
+    external, bank, device = plan.external, nouns.bank, plan.device
+    # folders left out (a run or export folder inside INPUT, a loop) are listed in skipped.csv
+    # with their reason, but they are not files: counted apart, so inputs = assigned + skipped
+    n_folders = sum(is_folder_left_out(p, r) for p, r in emb.skipped)
+    n_skipped_files = len(emb.skipped) - n_folders
+    return {
+        "settings": {**plan.settings, "device": device, "device_used": _device_used(device),
+                     "threads": threads_in_use(),
+                     **({"batch_size": plan.batch_size or 64, "engine": plan.engine or "local"}
+                        if external is None else {}),
+                     "cache_dir": path_to_text(str(plan.cache.resolve())), "backbone_fingerprint": bb.fingerprint,
+                     "n_centres": getattr(est, "semantic_centres_", np.zeros((0,))).shape[0],
+                     "kept_nouns": len(est.kept_nouns_), "noun_bank": nouns.mode,
+                     **({"vocabulary_words": len(nouns.words), "vocabulary_usable": len(bank.words),
+                         "vocabulary_unknown": nouns.unknown} if plan.vocabulary is not None else {})},
+        **({"warnings": fit_warnings} if fit_warnings else {}),
+        "counts": {"inputs": len(emb.paths) + n_skipped_files, "assigned": len(emb.paths),
+                   "skipped": n_skipped_files, **({"folders_left_out": n_folders} if n_folders else {}),
+                   "embedded_now": emb.stats.n_computed,
+                   "from_cache": emb.stats.n_cached, "duplicates": emb.stats.n_duplicates,
+                   **({"noun_bank": nouns.counts(est)} if nouns.mode == "candidates" else {})},
+        "duplicates": dups.summary(),
+        **({"embeddings": {"image": external[0].describe(),
+                           **({"joint": external[1].describe()} if external[1] is not None else {})}}
+           if external is not None else {}),
+    }
+
+
+def _report_if_asked(out: Path, report: bool, progress: bool) -> Path | None:
+    """The run's report.html, built when ``report`` is set; None otherwise."""
+    if not report:
+        return None
+    from tacluster.report.html import build_report
+
+    return build_report(out, progress=progress)
 
 
 def _reissue_others(caught: list, kind: type[Warning]) -> list[str]:
