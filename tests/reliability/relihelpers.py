@@ -567,7 +567,8 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 
 def read_csv(path: Path) -> list[dict]:
     """Rows of an output CSV (strict UTF-8), each ``path`` turned back into the file's
-    path by the README's rule (a ``file://`` URI holds percent-encoded bytes)."""
+    path by the documented rule (docs/cli.md, "Paths in the outputs": a ``file://`` URI holds
+    percent-encoded bytes)."""
     import urllib.parse
 
     with open(path, newline="", encoding="utf-8") as fh:

@@ -307,7 +307,8 @@ def test_overwrite_of_a_folder_that_is_no_run_keeps_the_users_files(tmp_path, cl
 
 
 def _path_by_readme_rule(text: str) -> str:
-    """The README's rule, with the standard library only: a file:// URI holds percent-encoded bytes."""
+    """The documented rule (docs/cli.md, "Paths in the outputs"), with the standard library only: a
+    file:// URI holds percent-encoded bytes."""
     import urllib.parse
 
     if text.startswith("file://"):
