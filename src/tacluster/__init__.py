@@ -11,6 +11,7 @@ from tacluster.errors import (
     ModelFileError,
     NotFittedError,
     TaclusterError,
+    UnusedSettingWarning,
 )
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "NotFittedError",
     "TaclusterError",
     "TextAidedClustering",
+    "UnusedSettingWarning",
     "__version__",
 ]
 
