@@ -21,7 +21,7 @@ Prints a markdown table and writes JSON.
 
 ``--domains``: the nine sets of ``benchmarks/domains.py`` (fit parts only,
 its split and its cached embeddings): the default criterion's curves
-(:func:`tacluster.cluster.choose_k.modularity_curves`, k in 2..min(30, n/10))
+(:func:`tacluster.choices.choose_k.modularity_curves`, k in 2..min(30, n/10))
 once per seed, then every member of the rule family (how the two views'
 scores are combined x scoring graphs x resolution x plateau tolerance,
 :data:`FAMILY`) scored by exact / within-2 hits, and the
@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 from _common import environment, markdown_table, write_json  # noqa: E402
 
 from tacluster import TextAidedClustering  # noqa: E402
-from tacluster.cluster.choose_k import estimate_n_clusters  # noqa: E402
+from tacluster.choices.choose_k import estimate_n_clusters  # noqa: E402
 from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 
@@ -99,7 +99,7 @@ DEFAULT_MEMBER = ("max", "10+20-NN", 1.1, 0.02)
 
 def family_pick(parts: np.ndarray, candidates: np.ndarray, member) -> int:
     """K chosen by one member of :data:`FAMILY` from ``modularity_curves``' output."""
-    from tacluster.cluster.choose_k import plateau_choice
+    from tacluster.choices.choose_k import plateau_choice
 
     comb, graphs, res, tol = member
     cols = [0, 2] if graphs == "10-NN" else [0, 1, 2, 3]  # graphs are view-major: (raw 10, raw 20, pow 10, pow 20)
@@ -114,7 +114,7 @@ def domains_lodo(seeds: list[int], out: str) -> dict:
 
     from domains import SETS, SHARED, load_domain
 
-    from tacluster.cluster.choose_k import modularity_curves
+    from tacluster.choices.choose_k import modularity_curves
     from tacluster.embed.backbones import load_backbone
     from tacluster.nouns.bank import default_cache_dir
 
@@ -218,7 +218,7 @@ def criteria(out: str) -> dict:
     """``--criteria``: each criterion's K on the twelve fit parts and on the class subsets."""
     from domains import SETS, SHARED, load_domain
 
-    from tacluster.cluster.choose_k import modularity_curves, plateau_choice
+    from tacluster.choices.choose_k import modularity_curves, plateau_choice
     from tacluster.embed.backbones import load_backbone
     from tacluster.nouns.bank import default_cache_dir
 

@@ -29,7 +29,7 @@ mean and the worst per-set difference. Methods (``METHODS``):
   root, then L2; ``feature_power=0.5``).
 * ``spectral-refined``: spectral, then k-means from its clusters (``spectral_refine``).
 * ``spectral-views``: spectral on both views side by side (``spectral_views=[1, 0.5]``).
-* ``spectral-fused``: both (the graph candidate of :mod:`tacluster.cluster.choose_method`).
+* ``spectral-fused``: both (the graph candidate of :mod:`tacluster.choices.choose_method`).
   These six (:data:`FAMILY`) are fitted once per seed, each with the label-free
   criterion (modularity of its partition on the fit part's kNN graphs).
 * ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (at least 10).
@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, markdown_table, peak_rss_mb, write_json  # noqa: E402
 from quality import dataset_root, default_estimator, fit_heldout_split, list_labelled  # noqa: E402
 
-from tacluster.cluster.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, SCORE_VIEWS, partition_scores  # noqa: E402
+from tacluster.choices.choose_method import IMAGE_CANDIDATES, MARGIN, REFERENCE, SCORE_VIEWS, partition_scores  # noqa: E402
 from tacluster.errors import InputError  # noqa: E402
 from tacluster.estimator import TextAidedClustering  # noqa: E402
 from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
@@ -125,7 +125,7 @@ def _method_default(data, k, seed):
 
 
 #: Partitions fitted once per seed on every set, each with its label-free criterion: the candidates
-#: of tacluster.cluster.choose_method (k-means, spectral-fused) and the members of the rule family
+#: of tacluster.choices.choose_method (k-means, spectral-fused) and the members of the rule family
 #: the leave-one-domain-out check chooses from (what each rule could pick).
 FAMILY: dict[str, dict] = {
     "kmeans": {"method": "kmeans"},

@@ -25,7 +25,7 @@ Rows (K = --k, one fit per seed, mean ± std over --seeds seeds):
 * ``kmeans-joint``: k-means on the joint (noun-space) vectors.
 * ``tac-no-train``: TAC without training, k-means on ``[u, s]`` (paper settings).
 * ``tac-trained``: TAC with the heads trained (paper settings).
-* ``trust``: :func:`tacluster.cluster.text_weight.choose_text_weight` on the fit part, then
+* ``trust``: :func:`tacluster.choices.text_weight.choose_text_weight` on the fit part, then
   k-means on ``[u, w s]`` (image-only k-means when w = 0).
 * ``default``: what ``tacluster cluster --method auto`` does for this backbone,
   built by :func:`default_estimator` (one place, so this row follows changes
@@ -108,7 +108,7 @@ def default_estimator(backbone_name: str, k: int, seed: int, device: str) -> Tex
 
 def run_method(name: str, data: dict, k: int, seed: int, device: str, backbone_name: str) -> dict:
     """Fit one method on the fit part, predict the held-out part; metrics and seconds."""
-    from tacluster.cluster.text_weight import choose_text_weight
+    from tacluster.choices.text_weight import choose_text_weight
 
     u, j, bank, words = data["u_fit"], data["j_fit"], data["bank"], data["words"]
     uh, jh = data["u_ho"], data["j_ho"]

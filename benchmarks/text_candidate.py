@@ -3,7 +3,7 @@
     python benchmarks/text_candidate.py --limit-per-class 30
     python benchmarks/text_candidate.py --sets scene15-train,flowers17 --seeds 3
 
-``tacluster.cluster.choose_method`` once offered, given a noun bank, TAC
+``tacluster.choices.choose_method`` once offered, given a noun bank, TAC
 without training with the trust mechanism (``text_weight="auto"``) and chose
 it when the trust mechanism trusted the text side fully (weight 1). The
 estimator never passed it the nouns (issue 28). This script measures whether

@@ -1,4 +1,4 @@
-"""Choosing K from the data (tacluster.cluster.choose_k)."""
+"""Choosing K from the data (tacluster.choices.choose_k)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.cluster.choose_k import _ari, estimate_n_clusters, modularity_curves, plateau_choice
+from tacluster.choices.choose_k import _ari, estimate_n_clusters, modularity_curves, plateau_choice
 from tacluster.cluster.kmeans import consensus_labels
 from tacluster.counterparts import retrieve_counterparts
 from tacluster.errors import InputError

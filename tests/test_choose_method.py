@@ -1,11 +1,11 @@
-"""tacluster.cluster.choose_method: the label-free choice picks the method that wins in each world."""
+"""tacluster.choices.choose_method: the label-free choice picks the method that wins in each world."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tacluster.cluster.choose_method import IMAGE_CANDIDATES, choose_method, knn_graph, modularity, partition_scores
+from tacluster.choices.choose_method import IMAGE_CANDIDATES, choose_method, knn_graph, modularity, partition_scores
 from tacluster.estimator import TextAidedClustering
 from tacluster.evaluate.metrics import cluster_accuracy
 from tacluster.synthetic import make_burst_world, make_lines_world

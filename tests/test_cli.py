@@ -292,7 +292,7 @@ def test_k_help_states_the_auto_range_the_code_searches(capsys):
     import re
 
     from tacluster import TextAidedClustering
-    from tacluster.cluster.choose_k import search_range
+    from tacluster.choices.choose_k import search_range
     from tacluster.run.cli import _parser
     from tacluster.synthetic import make_world
 

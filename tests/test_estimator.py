@@ -386,14 +386,14 @@ def test_check_is_fitted_and_sklearn_not_fitted_error():
 # ---- issue 28: every setting acts or is refused -------------------------------------------------------------
 def _candidate_score(u, labels) -> float:
     """choose_method's criterion for one partition of ``u``."""
-    from tacluster.cluster.choose_method import SCORE_VIEWS, partition_scores
+    from tacluster.choices.choose_method import SCORE_VIEWS, partition_scores
 
     return partition_scores(u, {"x": labels}, powers=SCORE_VIEWS, seed=0)["x"]
 
 
 def test_auto_forwards_spectral_neighbors_to_its_spectral_candidate():
     """spectral_neighbors changed the labels of "spectral" but not of "auto"'s graph candidate."""
-    from tacluster.cluster.choose_method import IMAGE_CANDIDATES
+    from tacluster.choices.choose_method import IMAGE_CANDIDATES
     from tacluster.synthetic import make_lines_world
 
     u, _ = make_lines_world(n_samples=400, seed=2, noise=0.5, gap=1.0)

@@ -15,18 +15,19 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-_ABOVE_STAGES = ("tacluster.estimator", "tacluster.run", "tacluster.report")
+_ABOVE_STAGES = ("tacluster.estimator", "tacluster.methods", "tacluster.run", "tacluster.report",
+                 "tacluster.choices")
 #: module imported (its package's ``__init__`` runs first, so each covers its stage package)
 #: -> packages it must not load
 RULES = {
     "tacluster.embed.reader": _ABOVE_STAGES,
     "tacluster.nouns": _ABOVE_STAGES,
     "tacluster.counterparts": _ABOVE_STAGES,
-    "tacluster.cluster.choose_method": _ABOVE_STAGES,
-    "tacluster.cluster.choose_k": _ABOVE_STAGES,
+    "tacluster.cluster": _ABOVE_STAGES,
+    "tacluster.choices": ("tacluster.estimator", "tacluster.methods", "tacluster.run", "tacluster.report"),
     "tacluster.train": _ABOVE_STAGES,
     "tacluster.evaluate": _ABOVE_STAGES,
-    "tacluster.report.reading": ("tacluster.estimator", "tacluster.run"),
+    "tacluster.report.reading": ("tacluster.estimator", "tacluster.methods", "tacluster.run"),
 }
 
 
@@ -48,7 +49,8 @@ def test_importing_a_layer_loads_nothing_above_it(module):
 #: stage folder -> packages no module in it may import, at the top or inside a function
 STAGE_RULES = {
     **{stage: _ABOVE_STAGES for stage in ("embed", "nouns", "counterparts", "cluster", "train", "evaluate")},
-    "report": ("tacluster.estimator", "tacluster.run"),
+    "report": ("tacluster.estimator", "tacluster.methods", "tacluster.run", "tacluster.choices"),
+    "choices": ("tacluster.estimator", "tacluster.methods", "tacluster.run", "tacluster.report"),
 }
 
 

@@ -163,7 +163,7 @@ def test_default_method_on_the_large_path_fit_and_predict_agree(monkeypatch):
 
     from tacluster.estimator import TextAidedClustering
 
-    monkeypatch.setattr(importlib.import_module("tacluster.cluster.choose_method"), "SCORE_SAMPLE", 600)
+    monkeypatch.setattr(importlib.import_module("tacluster.choices.choose_method"), "SCORE_SAMPLE", 600)
     w = make_world(1500, 3, 32, 100, noise=1.0, seed=2)
     est = TextAidedClustering(3, "auto", random_state=0, large_scale=True).fit(w.image_embeddings)
     assert est.choice_.details["scored_rows"] == 600

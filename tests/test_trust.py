@@ -1,4 +1,4 @@
-"""tacluster.cluster.text_weight: the text weight falls to 0 for useless text and rises for informative text."""
+"""tacluster.choices.text_weight: the text weight falls to 0 for useless text and rises for informative text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tacluster.errors import InputError
 from tacluster.estimator import TextAidedClustering
 from tacluster.evaluate.metrics import cluster_accuracy
 from tacluster.synthetic import make_world
-from tacluster.cluster.text_weight import choose_text_weight, neighbour_agreement
+from tacluster.choices.text_weight import choose_text_weight, neighbour_agreement
 
 K = 10
 

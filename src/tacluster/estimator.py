@@ -77,18 +77,18 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     ----------
     n_clusters : int or "auto", default=10
         K, the number of clusters; ``"auto"`` estimates it from the data
-        (:func:`tacluster.cluster.choose_k.estimate_n_clusters`, within ``k_range``).
+        (:func:`tacluster.choices.choose_k.estimate_n_clusters`, within ``k_range``).
     method : {"tac", "no-train", "kmeans", "spectral", "auto"}, default="tac"
         ``"tac"``: counterparts + cross-modal mutual distillation (the paper's
         TAC); ``"no-train"``: k-means on ``[u, text_weight * s]``;
         ``"kmeans"``: k-means on the image embeddings alone (baseline);
         ``"spectral"``: spectral clustering of the image kNN graph (image side
         only); ``"auto"``: the two candidates of
-        :data:`tacluster.cluster.choose_method.IMAGE_CANDIDATES` are fitted (spectral
+        :data:`tacluster.choices.choose_method.IMAGE_CANDIDATES` are fitted (spectral
         on the raw and power-normalised views side by side, refined by k-means;
         and k-means) and the graph one is kept unless k-means's partition follows
         the collection's kNN graph better (label-free,
-        :func:`tacluster.cluster.choose_method.choose_method`; the decision is
+        :func:`tacluster.choices.choose_method.choose_method`; the decision is
         ``choice_``, and a saved model is the chosen method's).
         ``"auto"`` is tacluster's default with the offline backbone.
     n_centres : int or None, default=None
@@ -107,7 +107,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     text_weight : float or "auto", default=1.0
         Weight of the counterpart in ``[u, w * s]`` for ``"no-train"``.
         ``"auto"``: chosen per collection, without labels, by
-        :func:`tacluster.cluster.text_weight.choose_text_weight` (0 = image-only k-means
+        :func:`tacluster.choices.text_weight.choose_text_weight` (0 = image-only k-means
         when the text side is weak); the value used is ``text_weight_``.
     n_neighbors : int, default=50
         Neighbours per sample for the distillation (capped at N - 1).
@@ -343,13 +343,13 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return self
 
     def _resolve_k(self, u, seed: int, timings: dict) -> int:
-        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.cluster.choose_k`; its
+        """K as given, or estimated (``n_clusters="auto"``, :mod:`tacluster.choices.choose_k`; its
         default criterion reads the image side only, so no text view is passed)."""
         self.auto_k_ = None
         if not isinstance(self.n_clusters, str):
             return check_n_clusters(self.n_clusters, u.shape[0])
         check_choice(self.n_clusters, "n_clusters", ("auto",))
-        from tacluster.cluster.choose_k import estimate_n_clusters, search_range
+        from tacluster.choices.choose_k import estimate_n_clusters, search_range
 
         tic = time.perf_counter()
         self.auto_k_ = estimate_n_clusters(u, k_range=search_range(u.shape[0], self.k_range), seed=seed)
@@ -364,10 +364,10 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         return fit_text_side(joint, bank, words, k, **settings, exact_noun_embeddings=exact, **fixed)
 
     def _resolve_text_weight(self, u, s, k: int, seed: int, timings: dict) -> float:
-        """``text_weight``, or the label-free choice (:func:`tacluster.cluster.text_weight.choose_text_weight`)."""
+        """``text_weight``, or the label-free choice (:func:`tacluster.choices.text_weight.choose_text_weight`)."""
         if self.text_weight != "auto":
             return float(self.text_weight)
-        from tacluster.cluster.text_weight import choose_text_weight
+        from tacluster.choices.text_weight import choose_text_weight
 
         tic = time.perf_counter()
         self.trust_ = choose_text_weight(u, s, k, seed=seed)
@@ -377,7 +377,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
 
     def _fit_auto(self, u_in, k: int, fixed: dict) -> Fitted:
         """Every candidate fitted with the estimator's own settings; the label-free choice keeps one."""
-        from tacluster.cluster.choose_method import choose_method
+        from tacluster.choices.choose_method import choose_method
 
         tic, params = time.perf_counter(), self.get_params()
 

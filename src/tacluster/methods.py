@@ -75,7 +75,7 @@ TEXT_SETTINGS = ("n_centres", "nouns_per_centre", "noun_temperature", "noun_pool
 def settings_used(method: str, n_clusters) -> set[str]:
     """The estimator settings a fit of ``method`` reads (``"auto"``: those of its candidates)."""
     if method == "auto":
-        from tacluster.cluster.choose_method import IMAGE_CANDIDATES
+        from tacluster.choices.choose_method import IMAGE_CANDIDATES
 
         return set().union(*(settings_used(c["method"], n_clusters) for c in IMAGE_CANDIDATES.values()))
     names = set(inspect.signature(_load(FITTERS[method])).parameters)

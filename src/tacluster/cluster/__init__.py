@@ -1,11 +1,9 @@
 """Cluster stage: k-means (all rows, sampled, consensus) with the one
 assignment function ``fit`` and ``predict`` share, spectral clustering (exact
-and landmark), nearest neighbours, and the label-free choices: the number of
-clusters (``choose_k``), the method (``choose_method``) and the text weight
-(``text_weight``)."""
+and landmark), nearest neighbours, the fitters of the image-side methods
+(``fit``) and their model (``model``). The label-free choices of K, method and
+text weight sit one layer above, in :mod:`tacluster.choices`."""
 
-from tacluster.cluster.choose_k import AutoKResult, estimate_n_clusters
-from tacluster.cluster.choose_method import MethodChoice, choose_method
 from tacluster.cluster.kmeans import (
     assign,
     consensus_kmeans,
@@ -18,18 +16,11 @@ from tacluster.cluster.kmeans import (
 )
 from tacluster.cluster.neighbours import knn
 from tacluster.cluster.spectral import landmark_spectral_cluster, spectral_cluster
-from tacluster.cluster.text_weight import TrustDecision, choose_text_weight
 
 __all__ = [
-    "AutoKResult",
-    "MethodChoice",
-    "TrustDecision",
     "assign",
-    "choose_method",
-    "choose_text_weight",
     "consensus_kmeans",
     "consensus_labels",
-    "estimate_n_clusters",
     "joint_features",
     "kmeans_cluster",
     "knn",

@@ -53,7 +53,7 @@ class Fitted:
 
     @property
     def labels_(self) -> np.ndarray:
-        """The fitted rows' clusters (what :func:`tacluster.cluster.choose_method.choose_method` scores)."""
+        """The fitted rows' clusters (what :func:`tacluster.choices.choose_method.choose_method` scores)."""
         return self.assignment.labels
 
 

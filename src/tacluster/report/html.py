@@ -106,7 +106,7 @@ _COUNT_WORDS = {
     "folders_left_out": "folders left out (tacluster's own outputs, loops; in skipped.csv)",
 }
 
-#: The candidates of ``method="auto"`` (tacluster.cluster.choose_method) in words.
+#: The candidates of ``method="auto"`` (tacluster.choices.choose_method) in words.
 _CANDIDATE_WORDS = {
     "kmeans": "k-means",
     "spectral-fused": "spectral-fused: spectral clustering of the raw and power-normalised features side by side, "

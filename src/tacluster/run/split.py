@@ -134,7 +134,7 @@ def _recluster(est, cmap: ClusterMap, feats: dict, members: np.ndarray, k: int |
                member_conf: np.ndarray, cid: int) -> _Split:
     """Spherical k-means (``k="auto"``: K estimated) of the members on the model's features, then the
     members placed by the resulting refinement: on the cluster's leaf, then refined (``predict``'s code)."""
-    from tacluster.cluster.choose_k import estimate_n_clusters
+    from tacluster.choices.choose_k import estimate_n_clusters
     from tacluster.cluster.kmeans import kmeans_cluster
     from tacluster.run.cluster_map import Refinement, model_features, refine
 

@@ -77,7 +77,7 @@ def recommended_method(backbone_name: str) -> str:
     no-train 43.1 vs k-means 77.6; docs/tuning.md), so the image side is
     clustered and the nouns only name the clusters. Which image-side method
     is chosen per collection without labels (``method="auto"``,
-    :mod:`tacluster.cluster.choose_method`: k-means, spectral clustering, or spectral
+    :mod:`tacluster.choices.choose_method`: k-means, spectral clustering, or spectral
     clustering of power-normalised features, whichever partition best follows
     the collection's neighbour graph); measured on nine domains with a
     leave-one-domain-out check in docs/tuning.md (issue 19).
@@ -210,7 +210,7 @@ def cluster_images(
     n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
     backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
     method : ``"auto"`` (per backbone, :func:`recommended_method`: with ``lite``
-        the label-free choice of :mod:`tacluster.cluster.choose_method`, recorded in
+        the label-free choice of :mod:`tacluster.choices.choose_method`, recorded in
         run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
         or ``"spectral"``
     batch_size, engine : images per forward pass (default 64) and ``"local"`` (default) or
@@ -596,7 +596,7 @@ def _choices(est, settings: dict) -> dict:
     if est.auto_k_ is not None:
         out["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                          "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
-                         "criterion": est.auto_k_.details.get("criterion", "tacluster.cluster.choose_k"),
+                         "criterion": est.auto_k_.details.get("criterion", "tacluster.choices.choose_k"),
                          **{key: est.auto_k_.details[key] for key in ("plateau", "tolerance") if key in est.auto_k_.details}}
     return out
 

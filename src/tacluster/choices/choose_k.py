@@ -2,7 +2,7 @@
 
 Default criterion: plateau of kNN-graph modularity (``criterion="modularity"``)
 ------------------------------------------------------------------------------
-The default clustering (``method="auto"``, :mod:`tacluster.cluster.choose_method`)
+The default clustering (``method="auto"``, :mod:`tacluster.choices.choose_method`)
 is spectral clustering of the image kNN graph, on the raw or the
 power-normalised features, chosen by the modularity of the partition on the
 collection's own kNN graphs. K is chosen in the same view:
@@ -441,7 +441,7 @@ def modularity_curves(x: np.ndarray, candidates, *, seed: int = 0, n_init: int =
     view, view-major), so the modularity at resolution r is
     ``out[..., 0] - r * out[..., 1]``. ``x``: unit rows.
     """
-    from tacluster.cluster.choose_method import knn_graph
+    from tacluster.choices.choose_method import knn_graph
 
     candidates = np.asarray(candidates, dtype=np.int64)
     views = [power_normalise(x, p) for p in VIEW_POWERS]

@@ -67,7 +67,7 @@ MARGIN = 0.0
 SCORE_SAMPLE = 30_000
 CRITERION = (f"modularity of the partition on the symmetrised {N_NEIGHBORS}-NN graphs of the image features "
              "(mean over the raw and power-normalised views); spectral-fused (spectral on both views, refined by "
-             "k-means) kept unless k-means scores higher (tacluster.cluster.choose_method)")
+             "k-means) kept unless k-means scores higher (tacluster.choices.choose_method)")
 
 
 @dataclass
