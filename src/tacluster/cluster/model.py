@@ -104,8 +104,8 @@ class CentroidModel:
         return {"cluster_centers": self.centroids, **(self.text.arrays() if self.text is not None else {})}
 
     def config(self) -> dict:
-        text = self.text.config() if self.text is not None else {}
-        return {"model": self.kind, "feature_power": self.feature_power, "text_weight_used": self.text_weight, **text}
+        text = {**self.text.config(), "text_weight_used": self.text_weight} if self.text is not None else {}
+        return {"model": self.kind, "feature_power": self.feature_power, **text}
 
     @classmethod
     def from_saved(cls, config: dict, arrays: dict[str, np.ndarray], params: dict, *, text: bool) -> "CentroidModel":
