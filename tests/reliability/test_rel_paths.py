@@ -351,3 +351,41 @@ def test_an_emoji_cluster_name_rebuilds_the_report_without_glyph_warnings(tmp_pa
     assert code == 0 and code2 == 0, err + err2
     assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
     assert "Glyph" not in err + err2
+
+
+def test_embeddings_of_a_backbone_not_here_cluster_without_names_offline_and_text_methods_say_why(
+        tmp_path, cli, monkeypatch):
+    """Item 26: ``--embeddings x.npy --backbone <VLM> --method kmeans`` offline, the model not cached:
+    clustered without names (said in one warning, run.json too), predicted from vectors alike;
+    a method that needs the noun side is one line saying what to do. Nothing is downloaded."""
+    import json
+
+    import numpy as np
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hugging Face cache
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    x = np.concatenate([c + 0.2 * rng.normal(size=(20, 16)) for c in centres]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    base = ["cluster", "--embeddings", tmp_path / "x.npy", "--backbone", "hf:someone/some-clip", "--k", "3",
+            "--offline"]
+    code, _, err = cli([*base, "--method", "kmeans", "--out", tmp_path / "run"])
+    assert code == 0, err
+    assert "no cluster names: backbone 'hf:someone/some-clip'" in err and "offline" in err
+    rows = read_csv(tmp_path / "run" / "assignments.csv")
+    assert {r["cluster_name"] for r in rows} == {"cluster 0", "cluster 1", "cluster 2"}
+    assert len({r["cluster"] for r in rows[:20]}) == 1  # the three blobs are found
+    run = read_run(tmp_path / "run")
+    assert run["settings"]["noun_bank"] == "none" and run["settings"]["backbone_fingerprint"] is None
+    assert any(w.startswith("no cluster names") for w in run["warnings"])
+    assert json.loads((tmp_path / "run" / "clusters.json").read_text())  # the report's inputs are whole
+    code, _, err = cli(["predict", tmp_path / "run" / "model", "--embeddings", tmp_path / "x.npy", "--out",
+                        tmp_path / "p.csv", "--offline"])
+    assert code == 0, err
+    assert [r["cluster"] for r in read_csv(tmp_path / "p.csv")] == [r["cluster"] for r in rows]
+    code, _, err = cli([*base, "--method", "tac", "--out", tmp_path / "run2"])
+    assert_one_line_error(code, err, r"method 'tac' needs the model's noun side.*--method kmeans")
+    assert not (tmp_path / "run2").exists()
+    code, _, err = cli(["predict", tmp_path / "run" / "model", tmp_path / "x.npy", "--out", tmp_path / "q.csv",
+                        "--offline"])  # images need the model itself
+    assert_one_line_error(code, err, r"not in the Hugging Face cache .* offline")

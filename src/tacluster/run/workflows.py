@@ -27,6 +27,7 @@ from tacluster._paths import path_to_text
 from tacluster._threads import threads_in_use
 from tacluster._validation import check_n_clusters
 from tacluster.errors import CollapseWarning, InputError, ModelFileError
+from tacluster.methods import TEXT_METHODS
 from tacluster.report.layout import map_coordinates
 from tacluster.run.cluster_map import assign_run_clusters, read_cluster_map
 from tacluster.run.duplicates import DUPLICATES_FILE, Duplicates, collection_duplicates
@@ -43,6 +44,7 @@ from tacluster.run.tables import (
     text_rows,
     write_run_tables,
 )
+from tacluster.run.unloaded import UnloadedBackbone, backbone_or_stand_in, unnamed_clusters
 
 if TYPE_CHECKING:
     from tacluster.embed import EmbeddingResult
@@ -225,8 +227,6 @@ def cluster_images(
         (candidates on a CPU unless the full bank is cached; full on a GPU and
         for backbones without templates); run.json records which ran
     """
-    from tacluster.evaluate.naming import name_clusters
-
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out_dir)
@@ -249,8 +249,7 @@ def cluster_images(
         fit_warnings = _reissue_others(caught, CollapseWarning)
         timings.update({f"fit.{k}": v for k, v in est.timings_.items()})
         with _timed(timings, "naming"):
-            named = name_clusters(joint, est.labels_, est.n_clusters_, nouns.naming_bank(est), bank.words,
-                                  class_probs=emb.arrays.get("probs"))
+            named = _name_run(est, bb, nouns, joint, emb, fit_warnings)
 
         with _timed(timings, "duplicates"):
             dups = collection_duplicates(emb, backbone)
@@ -262,6 +261,18 @@ def cluster_images(
                           warnings=fit_warnings)
 
 
+def _name_run(est, bb, nouns: _Nouns, joint, emb, fit_warnings: list[str]):
+    """Each cluster's name and top nouns; without a noun side (:class:`UnloadedBackbone`), numbered
+    clusters, and the run's warnings say why."""
+    from tacluster.evaluate.naming import name_clusters
+
+    if isinstance(bb, UnloadedBackbone):
+        fit_warnings.append(bb.note())
+        return unnamed_clusters(est.n_clusters_)
+    return name_clusters(joint, est.labels_, est.n_clusters_, nouns.naming_bank(est), nouns.bank.words,
+                         class_probs=emb.arrays.get("probs"))
+
+
 def _fit_inputs(plan: _RunPlan, out: Path, timings: dict[str, float],
                 overwrite: bool) -> tuple[Backbone, EmbeddingResult, _Nouns]:
     """What the fit reads: the backbone loaded, the images embedded (or the vectors read) and
@@ -269,7 +280,10 @@ def _fit_inputs(plan: _RunPlan, out: Path, timings: dict[str, float],
     from tacluster.embed import embed_images, list_inputs
 
     with _timed(timings, "load_backbone"):
-        bb = _load_backbone_quietly(plan.backbone, plan.device, plan.offline, plan.progress)
+        bb = backbone_or_stand_in(lambda: _load_backbone_quietly(plan.backbone, plan.device, plan.offline,
+                                                                  plan.progress),
+                                  plan.backbone, from_embeddings=plan.external is not None,
+                                  text_method=plan.resolved_method in TEXT_METHODS, method=plan.resolved_method)
     if plan.external is None:
         listed = list_inputs(plan.src)
         _check_k_fits(plan.n_clusters, len(listed.paths), "image files", plan.src)  # before hours of embedding
@@ -500,10 +514,12 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
                noun_bank: str = "auto", device: str = "cpu") -> _Nouns:
     """The vocabulary, its cached noun bank (full or candidates, :func:`~tacluster.nouns.exact.resolve_noun_bank`)
     and the words the backbone cannot embed."""
-    from tacluster.nouns.bank import cached_noun_bank
+    from tacluster.nouns.bank import NounBank, cached_noun_bank
     from tacluster.nouns.exact import candidate_banks, resolve_noun_bank
     from tacluster.nouns.vocabulary import load_vocabulary
 
+    if isinstance(bb, UnloadedBackbone):  # no model here: no noun side (an image-only method, no names)
+        return _Nouns([], NounBank([], np.zeros((0, joint.shape[1]), np.float32)), [], "none")
     words = load_vocabulary(vocabulary)
     mode = resolve_noun_bank(noun_bank, bb, words, cache, device)
     exact = store = None
@@ -536,8 +552,6 @@ def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, est
 
     # TAC's retrieval temperature in the backbone's own similarity scale
     # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
-    from tacluster.methods import TEXT_METHODS
-
     tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
     tau = tau if resolved_method in TEXT_METHODS else {}  # the image-only methods retrieve nothing
     params = {"random_state": seed, "device": device, "verbose": progress, **tau, **(estimator_params or {})}
@@ -649,10 +663,11 @@ def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "
     after checking their widths against what the backbone makes; read as the estimator's
     ``large_scale`` path will read them. ``needs_joint=False``: a model that assigns from the
     image vectors alone (every method but ``"no-train"``) takes them without joint vectors."""
-    from tacluster.embed import EmbeddingResult
     from tacluster.embed.external import backbone_widths, match_joint
 
     image, joint = external
+    if isinstance(bb, UnloadedBackbone):  # its widths cannot be asked: the estimator checks them against the model
+        return _external_result(image, joint, large_scale)
     one_space = tuple(bb.outputs) == ("image",)
     widths = backbone_widths(bb)
     fix = "pass the backbone that made them with --backbone"
@@ -685,6 +700,12 @@ def _read_external(external, bb, backbone_name: str, large_scale: bool | str = "
             )
         if joint is not None:
             match_joint(image, joint)
+    return _external_result(image, joint, large_scale)
+
+
+def _external_result(image, joint, large_scale: bool | str):
+    """The opened ``--embeddings`` (and joint) sources read as an EmbeddingResult."""
+    from tacluster.embed import EmbeddingResult
     from tacluster.estimator import use_large_scale
 
     # Large collections: the image vectors are read through a normalising view of
@@ -746,7 +767,9 @@ def predict_images(
     est, cmap, name = load_run_model(model_dir)
     _check_sources(source, embeddings, joint_embeddings, embedding_column, "predict")
     external, _ = _open_input(source, embeddings, joint_embeddings, embedding_column)
-    bb = model_backbone(est, name, model_dir, device, offline, progress)
+    # vectors made elsewhere need no model: its stored nouns give the counterparts, the estimator checks the widths
+    bb = backbone_or_stand_in(lambda: model_backbone(est, name, model_dir, device, offline, progress), name,
+                              from_embeddings=external is not None, text_method=False, method=est.method)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if external is None:
         emb = embed_images(source, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
