@@ -198,7 +198,7 @@ def choose_method(
         best = reference
     by = f" by more than {margin:.1%}" if margin else ""
     reason = (f"{best}: modularity {scores[best]:.4f}" + (
-        f" >= every other candidate's" if best == reference else f" > {reference}'s {scores[reference]:.4f}{by}"))
+        " >= every other candidate's" if best == reference else f" > {reference}'s {scores[reference]:.4f}{by}"))
     details: dict = {"n_neighbors": n_neighbors, "views_feature_power": powers, "margin": margin,
                      "scored_rows": int(len(scored))}
     choice = MethodChoice(method=best, params=dict(cands[best]), scores=scores, criterion=CRITERION,
