@@ -10,7 +10,7 @@ alike). :class:`CentroidModel` serves ``"kmeans"``, ``"spectral"`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,13 +29,15 @@ class Assignment(NamedTuple):
 
 
 class ClusterModel(Protocol):
-    """What the estimator keeps from a fit, and the persistence saves."""
+    """What the estimator keeps from a fit and the persistence saves (and rebuilds with the
+    class method ``from_saved(config, arrays, params, *, text)``)."""
 
     kind: ClassVar[str]
     n_clusters: int
     n_features_in: int
     feature_power: float
     text: TextSide | None
+    needs_joint: bool  # whether assign reads the images in the noun space
 
     def assign(self, u, joint=None, *, proba: bool = False) -> Assignment: ...
     def features(self, u, joint=None) -> tuple[list, list[float]]: ...
@@ -47,7 +49,7 @@ class ClusterModel(Protocol):
 class Fitted:
     """A fitter's result: the model, the fitted rows' assignment, and what only the fit saw."""
 
-    model: Any
+    model: ClusterModel
     assignment: Assignment
     info: dict = field(default_factory=dict)
 
