@@ -31,6 +31,7 @@ from tacluster.methods import (
     CONSENSUS_METHODS,
     METHODS,
     TEXT_METHODS,
+    call_with_settings,
     check_combinations,
     collapse_message,
     fit_method,
@@ -359,9 +360,8 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
     def _fit_text(self, u, k: int, fixed: dict, noun_embeddings, nouns, joint_embeddings, exact) -> TextFit:
         """The text side (METHOD.md stages 1-2) on the checked inputs."""
         joint, bank, words = check_text_inputs(u, joint_embeddings, noun_embeddings, nouns, k, self.method)
-        settings = {name: getattr(self, name) for name in (
-            "n_centres", "nouns_per_centre", "noun_temperature", "noun_pool", "tau", "kmeans_n_iter", "centres_n_init")}
-        return fit_text_side(joint, bank, words, k, **settings, exact_noun_embeddings=exact, **fixed)
+        return call_with_settings(fit_text_side, (joint, bank, words, k), self.get_params(),
+                                  exact_noun_embeddings=exact, **fixed)
 
     def _resolve_text_weight(self, u, s, k: int, seed: int, timings: dict) -> float:
         """``text_weight``, or the label-free choice (:func:`tacluster.choices.text_weight.choose_text_weight`)."""

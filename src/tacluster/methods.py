@@ -45,12 +45,21 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _named(fn: Callable) -> set[str]:
+    return set(inspect.signature(fn).parameters)
+
+
+def call_with_settings(fn: Callable, args: tuple, params: Mapping[str, Any], **fixed) -> Any:
+    """``fn(*args, ...)`` given every setting of ``params`` its signature names (same name), and
+    those of ``fixed`` it names (they win over ``params``)."""
+    names = _named(fn)
+    return fn(*args, **{name: params[name] for name in names if name in params and name not in fixed},
+              **{name: v for name, v in fixed.items() if name in names})
+
+
 def fit_method(method: str, u, k: int, params: Mapping[str, Any], **fixed) -> Any:
-    """Fit ``method`` on ``u`` with K = ``k``: its fitter gets the parameters it names from ``params``."""
-    fitter: Callable = _load(FITTERS[method])
-    names = inspect.signature(fitter).parameters
-    return fitter(u, k, **{name: params[name] for name in names if name in params and name not in fixed},
-                  **{name: v for name, v in fixed.items() if name in names})
+    """Fit ``method`` on ``u`` with K = ``k``: its fitter gets the settings it names from ``params``."""
+    return call_with_settings(_load(FITTERS[method]), (u, k), params, **fixed)
 
 
 def load_saved_model(config: Mapping[str, Any], arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Any:
@@ -66,10 +75,6 @@ def load_saved_model(config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 
 #: Settings every fit reads, or that say how rather than what it runs (the device, the progress bar).
 COMMON_SETTINGS = ("n_clusters", "method", "random_state", "large_scale", "device", "verbose")
-#: Settings of the text side (:func:`tacluster.counterparts.side.fit_text_side`) and its weight:
-#: read only by :data:`TEXT_METHODS` (``text_weight`` by the ones whose fitter takes it).
-TEXT_SETTINGS = ("n_centres", "nouns_per_centre", "noun_temperature", "noun_pool", "tau", "centres_n_init",
-                 "text_weight")
 
 
 def settings_used(method: str, n_clusters) -> set[str]:
@@ -78,11 +83,13 @@ def settings_used(method: str, n_clusters) -> set[str]:
         from tacluster.choices.choose_method import IMAGE_CANDIDATES
 
         return set().union(*(settings_used(c["method"], n_clusters) for c in IMAGE_CANDIDATES.values()))
-    names = set(inspect.signature(_load(FITTERS[method])).parameters)
-    if method in TEXT_METHODS:
-        names |= set(TEXT_SETTINGS[:-1]) | {"kmeans_n_iter"}  # the text side's centres run k-means
-    else:
-        names -= set(TEXT_SETTINGS)
+    from tacluster.counterparts.side import fit_text_side
+
+    names = _named(_load(FITTERS[method]))
+    if method in TEXT_METHODS:  # the text side is fitted first, with the settings it names
+        names |= _named(fit_text_side)
+    else:  # fit_kmeans weighs a text side for "no-train" only
+        names.discard("text_weight")
     return names | set(COMMON_SETTINGS) | ({"k_range"} if n_clusters == "auto" else set())
 
 

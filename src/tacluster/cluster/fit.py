@@ -55,10 +55,10 @@ def fit_kmeans(u, k: int, *, kmeans_n_init: int, kmeans_n_iter: int, consensus: 
     partitions instead of keeping the best of ``kmeans_n_init`` restarts.
     """
     tic = time.perf_counter()
-    parts, weights = ([u], [1.0]) if text is None else ([u, text.counterparts], [1.0, float(text_weight)])
+    parts, weights = ([u], None) if text is None else ([u, text.counterparts], [1.0, float(text_weight)])
     if large:
-        res, conf = sampled_kmeans(parts, k, weights=None if text is None else weights,
-                                   n_iter=kmeans_iterations(kmeans_n_iter, large), seed=seed + 1)
+        res, conf = sampled_kmeans(parts, k, weights=weights, n_iter=kmeans_iterations(kmeans_n_iter, large),
+                                   seed=seed + 1)
         fitted = Assignment(np.asarray(res.labels, dtype=np.int64), np.asarray(conf, dtype=np.float32))
     else:
         x = u if text is None else joint_features(u, text.counterparts, weights[1])
@@ -66,7 +66,7 @@ def fit_kmeans(u, k: int, *, kmeans_n_init: int, kmeans_n_iter: int, consensus: 
             res = consensus_kmeans(x, k, n_partitions=consensus, seed=seed + 1, n_iter=kmeans_n_iter)
         else:
             res = kmeans_cluster(x, k, seed=seed + 1, n_iter=kmeans_n_iter, n_init=kmeans_n_init)
-        fitted = Assignment(*assign(parts, res.centroids, weights=None if text is None else weights, proba=True))
+        fitted = Assignment(*assign(parts, res.centroids, weights=weights, proba=True))
     model = CentroidModel(res.centroids, u.shape[1], feature_power, None if text is None else text.side,
                           None if text is None else float(text_weight))
     timings["kmeans"] = time.perf_counter() - tic
