@@ -121,7 +121,6 @@ def _fits_no_cluster(run, est, bb, part, labels: np.ndarray, cache_dir, progress
     """The ``new`` mark of each added image (:func:`tacluster.run.outliers.novelty_mask`): its cluster's
     members from the fit (rows on the fit's map, i.e. not added; moved ones count) are the reference."""
     from tacluster._blocks import joint_rows
-    from tacluster.run.cluster_map import model_features
     from tacluster.run.features import run_features
     from tacluster.run.outliers import novelty_mask
 
@@ -129,7 +128,7 @@ def _fits_no_cluster(run, est, bb, part, labels: np.ndarray, cache_dir, progress
         return np.zeros(0, dtype=bool)
 
     def rows(image, joint):
-        parts, weights = model_features(est, image, joint)
+        parts, weights = est.features(image, joint_embeddings=joint)
         x = joint_rows(parts, slice(None), weights)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

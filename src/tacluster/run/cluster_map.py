@@ -4,7 +4,7 @@ A model assigns an image to one of its K clusters, its *leaves* 0..K-1.
 ``split`` adds a *refinement*: the images whose leaf is one of its ``parents``
 are assigned among the refinement's centroids, with
 :func:`tacluster.cluster.kmeans.assign` on the features the model's clusters
-are defined on (:func:`model_features`), to new leaves K, K+1, ...
+are defined on (``TextAidedClustering.features``), to new leaves K, K+1, ...
 ``label_map`` (model metadata) gives every leaf its run cluster; ``merge`` and
 ``split`` rewrite it. :func:`assign_run_clusters` is the one function that
 turns embeddings into run clusters: ``predict``, ``split`` and ``add`` all
@@ -121,12 +121,6 @@ def read_cluster_map(est, model_dir: str | Path) -> ClusterMap:
     return ClusterMap(label_map, list(names), list(below), refinements)
 
 
-def model_features(est, image_embeddings, joint_embeddings=None) -> tuple[list, list[float]]:
-    """``(parts, weights)``: the features the model's clusters are defined on, for
-    :func:`tacluster.cluster.kmeans.assign` (:meth:`TextAidedClustering.features`)."""
-    return est.features(image_embeddings, joint_embeddings=joint_embeddings)
-
-
 def refine(refinements: list[Refinement], parts, weights, leaves: np.ndarray, confidence: np.ndarray):
     """Apply ``refinements`` in order to ``(leaves, confidence)`` (copies), reading ``parts`` in blocks."""
     leaves = np.array(leaves, dtype=np.int64)
@@ -149,6 +143,6 @@ def assign_run_clusters(est, cmap: ClusterMap, image_embeddings, joint_embedding
     splits' refinements, then ``label_map`` (what ``predict`` writes)."""
     leaves, conf = est.predict_with_confidence(image_embeddings, joint_embeddings=joint_embeddings)
     if cmap.refinements:
-        parts, weights = model_features(est, image_embeddings, joint_embeddings)
+        parts, weights = est.features(image_embeddings, joint_embeddings=joint_embeddings)
         leaves, conf = refine(cmap.refinements, parts, weights, leaves, conf)
     return np.asarray(cmap.label_map, dtype=np.int64)[leaves], conf

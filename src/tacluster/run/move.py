@@ -125,7 +125,7 @@ def _refit(run, est, cmap, name, *, device, cache_dir, offline, progress) -> tup
     """New centres from the corrected members; unmoved rows reassigned. Returns (rows reassigned, model arrays)."""
     from tacluster._blocks import joint_rows
     from tacluster.cluster.kmeans import normalised_means
-    from tacluster.run.cluster_map import assign_run_clusters, model_features
+    from tacluster.run.cluster_map import assign_run_clusters
     from tacluster.run.edit import model_arrays_bytes
     from tacluster.run.features import run_features
     from tacluster.run.rundir import MOVED_COLUMN
@@ -143,7 +143,7 @@ def _refit(run, est, cmap, name, *, device, cache_dir, offline, progress) -> tup
     # a row's corrected model cluster: its own, unless a person moved it to another run cluster
     member = np.where(moved & (label_map[leaves] != run_labels),
                       [first_leaf[int(c)] for c in run_labels], leaves)
-    parts, weights = model_features(est, image, joint)
+    parts, weights = est.features(image, joint_embeddings=joint)
     x = joint_rows(parts, slice(None), weights)
     centres = normalised_means(x, member, est.n_clusters_)
     keep = np.bincount(member, minlength=est.n_clusters_) == 0  # a centre left without members stays

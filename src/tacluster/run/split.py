@@ -1,7 +1,7 @@
 """``tacluster split``: re-cluster one cluster's members into parts, the inverse of ``merge``.
 
 The members are re-clustered (spherical k-means, 10 restarts) on the features
-the model's clusters are defined on (:func:`tacluster.run.cluster_map.model_features`),
+the model's clusters are defined on (``TextAidedClustering.features``),
 with the embeddings the run used (:func:`tacluster.run.features.run_features`).
 The model gains a refinement (:mod:`tacluster.run.cluster_map`): an image the
 model puts in the cluster goes on to the nearest part, by the same
@@ -136,10 +136,10 @@ def _recluster(est, cmap: ClusterMap, feats: dict, members: np.ndarray, k: int |
     members placed by the resulting refinement: on the cluster's leaf, then refined (``predict``'s code)."""
     from tacluster.choices.choose_k import estimate_n_clusters
     from tacluster.cluster.kmeans import kmeans_cluster
-    from tacluster.run.cluster_map import Refinement, model_features, refine
+    from tacluster.run.cluster_map import Refinement, refine
 
-    parts, weights = model_features(est, feats["image"][members],
-                                    None if "joint" not in feats else feats["joint"][members])
+    parts, weights = est.features(feats["image"][members],
+                                  joint_embeddings=None if "joint" not in feats else feats["joint"][members])
     x = joint_rows(parts, slice(None), weights)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if k == "auto":
