@@ -550,11 +550,11 @@ def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, est
     """The estimator a run fits: the backbone's retrieval tau (``bb`` None: none), the user's settings."""
     from tacluster.estimator import TextAidedClustering
 
-    # TAC's retrieval temperature in the backbone's own similarity scale
-    # (0.005 for CLIP, as in the paper; HFTwoTowerBackbone.retrieval_tau).
-    tau = {"tau": bb.retrieval_tau} if getattr(bb, "retrieval_tau", None) is not None else {}
-    tau = tau if resolved_method in TEXT_METHODS else {}  # the image-only methods retrieve nothing
-    params = {"random_state": seed, "device": device, "verbose": progress, **tau, **(estimator_params or {})}
+    # TAC's retrieval temperature in the backbone's own similarity scale (0.005 for CLIP, as in
+    # the paper; HFTwoTowerBackbone.retrieval_tau); the image-only methods retrieve nothing.
+    tau = getattr(bb, "retrieval_tau", None)
+    given = {"tau": tau} if tau is not None and resolved_method in TEXT_METHODS else {}
+    params = {"random_state": seed, "device": device, "verbose": progress, **given, **(estimator_params or {})}
     return TextAidedClustering(n_clusters, resolved_method, **params)
 
 
