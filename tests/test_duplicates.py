@@ -18,9 +18,9 @@ from tacluster.run.duplicates import COLUMNS, EXACT_MAX, find_duplicates
 from tacluster.run.workflows import folder_duplicates
 from tacluster.testing import plant_copy
 
-#: original (index into the sorted photos) -> the copies planted of it: those lite's threshold
-#: finds (>= 94 % pair recall on flowers17, docs/duplicates.md); half-size copies it does not.
-PLANTED = {0: ("crop5", "colour"), 5: ("colour",), 10: ("crop5",), 13: ("identical",)}
+#: original (index into the sorted photos) -> the copies planted of it: every kind the thumbnails
+#: find (100 % pair recall on flowers17's planted copies, docs/duplicates.md), the four together too.
+PLANTED = {0: ("crop5", "colour", "half"), 5: ("colour", "all"), 10: ("crop5", "jpeg40"), 13: ("identical",)}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,7 @@ def test_cluster_run_writes_duplicates_report_and_export_keeps_the_largest(photo
     info = json.loads((run / "run.json").read_text())["duplicates"]
     assert info["groups"] == len(PLANTED) and info["images"] == sum(len(r) for r in in_run.values())
     assert info["threshold"] == result.threshold and info["threshold_source"] == "measured"
+    assert info["compared"] == "looks"
     page = (run / "report.html").read_text(encoding="utf-8")
     assert 'id="duplicates"' in page and f"{len(PLANTED)} groups" in page
     assert page.count("/copies/") >= len(photos["copies"])  # every planted copy has a tile
@@ -182,6 +183,72 @@ def test_cli_errors_are_one_line_and_write_nothing(photos, tmp_path, capsys, cas
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("tacluster: error:"), err
     assert not (tmp_path / "d.csv").exists() and not any(empty.iterdir())
+
+
+@pytest.mark.parametrize("option", [["--backbone", "lite"], ["--device", "cpu"], ["--offline"]])
+def test_cli_refuses_model_options_since_no_model_runs(photos, tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as stop:
+        main(["duplicates", str(photos["dir"]), "--out", str(tmp_path / "d.csv"), *option])
+    assert stop.value.code == 2 and f"unrecognized arguments: {option[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_thumbnails_are_cached_and_a_bad_file_is_skipped(photos, tmp_path, monkeypatch, capsys):
+    import tacluster.embed.look as look
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for p in photos["originals"][:3] + [next(c for c in photos["copies"] if c.endswith("-half.jpg"))]:
+        (folder / Path(p).name).write_bytes(Path(p).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cache = tmp_path / "cache"
+    first = folder_duplicates(folder, None, cache_dir=cache, progress=False)
+    assert [len(g.members) for g in first.groups] == [2] and [p for p, _ in first.skipped] == [str(folder / "broken.jpg")]
+
+    def no_decoding(path):
+        raise AssertionError(f"{path} decoded again")
+    monkeypatch.setattr(look, "read_look", lambda path: no_decoding(path) if "broken" not in str(path)
+                        else look.decode_image(path))
+    again = folder_duplicates(folder, None, cache_dir=cache, progress=False)
+    assert [g.members.tolist() for g in again.groups] == [g.members.tolist() for g in first.groups]
+    assert main(["duplicates", str(folder), "--out", str(tmp_path / "d.csv"), "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.strip().endswith("; 1 file(s) skipped")
+
+
+def _smooth_looks(n: int, seed: int = 0) -> np.ndarray:
+    """Random smooth grey thumbnails (as :mod:`tacluster.embed.look` stores them)."""
+    from PIL import Image
+
+    from tacluster.embed.look import LOOK_SIZE
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8))
+        out.append(np.asarray(small.resize((LOOK_SIZE, LOOK_SIZE), Image.BICUBIC), dtype=np.uint8).reshape(-1))
+    return np.stack(out)
+
+
+def test_aligned_similarity_undoes_a_crop_and_keeps_distinct_images_apart():
+    from PIL import Image
+
+    from tacluster.embed.look import LOOK_SIZE
+    from tacluster.run.alignment import aligned_similarity, look_vectors
+    from tacluster.run.duplicates import LOOK_THRESHOLD
+
+    looks = _smooth_looks(6)
+    side = LOOK_SIZE
+    im = Image.fromarray(looks[0].reshape(side, side))
+    cropped = im.crop((3, 3, side, side)).resize((side, side), Image.BOX)  # 5 % cut, stretched back
+    brighter = np.clip(looks[1].astype(np.int16) * 1.1 + 12, 0, 255).astype(np.uint8)
+    all_looks = np.vstack([looks, np.asarray(cropped, dtype=np.uint8).reshape(1, -1), brighter[None]])
+    crop_pair = (0, 6)
+    sims = aligned_similarity(all_looks, np.array([0, 6, 1, 0, 2]), np.array([6, 0, 7, 1, 3]))
+    assert sims[0] == pytest.approx(sims[1], abs=1e-6), "symmetric"
+    assert sims[0] >= LOOK_THRESHOLD and sims[2] >= 0.99
+    assert max(sims[3], sims[4]) < 0.8, "different images stay apart"
+    v = look_vectors(all_looks)
+    assert float(v[crop_pair[0]] @ v[crop_pair[1]]) < LOOK_THRESHOLD, "the alignment is what finds the crop"
 
 
 def _chain(n: int, step: float, dim: int = 16) -> np.ndarray:

@@ -102,6 +102,9 @@ class EmbeddingCache:
         Names of the arrays each row has (the backbone's ``outputs``).
     backbone_name : str, optional
         Recorded in ``info.json`` for people browsing the cache.
+    dtype : numpy dtype, default float32
+        Element type of every stored array (``uint8`` for image thumbnails,
+        :mod:`tacluster.embed.look`); rows come back in it.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class EmbeddingCache:
         fingerprint: str,
         outputs: Sequence[str],
         backbone_name: str = "",
+        dtype=np.float32,
     ):
         if not fingerprint or os.sep in fingerprint or fingerprint in (".", ".."):
             raise CacheError(
@@ -120,6 +124,7 @@ class EmbeddingCache:
         self.fingerprint = fingerprint
         self.outputs = tuple(outputs)
         self.backbone_name = backbone_name
+        self.dtype = np.dtype(dtype)
         self._index: dict[str, tuple[str, int]] | None = None
         self._n_rows: dict[str, int] = {}  # shard id -> rows its manifest lists
         self._dims_cache: dict[str, int] | None = None
@@ -224,7 +229,7 @@ class EmbeddingCache:
         positions = np.concatenate(hit_pos)
         order = np.argsort(positions, kind="stable")
         arrays = {
-            name: np.ascontiguousarray(np.concatenate(parts)[order], dtype=np.float32)
+            name: np.ascontiguousarray(np.concatenate(parts)[order], dtype=self.dtype)
             for name, parts in hit_rows.items()
         }
         return CacheHits(positions[order], arrays)
@@ -254,8 +259,8 @@ class EmbeddingCache:
             arr = data.get(name)
             if arr is None:
                 return f"array {name!r} is missing"
-            if arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] < n_rows:
-                return f"array {name!r} has shape {arr.shape} {arr.dtype}, expected ({n_rows}, d) float32"
+            if arr.dtype != self.dtype or arr.ndim != 2 or arr.shape[0] < n_rows:
+                return f"array {name!r} has shape {arr.shape} {arr.dtype}, expected ({n_rows}, d) {self.dtype}"
             if name in dims and arr.shape[1] != dims[name]:
                 return f"array {name!r} has width {arr.shape[1]}, expected {dims[name]}"
             if not np.isfinite(arr).all():
@@ -294,12 +299,12 @@ class EmbeddingCache:
         keys : sequence of str, length n
             Content keys of the rows.
         arrays : mapping of str to ndarray of shape (n, d_name)
-            One entry per name in :attr:`outputs`; finite float32 values.
+            One entry per name in :attr:`outputs`; finite values, stored as :attr:`dtype`.
         """
         n = len(keys)
         tensors = {}
         for name in self.outputs:
-            arr = np.ascontiguousarray(arrays[name], dtype=np.float32)
+            arr = np.ascontiguousarray(arrays[name], dtype=self.dtype)
             if arr.ndim != 2 or arr.shape[0] != n:
                 raise CacheError(
                     f"cannot cache output {name!r} of shape {arr.shape} for {n} keys; "

@@ -208,7 +208,7 @@ def embed_images(
     outputs = tuple(backbone.outputs)
     inputs = _resolve_inputs(source_or_paths)
     skipped: list[tuple[str, str]] = list(inputs.skipped)
-    paths, keys = _key_files(inputs.paths, num_workers, skipped)
+    paths, keys = key_files(inputs.paths, num_workers, skipped)
     unique = list(dict.fromkeys(keys))
     first_path: dict[str, str] = {}
     for p, k in zip(paths, keys):
@@ -258,7 +258,7 @@ def _check_embed_args(batch_size, num_workers, decode_in, engine) -> None:
         raise InputError(f"engine={engine!r} must be 'local' or 'ray'")
 
 
-def _key_files(files: Sequence[str], num_workers: int, skipped: list) -> tuple[list[str], list[str]]:
+def key_files(files: Sequence[str], num_workers: int, skipped: list) -> tuple[list[str], list[str]]:
     """``(paths, keys)`` of the readable files, each keyed by its bytes (threads: hashing
     releases the GIL); unreadable ones are appended to ``skipped`` with the reason."""
     paths: list[str] = []

@@ -306,27 +306,28 @@ def _run_model_options(p) -> None:
 
 def _add_duplicates(sub) -> None:
     """``tacluster duplicates``."""
-    from tacluster.run.duplicates import FALLBACK_THRESHOLD, THRESHOLDS
+    from tacluster.run.duplicates import LOOK_THRESHOLD
 
-    measured = ", ".join(f"{t} for {name}" for name, t in THRESHOLDS.items())
     d = sub.add_parser(
         "duplicates", help="find byte-identical and near-identical images in a folder",
         description="Find the duplicates among the images of INPUT without clustering them: byte-identical "
                     "files (same content) and near-identical images (re-encoded, resized, slightly cropped "
-                    "or recoloured copies of one photo: embeddings with cosine >= the threshold). Writes a CSV "
+                    "or recoloured copies of one photo: their grey thumbnails correlate >= the threshold once "
+                    "a crop is undone). No model runs; the thumbnails are cached by content. Writes a CSV "
                     "with one row per image of each group (group, path, digest, size_bytes, kind, similarity; "
-                    "largest file first) and prints a one-line summary. Embeddings are cached, as for "
-                    "`cluster`; every `cluster` run writes the same file as DIR/duplicates.csv.")
+                    "largest file first) and prints a one-line summary. Every `cluster` run writes the same "
+                    "file as DIR/duplicates.csv.")
     d.add_argument("input", help="folder of images (recursive) or a .csv/.txt list of paths")
     d.add_argument("--out", default="duplicates.csv", metavar="FILE",
                    help="CSV to write (default: duplicates.csv in the current folder)")
     d.add_argument("--threshold", default=None, metavar="T",
-                   help="cosine similarity in (0, 1] from which two images are near duplicates "
-                        f"(default: {measured} measured; {FALLBACK_THRESHOLD} for the other, unmeasured "
-                        "backbones; docs/duplicates.md)")
-    d.add_argument("--backbone", default="lite",
-                   help="the model that embeds the images, as for `cluster` (default lite)")
-    _common(d)
+                   help="similarity in (0, 1] from which two images are near duplicates "
+                        f"(default {LOOK_THRESHOLD}, measured on planted copies; docs/duplicates.md)")
+    d.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="CPU threads for comparing the thumbnails (default: as for `cluster`)")
+    d.add_argument("--cache-dir", default=None,
+                   help="thumbnail cache (default: $TACLUSTER_CACHE or ~/.cache/tacluster)")
+    d.add_argument("--quiet", action="store_true", help="no progress or summary")
 
 
 def _add_serve(sub) -> None:
@@ -670,13 +671,12 @@ def _cmd_add(a) -> int:
 def _cmd_duplicates(a) -> int:
     from tacluster.run.workflows import folder_duplicates
 
-    found = folder_duplicates(a.input, a.out, threshold=a.threshold, backbone=a.backbone, device=a.device,
-                              batch_size=a.batch_size, cache_dir=a.cache_dir, progress=not a.quiet,
-                              offline=a.offline or None)
+    found = folder_duplicates(a.input, a.out, threshold=a.threshold, cache_dir=a.cache_dir, progress=not a.quiet)
     if not a.quiet:
         s = found.summary()
         print(f"{s['groups']} duplicate group(s) holding {s['images']} of {len(found.paths)} images "
-              f"({s['identical_images']} of them byte-identical to another), cosine >= {found.threshold:g} -> {a.out}")
+              f"({s['identical_images']} of them byte-identical to another), similarity >= {found.threshold:g} -> {a.out}"
+              + (f"; {len(found.skipped)} file(s) skipped" if found.skipped else ""))
     return 0
 
 

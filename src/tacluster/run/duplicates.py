@@ -2,11 +2,16 @@
 
 Two images are duplicates when their files have the same content digest (the
 SHA-256 the embedding cache keys them by, so no file is hashed twice) or when
-their L2-normalised embeddings have a cosine of at least a threshold measured
-per backbone (:data:`THRESHOLDS`, ``benchmarks/duplicates.py``): re-encoded,
-resized, slightly cropped or recoloured copies of one photo.
+they look the same: the aligned similarity of their grey thumbnails
+(:mod:`tacluster.embed.look`, :mod:`tacluster.run.alignment`: a correlation
+that undoes slight crops) is at least :data:`LOOK_THRESHOLD`, measured on
+re-encoded, resized, slightly cropped and recoloured copies
+(``benchmarks/duplicates.py``). The thumbnails do not depend on the backbone.
+Where there are no image files (``--embeddings``), the cosine of the
+embeddings is compared instead, at a threshold per backbone (:data:`THRESHOLDS`).
 
 Candidates come from the kNN graph of :func:`tacluster.cluster.neighbours.knn`
+(on the thumbnails' or the embeddings' vectors)
 (exact up to :data:`EXACT_MAX` images; above, faiss IVF on the leading
 principal axes, the cosines then taken at full width), never an N^2 pass.
 Groups are the connected components of the duplicate edges
@@ -20,13 +25,13 @@ for a folder) has one row per image of a group, every member included:
 ``group, path, digest, size_bytes, kind, similarity``. Rows of a group are
 largest file first (the one ``export --skip-duplicates`` keeps); ``kind`` is
 ``identical`` when another member has the same bytes, else ``near``;
-``similarity`` is the cosine to the group's first (kept) image.
+``similarity`` is the similarity to the group's first (kept) image.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -36,7 +41,14 @@ from tacluster.errors import InputError
 from tacluster.report.reading import DUPLICATE_COLUMNS as COLUMNS, read_duplicates  # noqa: F401 (public here too)
 from tacluster.run.rundir import DUPLICATES_FILE
 
-#: Cosine threshold per backbone family (the part of the name before ":").
+#: Aligned similarity of two thumbnails at and above which they are near duplicates:
+#: the highest pair recall at >= 95 % precision on the fit parts of four shared
+#: domains with planted copies (benchmarks/duplicates.py, docs/duplicates.md).
+LOOK_THRESHOLD = 0.95
+#: Above this many members a component is cut on the thumbnails' unaligned cosine
+#: (one dense product) instead of the aligned similarity of every pair.
+ALIGNED_LINK_MAX = 1000
+#: Embedding cosine threshold per backbone family (only where there are no image files) (the part of the name before ":").
 #: ``lite``: the highest pair recall at >= 95 % precision on planted copies of
 #: flowers17's fit part (benchmarks/duplicates.py, docs/duplicates.md): 0.87.
 #: Its features find crops, mild colour shifts and byte copies (>= 90 %
@@ -90,16 +102,17 @@ def check_threshold(threshold) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if isinstance(threshold, bool) or not 0.0 < value <= 1.0:
-        raise InputError(f"--threshold {threshold!r}: the cosine similarity threshold must be a number in (0, 1], "
-                         "e.g. 0.9")
+        raise InputError(f"--threshold {threshold!r}: the similarity threshold must be a number in (0, 1], "
+                         f"e.g. {LOOK_THRESHOLD}")
     return value
 
 
 def find_duplicates(
     digests: Sequence[str | None] | None,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | None,
     threshold: float,
     *,
+    looks: np.ndarray | None = None,
     sizes: Sequence[int | None] | None = None,
     neighbours: int = NEIGHBOURS,
     search: str = "auto",
@@ -110,10 +123,15 @@ def find_duplicates(
     ----------
     digests : sequence of str or None, length n, or None
         Content digest of each image (None where unknown, e.g. ``--embeddings``).
-    embeddings : ndarray of shape (n, d)
-        One row per image; L2-normalised here.
+    embeddings : ndarray of shape (n, d), or None
+        One row per image; L2-normalised here. Compared when ``looks`` is None.
     threshold : float in (0, 1]
-        Two images are near duplicates when their cosine is at least this.
+        Two images are near duplicates when their similarity is at least this:
+        the aligned similarity of their looks (:data:`LOOK_THRESHOLD`), else
+        the cosine of their embeddings (:data:`THRESHOLDS`).
+    looks : ndarray of shape (n, LOOK_SIZE ** 2), uint8, optional
+        :mod:`tacluster.embed.look` thumbnails; compared by
+        :func:`tacluster.run.alignment.aligned_similarity` (undoes slight crops).
     sizes : sequence of int or None, length n, optional
         File sizes; a group lists its largest file first.
     neighbours : int
@@ -130,14 +148,13 @@ def find_duplicates(
     from scipy.sparse.csgraph import connected_components
 
     threshold = check_threshold(threshold)
-    x = np.asarray(embeddings, dtype=np.float32)
-    n = x.shape[0]
+    sim = _Similarity.of(embeddings, looks)
+    n = sim.n
     if digests is not None and len(digests) != n:
-        raise InputError(f"{len(digests)} digests for {n} embeddings; give one per row")
+        raise InputError(f"{len(digests)} digests for {n} images; give one per row")
     if n < 2:
         return []
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    rows, cols = _near_edges(x, threshold, neighbours, search)
+    rows, cols = _near_edges(sim, threshold, neighbours, search)
     same_rows, same_cols = _identical_edges(digests)
     rows, cols = np.concatenate([rows, same_rows]), np.concatenate([cols, same_cols])
     graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
@@ -150,32 +167,72 @@ def find_duplicates(
     size_of = np.array([-1 if s is None else int(s) for s in sizes], dtype=np.int64) if sizes is not None else None
     groups = []
     for members in by_comp.values():
-        for part in _complete_link(x, np.asarray(members, dtype=np.int64), threshold, digests):
-            groups.append(_group(x, part, digests, size_of))
+        for part in _complete_link(sim, np.asarray(members, dtype=np.int64), threshold, digests):
+            groups.append(_group(sim, part, digests, size_of))
     groups.sort(key=lambda g: int(g.members.min()))
     return groups
 
 
-def _near_edges(x: np.ndarray, threshold: float, neighbours: int, search: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(i, j)`` of the kNN graph whose cosine is at least ``threshold``."""
+class _Similarity:
+    """What two images are compared by: ``vectors`` for the kNN candidates, ``pairs`` for the score."""
+
+    def __init__(self, vectors: np.ndarray, looks: np.ndarray | None):
+        self.vectors, self.looks, self.n = vectors, looks, vectors.shape[0]
+
+    @classmethod
+    def of(cls, embeddings, looks) -> "_Similarity":
+        if looks is not None:
+            from tacluster.run.alignment import look_vectors
+
+            looks = np.asarray(looks, dtype=np.uint8)
+            return cls(look_vectors(looks), looks)
+        if embeddings is None:
+            raise InputError("find_duplicates needs embeddings or looks")
+        x = np.asarray(embeddings, dtype=np.float32)
+        return cls(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), None)
+
+    def pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if self.looks is None:
+            out = np.empty(rows.size, dtype=np.float32)
+            for start in range(0, rows.size, 1 << 16):
+                r, c = rows[start:start + (1 << 16)], cols[start:start + (1 << 16)]
+                out[start:start + r.size] = np.einsum("id,id->i", self.vectors[r], self.vectors[c])
+            return out
+        from tacluster.run.alignment import aligned_similarity
+
+        return aligned_similarity(self.looks, rows, cols, self.vectors)
+
+    def matrix(self, members: np.ndarray) -> np.ndarray:
+        """Every pair of ``members``; looks are aligned up to :data:`ALIGNED_LINK_MAX` members (above,
+        their unaligned cosine, a dense product)."""
+        if self.looks is None or members.size > ALIGNED_LINK_MAX:
+            v = self.vectors[members]
+            return v @ v.T
+        i, j = np.triu_indices(members.size, k=1)
+        out = np.eye(members.size, dtype=np.float32)
+        out[i, j] = out[j, i] = self.pairs(members[i], members[j])
+        return out
+
+
+def _near_edges(sim: _Similarity, threshold: float, neighbours: int, search: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, i < j, of the kNN graph whose similarity is at least ``threshold``."""
     from tacluster.cluster.neighbours import knn
 
-    n = x.shape[0]
+    n = sim.n
     k = int(min(neighbours, n - 1))
     if search == "auto":
         search = "exact" if n <= EXACT_MAX else "ivf"
     if search not in ("exact", "ivf"):
         raise InputError(f"search={search!r}; use 'auto', 'exact' or 'ivf'")
-    nbr = knn(x if search == "exact" else _pca_rows(x, SEARCH_DIMS), k, method=search)
-    rows, cols = [], []
-    block = max(1, (1 << 24) // max(1, k * x.shape[1]))  # ~64 MB of gathered neighbour rows at a time
-    for start in range(0, n, block):
-        idx = nbr[start:start + block]
-        sims = np.einsum("id,ikd->ik", x[start:start + block], x[idx])
-        r, c = np.nonzero(sims >= threshold)
-        rows.append(r + start)
-        cols.append(idx[r, c])
-    return np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
+    nbr = knn(sim.vectors if search == "exact" else _pca_rows(sim.vectors, SEARCH_DIMS), k, method=search)
+    rows = np.repeat(np.arange(n, dtype=np.int64), nbr.shape[1])
+    cols = nbr.reshape(-1).astype(np.int64)
+    ok = (cols >= 0) & (cols != rows)
+    pairs = np.unique(np.stack([np.minimum(rows[ok], cols[ok]), np.maximum(rows[ok], cols[ok])], axis=1), axis=0)
+    if not pairs.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    keep = sim.pairs(pairs[:, 0], pairs[:, 1]) >= threshold
+    return pairs[keep, 0], pairs[keep, 1]
 
 
 def _pca_rows(x: np.ndarray, dims: int, sample: int = 10_000, seed: int = 0) -> np.ndarray:
@@ -209,10 +266,10 @@ def _identical_edges(digests: Sequence[str | None] | None) -> tuple[np.ndarray, 
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def _complete_link(x: np.ndarray, members: np.ndarray, threshold: float, digests) -> list[np.ndarray]:
+def _complete_link(sim: _Similarity, members: np.ndarray, threshold: float, digests) -> list[np.ndarray]:
     """``members`` as it is when every pair is a duplicate; else cut by complete linkage at
-    ``threshold`` (files with one digest count as cosine 1 and stay together)."""
-    sims = x[members] @ x[members].T
+    ``threshold`` (files with one digest count as similarity 1 and stay together)."""
+    sims = sim.matrix(members)
     if digests is not None:
         d = [digests[i] for i in members]
         same = np.array([[a is not None and a != "" and a == b for b in d] for a in d])
@@ -229,11 +286,12 @@ def _complete_link(x: np.ndarray, members: np.ndarray, threshold: float, digests
     return [members[labels == lab] for lab in np.unique(labels) if (labels == lab).sum() > 1]
 
 
-def _group(x: np.ndarray, members: np.ndarray, digests, size_of: np.ndarray | None) -> DuplicateGroup:
+def _group(similarity: _Similarity, members: np.ndarray, digests, size_of: np.ndarray | None) -> DuplicateGroup:
     members = np.sort(members)
     if size_of is not None:
         members = members[np.argsort(-size_of[members], kind="stable")]
-    sim = (x[members] @ x[members[0]]).astype(np.float32)
+    sim = np.ones(members.size, dtype=np.float32)
+    sim[1:] = similarity.pairs(np.full(members.size - 1, members[0]), members[1:])
     if digests is None:
         identical = np.zeros(members.size, dtype=bool)
     else:
@@ -296,8 +354,12 @@ class Duplicates:
     sizes: list[int | None]
     groups: list[DuplicateGroup]
     threshold: float
-    #: "measured" (:data:`THRESHOLDS`), "fallback" (:data:`FALLBACK_THRESHOLD`) or "given".
+    #: "measured" (:data:`LOOK_THRESHOLD`, :data:`THRESHOLDS`), "fallback" (:data:`FALLBACK_THRESHOLD`) or "given".
     threshold_source: str
+    #: "looks" (the thumbnails) or "embeddings" (no image files).
+    compared: str = "embeddings"
+    #: ``(path, reason)`` of inputs left out (``tacluster duplicates``).
+    skipped: list = field(default_factory=list)
 
     def csv_bytes(self) -> bytes:
         return duplicates_csv_bytes(self.paths, self.digests, self.sizes, self.groups)
@@ -309,21 +371,40 @@ class Duplicates:
 
     def summary(self) -> dict:
         """run.json's ``duplicates`` entry."""
-        return {"file": DUPLICATES_FILE, "threshold": self.threshold, "threshold_source": self.threshold_source,
+        return {"file": DUPLICATES_FILE, "compared": self.compared, "threshold": self.threshold,
+                "threshold_source": self.threshold_source,
                 "groups": len(self.groups), "images": self.n_images,
                 "identical_groups": sum(bool(g.identical.all()) for g in self.groups),
                 "identical_images": sum(int(g.identical.sum()) for g in self.groups),
                 "by_content": self.digests is not None}
 
 
-def collection_duplicates(emb, backbone: str, threshold: float | None = None) -> Duplicates:
-    """:func:`find_duplicates` over an embedded collection (``EmbeddingResult``: its paths,
-    content digests and ``image`` vectors), at ``threshold`` or the backbone's default."""
-    if threshold is None:
+def look_duplicates(looks, threshold: float | None = None) -> Duplicates:
+    """:func:`find_duplicates` on the thumbnails of a collection (:class:`tacluster.embed.look.Looks`),
+    at ``threshold`` or :data:`LOOK_THRESHOLD`."""
+    value, source = (check_threshold(threshold), "given") if threshold is not None else (LOOK_THRESHOLD, "measured")
+    sizes = file_sizes(looks.paths)
+    groups = find_duplicates(looks.keys, None, value, looks=looks.array, sizes=sizes) if looks.paths else []
+    return Duplicates(list(looks.paths), list(looks.keys), sizes, groups, value, source, "looks")
+
+
+def collection_duplicates(emb, backbone: str, threshold: float | None = None, *,
+                          cache_dir=None, progress: bool = False) -> Duplicates:
+    """The duplicates of an embedded collection (``EmbeddingResult``: its paths and content
+    digests): on the images' thumbnails (read through the cache at ``cache_dir``), or on the
+    ``image`` vectors where there are no files (``--embeddings``, or a file changed since it
+    was embedded); at ``threshold`` or the measured default."""
+    from tacluster.embed.look import collection_looks
+
+    if emb.paths and emb.keys is not None:
+        looks = collection_looks(emb.paths, emb.keys, cache_dir, progress=progress)
+        if not looks.skipped:
+            return look_duplicates(looks, threshold)
+    if threshold is not None:
+        value, source = check_threshold(threshold), "given"
+    else:
         family = str(backbone).split(":")[0].strip().lower()
         value, source = duplicate_threshold(backbone), "measured" if family in THRESHOLDS else "fallback"
-    else:
-        value, source = check_threshold(threshold), "given"
     sizes = file_sizes(emb.paths)
     groups = find_duplicates(emb.keys, np.asarray(emb.arrays["image"]), value, sizes=sizes) if emb.paths else []
-    return Duplicates(list(emb.paths), emb.keys, sizes, groups, value, source)
+    return Duplicates(list(emb.paths), emb.keys, sizes, groups, value, source, "embeddings")

@@ -252,7 +252,7 @@ def cluster_images(
             named = _name_run(est, bb, nouns, joint, emb, fit_warnings)
 
         with _timed(timings, "duplicates"):
-            dups = collection_duplicates(emb, backbone)
+            dups = collection_duplicates(emb, backbone, cache_dir=plan.cache, progress=progress)
         _write_outputs(out, plan, est, bb, emb, nouns, named, dups, fit_warnings, command, timings, t_start)
         report_path = _report_if_asked(out, report, progress)
         return ClusterRun(out, emb.paths, est.labels_, est.confidence_, named.names, emb.skipped, report_path, timings,
@@ -905,25 +905,27 @@ def folder_duplicates(
     out_csv: str | os.PathLike | None = None,
     *,
     threshold: float | None = None,
-    backbone: str = "lite",
-    device: str = "auto",
-    batch_size: int | None = 64,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    offline: bool | None = None,
+    num_workers: int = 2,
 ) -> Duplicates:
     """Find the duplicates of a folder (or ``.csv``/``.txt`` list) of images, without clustering.
 
-    The images are embedded through the cache (a second call reads them from
-    it) and grouped by :func:`~tacluster.run.duplicates.find_duplicates`; with ``out_csv`` the groups are
-    written as ``duplicates.csv`` rows (see the module docstring), atomically.
-    ``threshold``: the cosine threshold (default: the backbone's,
-    :func:`~tacluster.run.duplicates.duplicate_threshold`). Nothing is written when an argument or the
-    input is unusable (:class:`InputError`).
+    No model runs: the images' grey thumbnails (:mod:`tacluster.embed.look`,
+    cached by content, so a second call decodes nothing) are grouped by
+    :func:`~tacluster.run.duplicates.find_duplicates`, the same rule every
+    ``cluster`` run applies. ``threshold``: the aligned similarity from which
+    two images are near duplicates (default
+    :data:`~tacluster.run.duplicates.LOOK_THRESHOLD`). With ``out_csv`` the
+    groups are written as ``duplicates.csv`` rows (see that module),
+    atomically. Nothing is written when an argument or the input is unusable
+    (:class:`InputError`).
     """
-    from tacluster.embed import embed_images
+    from tacluster.embed.look import collection_looks
+    from tacluster.embed.reader import list_inputs
+    from tacluster.embed.runner import key_files
     from tacluster.nouns.bank import default_cache_dir
-    from tacluster.run.duplicates import check_threshold
+    from tacluster.run.duplicates import check_threshold, look_duplicates
 
     if threshold is not None:
         check_threshold(threshold)
@@ -931,16 +933,19 @@ def folder_duplicates(
     if out is not None and out.is_dir():
         raise InputError(f"--out {str(out)!r} is a folder; give the CSV file to write, e.g. "
                          f"{str(out / DUPLICATES_FILE)!r}")
-    src = Path(source)
-    if not src.exists():
+    if not Path(source).exists():
         raise InputError(f"input {str(source)!r} does not exist; give a folder of images or a .csv/.txt list")
-    bb = _load_backbone_quietly(backbone, device, offline, progress)
+    inputs = list_inputs(source)
+    skipped = list(inputs.skipped)
+    paths, keys = key_files(inputs.paths, num_workers, skipped)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    emb = embed_images(src, bb, cache_dir=cache, batch_size=batch_size or 64, progress=progress)
-    if not emb.paths:
-        why = f"{len(emb.skipped)} file(s) skipped: {top_reasons(emb.skipped)}" if emb.skipped else "no image files found"
+    looks = collection_looks(paths, keys, cache, num_workers=num_workers, progress=progress)
+    skipped += looks.skipped
+    if not looks.paths:
+        why = f"{len(skipped)} file(s) skipped: {top_reasons(skipped)}" if skipped else "no image files found"
         raise InputError(f"no usable images in {str(source)!r} ({why})")
-    found = collection_duplicates(emb, backbone, threshold)
+    found = look_duplicates(looks, threshold)
+    found.skipped = skipped
     if out is not None:
         atomic_write_bytes(out, found.csv_bytes())
     return found
