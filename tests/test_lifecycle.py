@@ -355,3 +355,32 @@ def test_predict_corrections_match_by_path_then_by_unambiguous_content(tmp_path)
     assert _apply_corrections(run / "model", emb, labels, conf, outlier) == 2
     assert labels.tolist() == [2, 3, 3, 1]  # a by path; b and a's copy: content X is in two clusters
     assert conf.tolist() == [1.0, 0.5, 0.5, 1.0] and outlier.tolist() == [False, True, True, False]
+
+
+def _blobs(rng, centres: np.ndarray, n: int, spread: float = 0.35) -> np.ndarray:
+    idx = rng.integers(0, len(centres), n)
+    x = centres[idx] + spread * rng.standard_normal((n, centres.shape[1])) / np.sqrt(centres.shape[1])
+    return x / np.linalg.norm(x, axis=1, keepdims=True), idx
+
+
+def test_new_marks_a_kind_of_photo_the_fit_lacked_and_a_lone_odd_one():
+    from tacluster.run.outliers import among_added, far_from_centre, novelty_mask
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 32))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    fit, fit_labels = _blobs(rng, centres[:3], 210)
+    seen, seen_labels = _blobs(rng, centres[:3], 90)
+    unseen, _ = _blobs(rng, centres[3:], 30)
+    # The unseen blob sits between the seen ones' directions, as a close class would, and is assigned
+    # to the nearest seen cluster.
+    added = np.vstack([seen, unseen])
+    labels = np.r_[seen_labels, np.argmax(unseen @ centres[:3].T, axis=1)]
+    group = among_added(fit, added)
+    assert group[90:].mean() >= 0.8 and group[:90].mean() <= 0.1
+    new = novelty_mask(fit, fit_labels, added, labels, 3)
+    assert new[90:].mean() >= 0.8 and new[:90].mean() <= 0.1 and (new >= group).all()
+    # One photo alone cannot form a group; far from every centre it is still new.
+    odd = -centres[:1]
+    assert not among_added(fit, odd).any()
+    assert far_from_centre(fit, fit_labels, odd, np.array([0]), 3).all() and novelty_mask(fit, fit_labels, odd, np.array([0]), 3).all()

@@ -8,7 +8,9 @@ included) and appended to the run's assignments, clusters.json and report.
 An added image fits no cluster well, and is marked ``new``, when its cosine to
 its cluster's centre lies far below those of the cluster's members from the
 fit (the robust rule of :mod:`tacluster.run.outliers`, against each
-cluster's distribution from the fit: :func:`~tacluster.run.outliers.novelty_mask`);
+cluster's distribution from the fit), or when its nearest images are mostly
+other added ones, more than chance allows (a kind of photo the fit had no
+cluster for: :func:`~tacluster.run.outliers.novelty_mask`);
 its ``outlier`` mark is ``predict``'s (confidence below the cluster's saved
 threshold). When many are new, the run is worth re-fitting:
 :attr:`AddResult.refit_command` is the command that does it. Added images
