@@ -123,6 +123,7 @@ def test_cluster_run_writes_duplicates_report_and_export_keeps_the_largest(photo
     assert info["compared"] == "looks"
     page = (run / "report.html").read_text(encoding="utf-8")
     assert 'id="duplicates"' in page and f"{len(PLANTED)} groups" in page
+    assert f"thumbnails correlating &ge; {result.threshold}" in page
     assert page.count("/copies/") >= len(photos["copies"])  # every planted copy has a tile
 
     to = tmp_path / "sorted"

@@ -391,7 +391,7 @@ def _duplicates_view(run: dict, groups: list[list[dict]], tile, out_dir: Path) -
         shown.append({"id": rows[0]["group"], "kind": "byte-identical" if kinds == {"identical"} else "near-identical",
                       "tiles": [tile(r["path"], False) for r in rows]})
     return {"groups": shown, "n_groups": n_groups, "n_images": info.get("images"),
-            "threshold": info.get("threshold"), "file": DUPLICATES_FILE}
+            "threshold": info.get("threshold"), "compared": info.get("compared", "embeddings"), "file": DUPLICATES_FILE}
 
 
 def _thumbnails(out_dir: Path, picks: dict, size: int, progress: bool, extra=()) -> dict[str, str]:
