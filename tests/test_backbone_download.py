@@ -180,3 +180,66 @@ def test_backbones_command_lists_fetches_and_reports_presence(hub, tmp_path, cap
     capsys.readouterr()
     assert main(["backbones"]) == 0
     assert "hf:tacluster-test/broken-link" in capsys.readouterr().out
+
+
+def _auto_run(tmp_path, name: str, *extra: str) -> tuple[int, dict | None]:
+    data = tmp_path / "photos"
+    if not data.exists():
+        for cls in ("frog", "ship"):
+            shutil.copytree(EXAMPLE / cls, data / cls)
+        (tmp_path / "nouns.txt").write_text("\n".join(["frog", "ship", "dog", "tree", "sky", "water"]))
+    out = tmp_path / name
+    code = main(["cluster", str(data), "--k", "2", "--out", str(out), "--backbone", "auto", "--vocabulary",
+                 str(tmp_path / "nouns.txt"), "--device", "cpu", "--no-report", *extra])
+    info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else None
+    return code, info
+
+
+def test_backbone_auto_fetches_clip_announcing_it_then_uses_the_cache_with_no_request(hub, tmp_path, capsys):
+    code, info = _auto_run(tmp_path, "first")
+    err = capsys.readouterr().err
+    assert code == 0 and info["settings"]["backbone"] == "clip" and info["settings"]["resolved_method"] == "tac"
+    assert info["backbone_choice"] == {"requested": "auto", "backbone": "clip", "reason": "download"}
+    line = next(x for x in err.splitlines() if x.startswith("backbone auto:"))
+    assert CLIP_ID in line and "605 MB" in line and "first run" in line
+    hub.requests.clear()
+    code, info = _auto_run(tmp_path, "second")
+    assert code == 0 and info["backbone_choice"]["reason"] == "cached" and hub.requests == []
+    assert "backbone auto:" not in capsys.readouterr().err  # nothing to say when CLIP is there
+
+
+def test_backbone_auto_falls_back_to_lite_offline_and_remembers_an_unreachable_hub(hub, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import socket
+
+    import tacluster.embed.backbones.auto as auto
+
+    code, info = _auto_run(tmp_path, "offline", "--offline")
+    err = capsys.readouterr().err
+    assert code == 0 and info["settings"]["backbone"] == "lite" and info["backbone_choice"]["reason"] == "offline"
+    assert "tacluster backbones fetch clip" in err and hub.requests == []
+
+    with socket.socket() as s:  # a port nothing listens on: the probe is refused at once
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    code, info = _auto_run(tmp_path, "unreachable")
+    assert code == 0 and info["backbone_choice"]["reason"] == "hub unreachable"
+    assert "did not answer" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tacluster-cache" / auto.NOTE_FILE).read_text())["endpoint"] == closed
+
+    def no_probe(*args):
+        raise AssertionError("the hub was asked again within REMEMBER_S")
+    monkeypatch.setattr(auto, "_hub_answers", no_probe)
+    code, info = _auto_run(tmp_path, "again")
+    assert code == 0 and info["settings"]["backbone"] == "lite"
+
+
+def test_backbone_auto_with_embeddings_is_a_one_line_error(hub, tmp_path, capsys):
+    vectors = tmp_path / "x.npy"
+    np.save(vectors, np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
+    code = main(["cluster", "--embeddings", str(vectors), "--k", "2", "--out", str(tmp_path / "run"),
+                 "--backbone", "auto", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--backbone auto" in err
+    assert not (tmp_path / "run").exists() and hub.requests == []

@@ -118,7 +118,8 @@ def _add_cluster(sub) -> None:
                         "for n images: 2..2 for 25, 2..15 for 150, 2..30 for 1000)")
     c.add_argument("--out", required=True, help="output directory")
     c.add_argument("--backbone", default="lite",
-                   help="lite (offline default) | clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
+                   help="lite (offline default) | auto (the paper's CLIP when cached or downloadable, else lite) | "
+                        "clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
                         "openclip:<arch>/<tag or //path.pt>; named models are downloaded on first use "
                         "(`tacluster backbones` lists them)")
     c.add_argument("--method", default="auto", choices=["auto", "tac", "no-train", "kmeans", "spectral"],

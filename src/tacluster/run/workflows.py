@@ -142,6 +142,8 @@ class _RunPlan:
     src: Path
     settings: dict
     run_key: str
+    #: What ``--backbone auto`` became and why (None when a backbone was named).
+    backbone_choice: dict | None = None
 
 
 def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method: str, seed: int, device: str,
@@ -157,6 +159,7 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     if noun_bank not in NOUN_BANK_MODES:
         raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
     _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
+    backbone, choice = _resolve_backbone(backbone, embeddings, offline, cache_dir, progress)
     resolved_method = recommended_method(backbone) if method == "auto" else method
     # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
     _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
@@ -173,7 +176,23 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return _RunPlan(source, backbone, seed, device, batch_size, engine, vocabulary, estimator_params, progress,
-                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key)
+                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key,
+                    None if choice is None else choice.record())
+
+
+def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir, progress: bool):
+    """``(name, AutoChoice or None)``: ``"auto"`` resolved (:mod:`tacluster.embed.backbones.auto`) and said."""
+    if backbone != "auto":
+        return backbone, None
+    if embeddings is not None:
+        raise InputError("--backbone auto chooses the model that embeds the images; with --embeddings name the "
+                         "model that made them (e.g. --backbone clip), or leave the default")
+    from tacluster.embed.backbones.auto import resolve_auto
+
+    choice = resolve_auto(offline, cache_dir=cache_dir)
+    if choice.message and progress:
+        print(choice.message, file=sys.stderr)
+    return choice.backbone, choice
 
 
 def cluster_images(
@@ -333,6 +352,7 @@ def _run_record(plan: _RunPlan, est, bb, emb, nouns: _Nouns, dups: Duplicates, f
                      **({"vocabulary_words": len(nouns.words), "vocabulary_usable": len(bank.words),
                          "vocabulary_unknown": nouns.unknown} if plan.vocabulary is not None else {})},
         **({"warnings": fit_warnings} if fit_warnings else {}),
+        **({"backbone_choice": plan.backbone_choice} if plan.backbone_choice is not None else {}),
         "counts": {"inputs": len(emb.paths) + n_skipped_files, "assigned": len(emb.paths),
                    "skipped": n_skipped_files, **({"folders_left_out": n_folders} if n_folders else {}),
                    "embedded_now": emb.stats.n_computed,
@@ -587,6 +607,7 @@ def _write_run(out: Path, est, bb, emb, named, xy, record: dict, run_key: str, c
             "duplicates": record["duplicates"],
             **({"embeddings": record["embeddings"]} if "embeddings" in record else {}),
             **({"warnings": record["warnings"]} if "warnings" in record else {}),
+            **({"backbone_choice": record["backbone_choice"]} if "backbone_choice" in record else {}),
             **_choices(est, settings),
         }
         atomic_write_bytes(stage / RUN_FILE, json.dumps(run, indent=2).encode())
