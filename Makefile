@@ -32,7 +32,7 @@ env: $(VENV)/.env-stamp
 test-env: $(VENV)/.test-stamp
 
 demo: $(VENV)/.env-stamp
-	$(VENV)/bin/tacluster cluster examples/cifar10-mini --k 10 --out runs/example
+	$(VENV)/bin/tacluster cluster examples/cifar10-mini --k 10 --out runs/example --backbone lite
 
 test: $(VENV)/.test-stamp
 	$(PY) -m pytest -q

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +10,21 @@ import pytest
 from tacluster.synthetic import make_world
 
 from helpers import SHARED, extract_members, shared_tarball  # noqa: F401  (SHARED: for tests that read it here)
+
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+# Tests never touch the network: the Hub is a local port nothing listens on, so `--backbone auto`
+# (the default) finds no CLIP in the cache, is refused at once and runs lite. The download tests
+# point HF_ENDPOINT at their stand-in Hub inside their fixtures.
+os.environ["HF_ENDPOINT"] = _closed_port_url()
 
 
 @pytest.fixture(scope="session")

@@ -235,11 +235,9 @@ def test_backbone_auto_falls_back_to_lite_offline_and_remembers_an_unreachable_h
     assert code == 0 and info["settings"]["backbone"] == "lite"
 
 
-def test_backbone_auto_with_embeddings_is_a_one_line_error(hub, tmp_path, capsys):
-    vectors = tmp_path / "x.npy"
-    np.save(vectors, np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
-    code = main(["cluster", "--embeddings", str(vectors), "--k", "2", "--out", str(tmp_path / "run"),
-                 "--backbone", "auto", "--quiet"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "--backbone auto" in err
-    assert not (tmp_path / "run").exists() and hub.requests == []
+def test_backbone_auto_with_embeddings_means_lite_as_before_and_asks_nothing(hub, tmp_path):
+    from tacluster.run.workflows import _resolve_backbone
+
+    name, choice = _resolve_backbone("auto", tmp_path / "x.npy", None, tmp_path, progress=True)
+    assert name == "lite" and choice.record()["reason"] == "embeddings given" and choice.message is None
+    assert hub.requests == []

@@ -117,8 +117,9 @@ def _add_cluster(sub) -> None:
                    help="number of clusters, or 'auto' to estimate it (searched in 2..max(2, min(30, n // 10)) "
                         "for n images: 2..2 for 25, 2..15 for 150, 2..30 for 1000)")
     c.add_argument("--out", required=True, help="output directory")
-    c.add_argument("--backbone", default="lite",
-                   help="lite (offline default) | auto (the paper's CLIP when cached or downloadable, else lite) | "
+    c.add_argument("--backbone", default="auto",
+                   help="auto (default: the paper's CLIP when cached or downloadable, else lite) | lite (offline, "
+                        "built in) | "
                         "clip | clip-l | siglip | siglip2 | hf:<Hub id or dir> | "
                         "openclip:<arch>/<tag or //path.pt>; named models are downloaded on first use "
                         "(`tacluster backbones` lists them)")

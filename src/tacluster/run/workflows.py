@@ -144,6 +144,8 @@ class _RunPlan:
     run_key: str
     #: What ``--backbone auto`` became and why (None when a backbone was named).
     backbone_choice: dict | None = None
+    #: The line that says it, shown once the run starts (None: nothing to say).
+    backbone_message: str | None = None
 
 
 def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method: str, seed: int, device: str,
@@ -177,21 +179,18 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return _RunPlan(source, backbone, seed, device, batch_size, engine, vocabulary, estimator_params, progress,
                     offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key,
-                    None if choice is None else choice.record())
+                    None if choice is None else choice.record(), None if choice is None else choice.message)
 
 
 def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir, progress: bool):
-    """``(name, AutoChoice or None)``: ``"auto"`` resolved (:mod:`tacluster.embed.backbones.auto`) and said."""
+    """``(name, AutoChoice or None)``: ``"auto"`` resolved (:mod:`tacluster.embed.backbones.auto`)."""
     if backbone != "auto":
         return backbone, None
-    if embeddings is not None:
-        raise InputError("--backbone auto chooses the model that embeds the images; with --embeddings name the "
-                         "model that made them (e.g. --backbone clip), or leave the default")
-    from tacluster.embed.backbones.auto import resolve_auto
+    from tacluster.embed.backbones.auto import FALLBACK, AutoChoice, resolve_auto
 
+    if embeddings is not None:  # nothing to embed: the vectors' model is named with --backbone, else lite as before
+        return FALLBACK, AutoChoice(FALLBACK, "embeddings given")
     choice = resolve_auto(offline, cache_dir=cache_dir)
-    if choice.message and progress:
-        print(choice.message, file=sys.stderr)
     return choice.backbone, choice
 
 
@@ -200,7 +199,7 @@ def cluster_images(
     out_dir: str | os.PathLike,
     n_clusters: int | str,
     *,
-    backbone: str = "lite",
+    backbone: str = "auto",
     method: str = "auto",
     seed: int = 0,
     device: str = "auto",
@@ -229,7 +228,8 @@ def cluster_images(
     joint_embeddings, embedding_column : see :func:`cluster_embeddings`
     out_dir : directory to write (see the README for its files)
     n_clusters : K, or ``"auto"`` to estimate it (candidates and scores go to run.json)
-    backbone : backbone name (``"lite"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``)
+    backbone : backbone name: ``"auto"`` (CLIP when cached or downloadable, else ``"lite"``;
+        :mod:`tacluster.embed.backbones.auto`), ``"lite"``, ``"clip"``, ``"hf:/path"``, ``"openclip:ARCH//path.pt"``
     method : ``"auto"`` (per backbone, :func:`recommended_method`: with ``lite``
         the label-free choice of :mod:`tacluster.choices.choose_method`, recorded in
         run.json as ``method_choice``), ``"tac"``, ``"no-train"``, ``"kmeans"``
@@ -255,6 +255,8 @@ def cluster_images(
                      joint_embeddings=joint_embeddings, embedding_column=embedding_column, noun_bank=noun_bank)
     with run_lock(out):  # one command writes a run directory at a time
         check_out_dir(out, plan.run_key, overwrite)
+        if plan.backbone_message and progress:
+            print(plan.backbone_message, file=sys.stderr)
         bb, emb, nouns = _fit_inputs(plan, out, timings, overwrite)
         u = emb.arrays["image"]
         joint = emb.arrays.get("joint", u)
