@@ -76,7 +76,7 @@ def run_domain(name: str, shared: Path, per_class: int, work: Path, cache: Path,
     shutil.rmtree(out.parent / f"{name}.split", ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     tic = time.perf_counter()
-    run = cluster_images(_write_list(work / f"{name}.fit.txt", fit), out, len(classes) - 1, cache_dir=cache,
+    run = cluster_images(_write_list(work / f"{name}.fit.txt", fit), out, len(classes) - 1, backbone="lite", cache_dir=cache,
                          progress=False, report=True)
     t_fit = time.perf_counter() - tic
     fit_acc = evaluate_clustering([label_of[p] for p in run.paths], run.labels)["acc"]

@@ -110,11 +110,11 @@ def main() -> None:
         cache = work / "cache"
         cases = {
             "tac40": (["cluster", str(p40), "--k", "4", "--method", "tac", "--out", str(work / "r40"),
-                       "--cache-dir", str(cache)], None),
+                       "--cache-dir", str(cache), "--backbone", "lite"], None),
             "default1000": (["cluster", str(p1000), "--k", "15", "--out", str(work / "r1000"),
-                             "--cache-dir", str(cache)], None),
+                             "--cache-dir", str(cache), "--backbone", "lite"], None),
             "embed200": (["cluster", str(p200), "--k", "15", "--method", "kmeans", "--no-report",
-                          "--out", str(work / "r200")], "cold"),
+                          "--out", str(work / "r200"), "--backbone", "lite"], "cold"),
         }
         chosen = [c for c in a.cases.split(",") if c]
         for name in chosen:  # warm the cache (and the imports) once
