@@ -60,7 +60,7 @@ def resolve_auto(offline: bool | None = None, *, cache_dir: str | os.PathLike | 
     if offline_mode(offline):
         return AutoChoice(FALLBACK, "offline", f"backbone auto: {card.repo_id} is not in the Hugging Face cache "
                           f"{hub_cache_dir()} and offline mode is on, so the offline backbone {FALLBACK!r} runs "
-                          f"(no TAC; --backbone {FALLBACK} says so without this line); for CLIP, {get}")
+                          f"(no TAC; --backbone {FALLBACK} chooses it without this line); for CLIP, {get}")
     note = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     since = _unreachable_since(note / NOTE_FILE, hub_endpoint())
     if since is None and not _hub_answers(hub_endpoint(), card.repo_id):
@@ -70,7 +70,7 @@ def resolve_auto(offline: bool | None = None, *, cache_dir: str | os.PathLike | 
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(since))
         return AutoChoice(FALLBACK, "hub unreachable", f"backbone auto: {hub_endpoint()} did not answer "
                           f"(checked {stamp}; asked again after {REMEMBER_S // 3600} h), so the offline backbone "
-                          f"{FALLBACK!r} runs (no TAC; --backbone {FALLBACK} says so without this line); for CLIP, {get}")
+                          f"{FALLBACK!r} runs (no TAC; --backbone {FALLBACK} chooses it without this line); for CLIP, {get}")
     return AutoChoice(PREFERRED, "download", f"backbone auto: fetching {card.summary} ({card.repo_id}, "
                       f"{card.size_mb} MB) into {hub_cache_dir()}; the first run takes {FIRST_RUN} "
                       f"(--backbone {FALLBACK}: the offline backbone, no download)")
