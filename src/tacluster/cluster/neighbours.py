@@ -127,11 +127,11 @@ def _search_excluding_self(index, x: np.ndarray, k: int, block: int, out: np.nda
             exact = faiss.IndexFlatIP(d)
             exact.add(x)
             _, idx[bad] = exact.search(x[start:stop][bad], k + 1)
-        out[start:stop] = _drop_self(idx, start)
+        out[start:stop] = drop_self(idx, start)
 
 
 
-def _drop_self(idx: np.ndarray, start: int) -> np.ndarray:
+def drop_self(idx: np.ndarray, start: int) -> np.ndarray:
     """The k + 1 hits of rows ``start...`` without each row's own index.
 
     A row whose own index is not among its hits (an exact duplicate ranked
@@ -190,7 +190,7 @@ def knn_hnsw(
     for start in range(0, n, block):
         stop = min(start + block, n)
         _, idx = index.search(x[start:stop], k + 1)
-        out[start:stop] = _drop_self(idx, start)
+        out[start:stop] = drop_self(idx, start)
     # -1 padding (a graph search that found fewer than k + 1 points) -> the point's best hit.
     bad = out < 0
     if bad.any():

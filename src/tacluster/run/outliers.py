@@ -119,7 +119,7 @@ def among_added(fit_rows: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
     import faiss
     from scipy.stats import binom
 
-    from tacluster.cluster.neighbours import _drop_self
+    from tacluster.cluster.neighbours import drop_self
 
     n, m = len(fit_rows), len(new_rows)
     if m < 2 or n == 0:
@@ -130,5 +130,5 @@ def among_added(fit_rows: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
     queries = np.ascontiguousarray(new_rows, dtype=np.float32)
     index.add(queries)
     _, idx = index.search(queries, k + 1)
-    added = (_drop_self(idx, n) >= n).sum(axis=1)
+    added = (drop_self(idx, n) >= n).sum(axis=1)
     return binom.sf(added - 1, k, (m - 1) / (n + m - 1)) < NOVELTY_ALPHA
