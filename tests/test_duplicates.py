@@ -287,3 +287,17 @@ def test_large_collections_search_ivf_and_find_the_same_pairs():
     ivf = find_duplicates(None, x, 0.95, search="ivf")
     assert len(exact) == 200 and {tuple(g.members) for g in ivf} == {tuple(g.members) for g in exact}
     assert x.shape[0] < EXACT_MAX  # "auto" searches exactly here; the IVF path is forced above
+
+
+def test_embedding_stores_each_images_thumbnail_so_duplicates_decode_nothing_again(photos, tmp_path, monkeypatch):
+    import tacluster.embed.look as look
+    from tacluster.embed import embed_images
+    from tacluster.embed.backbones import load_backbone
+
+    cache = tmp_path / "cache"
+    emb = embed_images(photos["originals"][:4], load_backbone("lite"), cache_dir=cache, progress=False)
+    monkeypatch.setattr(look, "read_look", lambda path: (_ for _ in ()).throw(AssertionError(f"{path} decoded")))
+    found = look.collection_looks(emb.paths, emb.keys, cache, progress=False)
+    assert found.paths == emb.paths and not found.skipped
+    direct = np.stack([look.image_look(look.decode_image(p)) for p in emb.paths])
+    np.testing.assert_array_equal(found.array, direct)

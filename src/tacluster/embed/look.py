@@ -11,8 +11,10 @@ looks after undoing a crop.
 
 Looks are cached by file content, once for every backbone, under
 ``<cache_dir>/embeddings/<LOOK_FINGERPRINT>/`` (the embedding cache's
-crash-safe shards, 4 KB a row); JPEGs are decoded at reduced scale (Pillow's
-draft mode), so a look costs a fraction of an embedding.
+crash-safe shards, 4 KB a row). :func:`~tacluster.embed.runner.embed_images`
+stores the look of every image it decodes, so a run decodes each file once;
+images embedded before that (or elsewhere) are decoded here at reduced scale
+(Pillow's draft mode for JPEGs), a fraction of an embedding's cost.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ LOOK_FINGERPRINT = f"look-grey{LOOK_SIZE}-box-v1"
 DRAFT_SIZE = 2 * LOOK_SIZE
 #: Rows per cache shard.
 SHARD_ROWS = 512
+
+
+def look_store(cache_dir: str | os.PathLike) -> EmbeddingCache:
+    """The cache of looks under ``cache_dir`` (one for every backbone)."""
+    return EmbeddingCache(cache_dir, LOOK_FINGERPRINT, ("look",), "look", dtype=np.uint8)
 
 
 def image_look(image) -> np.ndarray:
@@ -82,8 +89,7 @@ def collection_looks(
     """
     if len(paths) != len(keys):
         raise ValueError(f"{len(paths)} paths for {len(keys)} keys")
-    cache = (EmbeddingCache(cache_dir, LOOK_FINGERPRINT, ("look",), "look", dtype=np.uint8)
-             if cache_dir is not None else None)
+    cache = look_store(cache_dir) if cache_dir is not None else None
     first: dict[str, str] = {}
     for p, k in zip(paths, keys):
         first.setdefault(k, p)

@@ -30,6 +30,7 @@ import numpy as np
 
 from tacluster.embed.backbones.base import Backbone
 from tacluster.embed.cache import EmbeddingCache, content_key
+from tacluster.embed.look import image_look, look_store
 from tacluster.embed.reader import (
     ImageDecodeError,
     InputList,
@@ -215,10 +216,12 @@ def embed_images(
         first_path.setdefault(k, p)
 
     cache = EmbeddingCache(cache_dir, backbone.fingerprint, outputs, backbone.name) if cache_dir is not None else None
+    # Each decoded image's thumbnail (duplicates are found on them) is cached on the way: no second decode.
+    look_cache = look_store(cache_dir) if cache_dir is not None else None
     found, blocks, failed, n_hit_keys = _cache_hits(cache, unique)
     misses = [k for k in unique if k not in found and k not in failed]
     tasks = [EmbedTask(tuple(chunk), tuple(first_path[k] for k in chunk)) for chunk in _chunks(misses, _TASK_IMAGES)]
-    worker = partial(_embed_task, backbone=backbone, cache=cache, batch_size=batch_size,
+    worker = partial(_embed_task, backbone=backbone, cache=cache, look_cache=look_cache, batch_size=batch_size,
                      num_workers=num_workers, decode_in=decode_in)
     results = _run_with_progress(tasks, worker, len(misses), backbone.name, progress, engine)
 
@@ -370,17 +373,18 @@ def _assemble(
 # -- mapper ------------------------------------------------------------------
 
 
-def _load_one(path: str, preprocess: Callable) -> tuple[object | None, str | None, bool]:
-    """Decode and preprocess one file: ``(tensor, None, _)`` or
-    ``(None, reason, remember)``; never raises for a bad file."""
+def _load_one(path: str, preprocess: Callable) -> tuple[object | None, str | None, bool, np.ndarray | None]:
+    """Decode and preprocess one file: ``(tensor, None, _, look)`` or
+    ``(None, reason, remember, None)``; never raises for a bad file. ``look`` is the image's
+    thumbnail (:func:`tacluster.embed.look.image_look`)."""
     try:
         image = decode_image(path)
     except ImageDecodeError as err:
-        return None, err.reason, not err.reason.startswith(_NOT_REMEMBERED)
+        return None, err.reason, not err.reason.startswith(_NOT_REMEMBERED), None
     try:
-        return preprocess(image), None, False
+        return preprocess(image), None, False, image_look(image)
     except Exception as err:  # a backbone's transform failing on one odd image
-        return None, f"preprocess failed ({type(err).__name__}: {err})"[:120], False
+        return None, f"preprocess failed ({type(err).__name__}: {err})"[:120], False, None
 
 
 class _DecodeDataset:
@@ -403,7 +407,7 @@ def _decoded_batches(
     batch_size: int,
     num_workers: int,
     decode_in: str,
-) -> Iterator[list[tuple[object | None, str | None, bool]]]:
+) -> Iterator[list[tuple[object | None, str | None, bool, np.ndarray | None]]]:
     """Yield per-batch lists of :func:`_load_one` results, in input order,
     decoding about two batches ahead of the consumer."""
     if decode_in == "processes" and num_workers > 0:
@@ -453,8 +457,9 @@ def _embed_task(
     num_workers: int,
     decode_in: str = "threads",
     on_batch: Callable[[int], object] | None = None,
+    look_cache: EmbeddingCache | None = None,
 ) -> TaskResult:
-    """Worker: embed one task's images, writing each batch to the cache."""
+    """Worker: embed one task's images, writing each batch (and its thumbnails) to the caches."""
     import torch
 
     outputs = tuple(backbone.outputs)
@@ -467,8 +472,8 @@ def _embed_task(
         keys = task.keys[start : start + len(loaded)]
         first_path = task.paths[start]
         start += len(loaded)
-        ok_keys, tensors = [], []
-        for key, (tensor, reason, remember) in zip(keys, loaded):
+        ok_keys, tensors, looks = [], [], []
+        for key, (tensor, reason, remember, look) in zip(keys, loaded):
             if tensor is None:
                 failures.append((key, reason))
                 if remember:
@@ -476,6 +481,9 @@ def _embed_task(
             else:
                 ok_keys.append(key)
                 tensors.append(tensor)
+                looks.append(look)
+        if look_cache is not None and ok_keys:
+            look_cache.write_shard(ok_keys, {"look": np.stack(looks)})
         if tensors:
             out = _forward(backbone, torch.stack(tensors), outputs, first_path)
             finite = np.logical_and.reduce([np.isfinite(out[n]).all(axis=1) for n in outputs])
