@@ -238,6 +238,6 @@ def test_backbone_auto_falls_back_to_lite_offline_and_remembers_an_unreachable_h
 def test_backbone_auto_with_embeddings_means_lite_as_before_and_asks_nothing(hub, tmp_path):
     from tacluster.run.workflows import _resolve_backbone
 
-    name, choice = _resolve_backbone("auto", tmp_path / "x.npy", None, tmp_path, progress=True)
+    name, choice = _resolve_backbone("auto", tmp_path / "x.npy", None, tmp_path)
     assert name == "lite" and choice.record()["reason"] == "embeddings given" and choice.message is None
     assert hub.requests == []

@@ -48,6 +48,7 @@ from tacluster.run.unloaded import UnloadedBackbone, backbone_or_stand_in, unnam
 
 if TYPE_CHECKING:
     from tacluster.embed import EmbeddingResult
+    from tacluster.embed.backbones.auto import AutoChoice
     from tacluster.embed.backbones.base import Backbone
 
 
@@ -142,10 +143,8 @@ class _RunPlan:
     src: Path
     settings: dict
     run_key: str
-    #: What ``--backbone auto`` became and why (None when a backbone was named).
-    backbone_choice: dict | None = None
-    #: The line that says it, shown once the run starts (None: nothing to say).
-    backbone_message: str | None = None
+    #: What ``--backbone auto`` became, why, and the line that says it (None when a backbone was named).
+    backbone_choice: AutoChoice | None = None
 
 
 def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method: str, seed: int, device: str,
@@ -161,7 +160,7 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     if noun_bank not in NOUN_BANK_MODES:
         raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
     _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
-    backbone, choice = _resolve_backbone(backbone, embeddings, offline, cache_dir, progress)
+    backbone, choice = _resolve_backbone(backbone, embeddings, offline, cache_dir)
     resolved_method = recommended_method(backbone) if method == "auto" else method
     # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
     _make_estimator(None, n_clusters, resolved_method, seed, device, progress, estimator_params).validate_params()
@@ -178,11 +177,10 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return _RunPlan(source, backbone, seed, device, batch_size, engine, vocabulary, estimator_params, progress,
-                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key,
-                    None if choice is None else choice.record(), None if choice is None else choice.message)
+                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key, choice)
 
 
-def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir, progress: bool):
+def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir):
     """``(name, AutoChoice or None)``: ``"auto"`` resolved (:mod:`tacluster.embed.backbones.auto`)."""
     if backbone != "auto":
         return backbone, None
@@ -255,8 +253,8 @@ def cluster_images(
                      joint_embeddings=joint_embeddings, embedding_column=embedding_column, noun_bank=noun_bank)
     with run_lock(out):  # one command writes a run directory at a time
         check_out_dir(out, plan.run_key, overwrite)
-        if plan.backbone_message and progress:
-            print(plan.backbone_message, file=sys.stderr)
+        if plan.backbone_choice is not None and plan.backbone_choice.message and progress:
+            print(plan.backbone_choice.message, file=sys.stderr)
         bb, emb, nouns = _fit_inputs(plan, out, timings, overwrite)
         u = emb.arrays["image"]
         joint = emb.arrays.get("joint", u)
@@ -354,7 +352,7 @@ def _run_record(plan: _RunPlan, est, bb, emb, nouns: _Nouns, dups: Duplicates, f
                      **({"vocabulary_words": len(nouns.words), "vocabulary_usable": len(bank.words),
                          "vocabulary_unknown": nouns.unknown} if plan.vocabulary is not None else {})},
         **({"warnings": fit_warnings} if fit_warnings else {}),
-        **({"backbone_choice": plan.backbone_choice} if plan.backbone_choice is not None else {}),
+        **({"backbone_choice": plan.backbone_choice.record()} if plan.backbone_choice is not None else {}),
         "counts": {"inputs": len(emb.paths) + n_skipped_files, "assigned": len(emb.paths),
                    "skipped": n_skipped_files, **({"folders_left_out": n_folders} if n_folders else {}),
                    "embedded_now": emb.stats.n_computed,
