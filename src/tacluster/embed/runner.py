@@ -373,16 +373,17 @@ def _assemble(
 # -- mapper ------------------------------------------------------------------
 
 
-def _load_one(path: str, preprocess: Callable) -> tuple[object | None, str | None, bool, np.ndarray | None]:
-    """Decode and preprocess one file: ``(tensor, None, _, look)`` or
-    ``(None, reason, remember, None)``; never raises for a bad file. ``look`` is the image's
-    thumbnail (:func:`tacluster.embed.look.image_look`)."""
+def _load_one(path: str, preprocess: Callable, look: bool = False
+              ) -> tuple[object | None, str | None, bool, np.ndarray | None]:
+    """Decode and preprocess one file: ``(tensor, None, _, thumbnail)`` or
+    ``(None, reason, remember, None)``; never raises for a bad file. The thumbnail
+    (:func:`tacluster.embed.look.image_look`) is made only when ``look``, else None."""
     try:
         image = decode_image(path)
     except ImageDecodeError as err:
         return None, err.reason, not err.reason.startswith(_NOT_REMEMBERED), None
     try:
-        return preprocess(image), None, False, image_look(image)
+        return preprocess(image), None, False, image_look(image) if look else None
     except Exception as err:  # a backbone's transform failing on one odd image
         return None, f"preprocess failed ({type(err).__name__}: {err})"[:120], False, None
 
@@ -390,15 +391,16 @@ def _load_one(path: str, preprocess: Callable) -> tuple[object | None, str | Non
 class _DecodeDataset:
     """Map-style dataset for ``torch.utils.data.DataLoader`` workers."""
 
-    def __init__(self, paths: Sequence[str], preprocess: Callable):
+    def __init__(self, paths: Sequence[str], preprocess: Callable, look: bool):
         self.paths = paths
         self.preprocess = preprocess
+        self.look = look
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return _load_one(self.paths[i], self.preprocess)
+        return _load_one(self.paths[i], self.preprocess, self.look)
 
 
 def _decoded_batches(
@@ -407,6 +409,7 @@ def _decoded_batches(
     batch_size: int,
     num_workers: int,
     decode_in: str,
+    look: bool = False,
 ) -> Iterator[list[tuple[object | None, str | None, bool, np.ndarray | None]]]:
     """Yield per-batch lists of :func:`_load_one` results, in input order,
     decoding about two batches ahead of the consumer."""
@@ -414,7 +417,7 @@ def _decoded_batches(
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _DecodeDataset(paths, preprocess),
+            _DecodeDataset(paths, preprocess, look),
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=list,
@@ -422,7 +425,7 @@ def _decoded_batches(
         )
         yield from loader
         return
-    fn = partial(_load_one, preprocess=preprocess)
+    fn = partial(_load_one, preprocess=preprocess, look=look)
     if num_workers <= 0:
         for chunk in _chunks(paths, batch_size):
             yield [fn(p) for p in chunk]
@@ -468,7 +471,8 @@ def _embed_task(
     failures: list[tuple[str, str]] = []
     remembered: list[tuple[str, str]] = []
     start = 0
-    for loaded in _decoded_batches(task.paths, backbone.preprocess, batch_size, num_workers, decode_in):
+    for loaded in _decoded_batches(task.paths, backbone.preprocess, batch_size, num_workers, decode_in,
+                                   look=look_cache is not None):
         keys = task.keys[start : start + len(loaded)]
         first_path = task.paths[start]
         start += len(loaded)
