@@ -61,14 +61,15 @@ def resolve_auto(offline: bool | None = None, *, cache_dir: str | os.PathLike | 
         return AutoChoice(FALLBACK, "offline", f"backbone auto: {card.repo_id} is not in the Hugging Face cache "
                           f"{hub_cache_dir()} and offline mode is on, so the offline backbone {FALLBACK!r} runs "
                           f"(no TAC; --backbone {FALLBACK} chooses it without this line); for CLIP, {get}")
-    note = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    since = _unreachable_since(note / NOTE_FILE, hub_endpoint())
-    if since is None and not _hub_answers(hub_endpoint(), card.repo_id):
-        _remember_unreachable(note / NOTE_FILE, hub_endpoint())
+    note = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / NOTE_FILE
+    endpoint = hub_endpoint()
+    since = _unreachable_since(note, endpoint)
+    if since is None and not _hub_answers(endpoint, card.repo_id):
+        _remember_unreachable(note, endpoint)
         since = time.time()
     if since is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(since))
-        return AutoChoice(FALLBACK, "hub unreachable", f"backbone auto: {hub_endpoint()} did not answer "
+        return AutoChoice(FALLBACK, "hub unreachable", f"backbone auto: {endpoint} did not answer "
                           f"(checked {stamp}; asked again after {REMEMBER_S // 3600} h), so the offline backbone "
                           f"{FALLBACK!r} runs (no TAC; --backbone {FALLBACK} chooses it without this line); for CLIP, {get}")
     return AutoChoice(PREFERRED, "download", f"backbone auto: fetching {card.summary} ({card.repo_id}, "
@@ -87,7 +88,7 @@ def _hub_answers(endpoint: str, repo_id: str) -> bool:
             return True
     except urllib.error.HTTPError:
         return True  # it answered (a proxy's 403, a 404): the download itself says what is wrong
-    except (urllib.error.URLError, OSError, ValueError):
+    except (OSError, ValueError):  # URLError is an OSError: no answer (refused, DNS, time-out)
         return False
 
 
