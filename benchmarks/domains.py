@@ -30,10 +30,17 @@ mean and the worst per-set difference. Methods (``METHODS``):
 * ``spectral-refined``: spectral, then k-means from its clusters (``spectral_refine``).
 * ``spectral-views``: spectral on both views side by side (``spectral_views=[1, 0.5]``).
 * ``spectral-fused``: both (the graph candidate of :mod:`tacluster.choices.choose_method`).
-  These six (:data:`FAMILY`) are fitted once per seed, each with the label-free
-  criterion (modularity of its partition on the fit part's kNN graphs).
-* ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (at least 10).
 * ``consensus``: k-means, ``consensus=20`` (co-association of 20 restarts).
+* ``kmeans-consensus-pow``: the same on power-normalised features.
+* ``coassoc-fused``: spectral-fused's graph with every edge re-weighted by the
+  co-association of 10 single-restart k-means runs, then k-means from it
+  (:func:`coassoc_fused`).
+* ``consensus-2`` / ``consensus-3``: the co-association consensus of k-means and
+  spectral-fused (and kmeans-consensus-pow), the answers of the no-decision zone.
+  These twelve (:data:`FAMILY`; the last three built here, :data:`DERIVED`) are
+  fitted once per seed, each with the label-free criterion (modularity of its
+  partition on the fit part's kNN graphs).
+* ``spectral-nk``: spectral with ``n_neighbors = round(n / (2K))`` (at least 10).
 * ``kmeans-pow``: k-means on power-normalised features.
 * ``default``: what ``tacluster cluster --method auto`` does with ``lite``
   (:func:`quality.default_estimator`); the candidates it chose in brackets.
@@ -46,12 +53,15 @@ the summary cell counts the sets where it was exact / within 2.
 the criterion difference against the held-out ACC difference, and over the
 sets the sign agreement and Spearman's rho.
 
-**Leave-one-domain-out**, twice. The whole rule family (:func:`family`:
-always one candidate; a graph candidate unless k-means scores higher by a
+**Leave-one-domain-out**, three times. The whole rule family (:func:`family`:
+always one candidate; any candidate unless k-means scores higher by a
 relative margin in :data:`MARGINS`; the rule before issue 30, keep spectral
 or k-means unless the best of k-means / spectral / spectral-pow beats it by a
-margin), and the package's design with only its margin open
-(:func:`package_family`). For each set the member with the best mean
+margin; a no-decision zone, below), the package's design with only its margin
+open (:func:`package_family`), and the no-decision zone alone
+(:func:`zone_family`: spectral-fused or k-means where one scores higher by
+more than a relative half-width in :data:`ZONE_MARGINS`, inside it a
+consensus from :data:`ZONE_ANSWERS`). For each set the member with the best mean
 fit-part gain over the other sets (among members whose worst set loses at
 most 0.5 ACC, else the best worst set) is applied to it (criterion on its
 fit part, no labels) and scored on its held-out part.
@@ -66,6 +76,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -107,10 +118,6 @@ def _method_spectral_nk(data, k, seed):
     return _fit_predict(_est(k, seed, "spectral", spectral_neighbors=nb), data)
 
 
-def _method_consensus(data, k, seed):
-    return _fit_predict(_est(k, seed, "kmeans", consensus=20), data)
-
-
 def _method_kmeans_pow(data, k, seed):
     return _fit_predict(_est(k, seed, "kmeans", feature_power=0.5), data)
 
@@ -124,6 +131,52 @@ def _method_default(data, k, seed):
     return est, est.predict(data["u_ho"], joint_embeddings=data["j_ho"])
 
 
+def coassoc_fused(data: dict, k: int, seed: int, labels: dict) -> np.ndarray:
+    """``coassoc-fused``: spectral of the fused-view 20-NN graph (``spectral_views=[1, 0.5]``) with each
+    edge weighted by 0.1 + the share of :data:`COASSOC_RUNS` single-restart k-means runs that put its ends
+    together, then k-means from its clusters (``spectral_refine``'s step); fit-part labels."""
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    from tacluster._blocks import concatenated_views
+    from tacluster.cluster import neighbours
+    from tacluster.cluster.kmeans import kmeans_cluster, refined_kmeans
+    from tacluster.cluster.spectral import _bridge_components
+
+    u = data["u_fit"]
+    x = concatenated_views(u, [1.0, 0.5])
+    n, nb = len(x), 19
+    nn = neighbours.knn(x, nb, seed=seed)
+    rows, cols = np.repeat(np.arange(n), nb + 1), np.hstack([np.arange(n)[:, None], nn]).ravel()
+    runs = [kmeans_cluster(u, k, seed=seed * 1000 + 17 + r, n_init=1).labels for r in range(COASSOC_RUNS)]
+    co = np.mean([p[rows] == p[cols] for p in runs], axis=0)
+    conn = sparse.csr_matrix((0.1 + co, (rows, cols)), shape=(n, n))
+    aff = _bridge_components(0.5 * (conn + conn.T), x)
+    lab = SpectralClustering(k, affinity="precomputed", random_state=seed + 1, n_init=10,
+                             assign_labels="kmeans").fit_predict(aff).astype(np.int64)
+    return refined_kmeans(u, lab, k, seed=seed + 1)
+
+
+def _consensus_of(*names):
+    """A DERIVED partition: the co-association consensus of the partitions ``names``
+    (:func:`tacluster.cluster.kmeans.consensus_labels`)."""
+    def derive(data: dict, k: int, seed: int, labels: dict) -> np.ndarray:
+        from tacluster.cluster.kmeans import consensus_labels
+
+        return consensus_labels(np.stack([labels[n] for n in names]), k, seed=seed)
+
+    derive.__doc__ = f"The co-association consensus of {', '.join(names)}; fit-part labels."
+    return derive
+
+
+#: Single-restart k-means runs whose co-association re-weights ``coassoc-fused``'s graph.
+COASSOC_RUNS = 10
+#: Partitions built by the benchmark from the fit part (and the partitions before them), not by an
+#: estimator setting; each becomes a centroid model (normalised means) that labels both parts.
+#: ``consensus-2`` / ``consensus-3`` are the answers of the "no-decision zone" rules.
+DERIVED = {"coassoc-fused": coassoc_fused, "consensus-2": _consensus_of("kmeans", "spectral-fused"),
+           "consensus-3": _consensus_of("kmeans", "spectral-fused", "kmeans-consensus-pow")}
+
 #: Partitions fitted once per seed on every set, each with its label-free criterion: the candidates
 #: of tacluster.choices.choose_method (k-means, spectral-fused) and the members of the rule family
 #: the leave-one-domain-out check chooses from (what each rule could pick).
@@ -134,21 +187,30 @@ FAMILY: dict[str, dict] = {
     "spectral-refined": {"method": "spectral", "spectral_refine": True},
     "spectral-views": {"method": "spectral", "spectral_views": [1.0, 0.5]},
     **{name: dict(params) for name, params in IMAGE_CANDIDATES.items() if name != "kmeans"},
+    "consensus": {"method": "kmeans", "consensus": 20},
+    "kmeans-consensus-pow": {"method": "kmeans", "consensus": 20, "feature_power": 0.5},
+    **{name: None for name in DERIVED},
 }
 CANDIDATES = tuple(FAMILY)
+#: The candidates a k-means guard can protect (every one but k-means).
 GRAPH = tuple(c for c in CANDIDATES if c != "kmeans")
 METHODS = {
     **{name: None for name in CANDIDATES},
     "spectral-nk": _method_spectral_nk,
-    "consensus": _method_consensus,
     "kmeans-pow": _method_kmeans_pow,
     "default": _method_default,
 }
 #: Relative margins of the leave-one-domain-out rule family.
 MARGINS = (-0.01, -0.005, 0.0, 0.005, 0.01, 0.02)
+#: Half-widths of the "no-decision zone" (relative modularity difference between k-means and
+#: spectral-fused within which neither is trusted) and the partitions answered there.
+ZONE_MARGINS = (0.005, 0.01, 0.02, 0.03, 0.05)
+ZONE_ANSWERS = ("consensus-2", "consensus-3", "consensus", "kmeans-consensus-pow")
 #: Candidate pairs whose criterion difference is set against their ACC difference.
 PAIRS = (("spectral", "kmeans"), ("spectral-pow", "kmeans"), ("spectral-pow", "spectral"),
-         ("spectral-fused", "kmeans"), ("spectral-fused", "spectral"))
+         ("spectral-fused", "kmeans"), ("spectral-fused", "spectral"), ("coassoc-fused", "kmeans"),
+         ("consensus", "kmeans"), ("kmeans-consensus-pow", "kmeans"), ("consensus-3", "kmeans"),
+         ("consensus-3", "spectral-fused"))
 
 
 def load_domain(name: str, limit: int | None, bb, cache: Path, work: Path, shared: Path) -> dict:
@@ -180,10 +242,17 @@ def _scored(est, pred, data, tic) -> dict:
 def run_candidates(data: dict, seed: int) -> dict[str, dict]:
     """Every partition of :data:`FAMILY` fitted on the fit part, scored, with its label-free criterion
     (choose_method's: modularity on the fit part's kNN graphs of both views)."""
+    from tacluster.cluster.kmeans import assign, normalised_means
+
     out, labels = {}, {}
     for name, params in FAMILY.items():
         tic = time.perf_counter()
-        est, pred = _fit_predict(_est(data["k"], seed, **params), data)
+        if params is None:  # a DERIVED partition: its normalised means label both parts
+            centres = normalised_means(data["u_fit"], DERIVED[name](data, data["k"], seed, labels), data["k"])
+            est = SimpleNamespace(labels_=assign([data["u_fit"]], centres)[0])
+            pred = assign([data["u_ho"]], centres)[0]
+        else:
+            est, pred = _fit_predict(_est(data["k"], seed, **params), data)
         out[name] = _scored(est, pred, data, tic)
         labels[name] = est.labels_
     for name, score in partition_scores(data["u_fit"], labels, powers=SCORE_VIEWS, seed=seed).items():
@@ -212,6 +281,10 @@ def _pick(rule, crit: dict[str, float]) -> str:
     if kind == "guard":  # graph candidate X unless k-means scores higher by more than the margin
         x, margin = value
         return "kmeans" if crit["kmeans"] > crit[x] + margin * abs(crit[x]) else x
+    if kind == "zone":  # X or k-means where one scores higher by more than the margin, else the answer
+        x, margin, answer = value
+        diff = (crit["kmeans"] - crit[x]) / abs(crit[x])
+        return "kmeans" if diff > margin else (x if diff < -margin else answer)
     ref, margin = value  # "keep": the reference unless the best of OLD_CANDIDATES beats it by the margin
     pick = max(OLD_CANDIDATES, key=lambda c: (crit[c], c == ref))
     return ref if pick != ref and crit[pick] <= crit[ref] + margin * abs(crit[ref]) else pick
@@ -233,6 +306,8 @@ def rule_text(rule) -> str:
         return f"always {value}"
     if kind == "guard":
         return f"{value[0]} unless k-means scores higher by > {value[1]:+.1%}"
+    if kind == "zone":
+        return (f"{value[0]} or k-means where one scores higher by > {value[1]:.1%}, else {value[2]}")
     return f"keep {value[0]} unless beaten by > {value[1]:.1%} (k-means, spectral, spectral-pow)"
 
 
@@ -241,12 +316,20 @@ def rule_gain(rule, runs, part: str) -> float:
 
 
 def family() -> list:
-    """Every rule the leave-one-domain-out check may fix: always one candidate; a graph candidate
-    guarded by k-means at a margin; the rule before issue 30 (keep a reference unless beaten)."""
+    """Every rule the leave-one-domain-out check may fix: always one candidate; any other candidate
+    guarded by k-means at a margin; the rule before issue 30 (keep a reference unless beaten); the
+    package's candidates with a no-decision zone (:data:`ZONE_MARGINS`) answered by a consensus
+    (:data:`ZONE_ANSWERS`)."""
     rules = [("always", c) for c in CANDIDATES]
     rules += [("guard", (x, m)) for x in GRAPH for m in MARGINS]
     rules += [("keep", (ref, m)) for ref in ("spectral", "kmeans") for m in (0.0, 0.01, 0.02, 0.03, 0.05)]
+    rules += [("zone", (REFERENCE, m, a)) for a in ZONE_ANSWERS for m in ZONE_MARGINS]
     return rules
+
+
+def zone_family() -> list:
+    """The package's candidates with a no-decision zone: margin and answer open."""
+    return [("zone", (REFERENCE, m, a)) for a in ZONE_ANSWERS for m in ZONE_MARGINS]
 
 
 def package_family() -> list:
@@ -451,9 +534,10 @@ def main(argv=None) -> dict:
     lodo_res = lodo(results) if len(results) >= 3 else None
     if lodo_res:
         md += (f"\n### Leave-one-domain-out: the rule fixed on the other sets' fit parts, scored on the held-out "
-               f"part of the one left out (family: always one of {', '.join(CANDIDATES)}; a graph candidate "
+               f"part of the one left out (family: always one of {', '.join(CANDIDATES)}; any of them "
                f"unless k-means scores higher by a relative margin in {list(MARGINS)}; the rule before issue 30, "
-               f"keep spectral or k-means unless beaten)\n\n{lodo_table(lodo_res)}\n\nRule fixed on all "
+               f"keep spectral or k-means unless beaten; {REFERENCE} or k-means with a no-decision zone of "
+               f"{list(ZONE_MARGINS)} answered by one of {', '.join(ZONE_ANSWERS)})\n\n{lodo_table(lodo_res)}\n\nRule fixed on all "
                f"{len(results)} fit parts: {lodo_res['all_sets_rule']} (fit gain mean / worst "
                f"{lodo_res['all_sets_fit_gain'][0]:+.1f} / {lodo_res['all_sets_fit_gain'][1]:+.1f}); the package's: "
                f"{rule_text(pkg)}.\n")
@@ -463,10 +547,16 @@ def main(argv=None) -> dict:
                f"only the margin, in {list(MARGINS)}, fixed on the other sets' fit parts)\n\n"
                f"{lodo_table(lodo_pkg)}\n\nMargin fixed on all {len(results)} fit parts: "
                f"{lodo_pkg['all_sets_rule']}.\n")
+    lodo_zone = lodo(results, zone_family()) if len(results) >= 3 else None
+    if lodo_zone:
+        md += (f"\n### Leave-one-domain-out of the no-decision zone ({REFERENCE} or k-means where one scores "
+               f"higher by more than the zone's half-width, in {list(ZONE_MARGINS)}; inside it one of "
+               f"{', '.join(ZONE_ANSWERS)}; both fixed on the other sets' fit parts)\n\n"
+               f"{lodo_table(lodo_zone)}\n\nFixed on all {len(results)} fit parts: {lodo_zone['all_sets_rule']}.\n")
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)
     payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
-               "lodo": lodo_res, "lodo_package_design": lodo_pkg, "auto_k": auto_k, "criterion": crit_stats,
+               "lodo": lodo_res, "lodo_package_design": lodo_pkg, "lodo_zone": lodo_zone, "auto_k": auto_k, "criterion": crit_stats,
                "package_rule": {"rule": rule_text(pkg), "heldout_gain": pkg_gain},
                "environment": environment(), "markdown": md}
     out = Path(args.out)

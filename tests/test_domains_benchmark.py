@@ -55,3 +55,17 @@ def test_lodo_fixes_the_rule_without_the_held_out_set():
     assert res["per_set"]["c"]["rule"].startswith("keep")
     # With "c" among the fitted sets, a rule that loses 10 somewhere is not "safe": always k-means wins.
     assert res["all_sets_rule"] == "always kmeans"
+
+
+def test_the_zone_answers_a_consensus_only_where_the_criterion_does_not_decide():
+    d = _load()
+    # k-means 1 % below spectral-fused: inside a 2 % zone, outside a 0.5 % one.
+    runs = _set({"kmeans": (50, 50, 0.50), "spectral-fused": (60, 58, 0.505), "consensus-2": (55, 54, 0.40)})
+    assert d.apply_rule(("zone", ("spectral-fused", 0.02, "consensus-2")), runs, "heldout") == [54]
+    assert d.apply_rule(("zone", ("spectral-fused", 0.005, "consensus-2")), runs, "heldout") == [58]
+    # k-means 3 % above: outside the 2 % zone, k-means.
+    runs = _set({"kmeans": (50, 50, 0.52), "spectral-fused": (60, 58, 0.505), "consensus-2": (55, 54, 0.40)})
+    assert d.apply_rule(("zone", ("spectral-fused", 0.02, "consensus-2")), runs, "heldout") == [50]
+    assert d.rule_text(("zone", ("spectral-fused", 0.02, "consensus-2"))).endswith("else consensus-2")
+    assert set(d.zone_family()) <= set(d.family())
+    assert {a for _, (_, _, a) in d.zone_family()} <= set(d.CANDIDATES)
