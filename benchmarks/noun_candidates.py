@@ -63,7 +63,13 @@ BACKBONE = "lite:lite0/conse"
 
 
 class ConseTemplates(CLIPBackbone):
-    """The ``conse`` backbone's MiniLM read through TAC's prompt templates (text side only)."""
+    """The ``conse`` backbone's MiniLM read through TAC's prompt templates (text side only).
+
+    Its ``text_modules`` let :func:`tacluster.nouns.precision.int8_text_backbone`
+    make the int8 copy the product's ``--ranking-precision int8`` makes of a CLIP.
+    """
+
+    text_modules = ("encoder", "pooler")
 
     def __init__(self, lite) -> None:
         import torch
@@ -81,7 +87,12 @@ class ConseTemplates(CLIPBackbone):
         raise NotImplementedError("text side only")
 
     def _text_features(self, texts: list[str]):
-        return self._lite._embed_texts(texts)
+        tokenizer, own = self._lite._load_text_encoder()
+        self._lite._text_encoder = (tokenizer, self._model)  # this object's tower (int8 on the int8 copy)
+        try:
+            return self._lite._embed_texts(texts)
+        finally:
+            self._lite._text_encoder = (tokenizer, own)
 
 
 def vocabulary(size: int | None) -> list[str]:
@@ -123,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--data-dir", type=Path, default=SHARED, help="folder of the domain archives")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tacluster-datasets"))
+    parser.add_argument("--ranking-precision", choices=["float32", "int8"], default="float32",
+                        help="the ranking bank's text tower (int8: the product's --ranking-precision int8)")
     parser.add_argument("--prepare-only", action="store_true", help="embed images and banks, fit nothing")
     args = parser.parse_args(argv)
 
@@ -143,6 +156,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(sets)} domains embedded in {t_images:.0f} s; full bank {full.embeddings.shape} in {t_full:.0f} s",
           file=sys.stderr)
     ranking = cached_noun_bank(text, words, cache_dir=cache, templates=RANKING_TEMPLATES)
+    agreement = None
+    if args.ranking_precision == "int8":
+        from tacluster.nouns.precision import int8_text_backbone, measure_int8
+
+        quantised = int8_text_backbone(text)
+        probe = [RANKING_TEMPLATES[0].format(w) for w in words[:: max(1, len(words) // 256)]]
+        speedup, _ = measure_int8(text, quantised, probe)
+        f32 = np.asarray(ranking.embeddings)
+        ranking = cached_noun_bank(quantised, words, cache_dir=cache, templates=RANKING_TEMPLATES)
+        cos = np.sum(np.asarray(ranking.embeddings) * f32, axis=1)
+        agreement = {"min_cosine": float(cos.min()), "median_cosine": float(np.median(cos)),
+                     "speedup_on_probe": speedup, "probe_prompts": len(probe)}
+        print(f"int8 ranking bank: cosine to float32 min {cos.min():.4f}, median {np.median(cos):.4f}; "
+              f"{speedup:.2f}x float32 on {len(probe)} prompts", file=sys.stderr)
     if args.prepare_only:
         return {}
     assert list(ranking.words) == list(full.words) == words
@@ -173,12 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = {str(p): {"pool_prompts_max": int(max(per_set[s]["pools"][str(p)]["pool_nouns_max"] for s in sets)) * n_t,
                         "ranking_prompts": len(words)} for p in pools}
     note = (f"vocabulary {len(words):,} WordNet nouns; full bank {len(words) * n_t:,} prompts; ranking bank "
-            f"{len(words):,} prompts; chosen pool (fit part): {chosen}; seeds {args.seeds}; "
+            f"{len(words):,} prompts ({args.ranking_precision}); chosen pool (fit part): {chosen}; seeds {args.seeds}; "
             f"load average {os.getloadavg()[0]:.1f} (timings under load)")
     print(table)
     print(note)
     payload = {"backbone": BACKBONE, "text": "MiniLM-L6 with TAC's 7 templates", "vocab_size": len(words),
-               "templates": n_t, "pools": pools, "chosen_pool": chosen, "seeds": args.seeds,
+               "templates": n_t, "ranking_precision": args.ranking_precision, "int8_agreement": agreement,
+               "pools": pools, "chosen_pool": chosen, "seeds": args.seeds,
                "images_per_domain": args.images, "per_set": per_set, "prompts": prompts,
                "seconds": {"images": t_images, "full_bank": t_full}, "environment": environment(),
                "peak_rss_mb": peak_rss_mb(), "load_average": os.getloadavg()}

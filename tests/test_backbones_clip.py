@@ -303,3 +303,20 @@ def test_hf_retrieval_tau_is_half_the_models_own_temperature(hf_backbone):
         assert hf_backbone.retrieval_tau == 0.005
     finally:
         scale.data.copy_(before)
+
+
+def test_openclip_int8_text_copy_runs_the_prefix_path_and_leaves_the_original_alone(oc_dir):
+    from tacluster.nouns.precision import int8_text_backbone
+
+    b = load_backbone(f"openclip:local-dir:{oc_dir}")
+    prompts = [t.format(w) for w in ("cat", "ice cream", "zebra") for t in PROMPT_TEMPLATES]
+    before = b.encode_text(prompts)
+    q = int8_text_backbone(b)
+    assert q is not None and q.text_precision == "int8"
+    assert q._model.visual is b._model.visual  # the image tower is shared
+    assert any(type(m) is torch.nn.Linear for m in b._model.transformer.modules())  # the original stays float32
+    approx = q.encode_text(prompts)
+    assert q._tower  # the quantised copy still reuses the prompts' prefixes
+    cos = (before * approx).sum(axis=1)
+    assert cos.min() > 0.9 and not np.allclose(cos, 1.0, atol=1e-7)
+    np.testing.assert_array_equal(b.encode_text(prompts), before)

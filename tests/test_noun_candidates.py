@@ -2,7 +2,8 @@
 
 Tiny random CLIP (tests/helpers.py) and a small slice of WordNet, so each test
 takes seconds; the agreement on real trained text towers is measured by
-benchmarks/noun_candidates.py.
+benchmarks/noun_candidates.py (``--ranking-precision int8`` for the int8
+ranking bank of tacluster.nouns.precision, tested at the end here).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from helpers import save_tiny_hf_clip
 from tacluster.counterparts import select_nouns
 from tacluster.counterparts.candidates import select_from_candidates
 from tacluster.estimator import TextAidedClustering
-from tacluster.nouns.exact import ExactNounStore, candidate_banks, resolve_noun_bank
+from tacluster.errors import InputError
+from tacluster.nouns import precision as P
+from tacluster.nouns.bank import noun_bank_entry
+from tacluster.nouns.exact import RANKING_TEMPLATES, ExactNounStore, candidate_banks, resolve_noun_bank
 from tacluster.nouns.vocabulary import load_wordnet_nouns
 
 torch = pytest.importorskip("torch")
@@ -92,14 +96,16 @@ def test_a_generous_pool_keeps_the_full_selections_nouns_and_embeds_a_fraction(c
 
 def test_exact_vectors_are_cached_per_noun_and_reused(clip, words, tmp_path, monkeypatch):
     count = _Counting(clip, monkeypatch)
-    ranking, exact, store = candidate_banks(clip, words, cache_dir=tmp_path, progress=False)
+    ranking, exact, store, _ = candidate_banks(clip, words, cache_dir=tmp_path, progress=False,
+                                               ranking_precision="float32")
     assert count.prompts == len(words)  # the ranking bank: one prompt per noun
     first = exact(np.arange(0, 40))
     assert count.prompts == len(words) + 40 * 7
     np.testing.assert_allclose(first, clip.noun_bank(words[:40], progress=False).embeddings, atol=1e-5)
     count.prompts = 0
     # A later collection (a new process: a fresh store) with 30 known and 10 new candidates.
-    ranking2, exact2, store2 = candidate_banks(clip, words, cache_dir=tmp_path, progress=False)
+    ranking2, exact2, store2, _ = candidate_banks(clip, words, cache_dir=tmp_path, progress=False,
+                                                  ranking_precision="float32")
     again = exact2(np.arange(10, 50))
     assert count.prompts == 10 * 7  # only the 10 new nouns; the ranking bank came from the cache
     assert (store2.embedded, store2.from_cache) == (10, 30)
@@ -136,7 +142,7 @@ def test_an_interrupted_pool_build_resumes_from_its_blocks(clip, words, tmp_path
 
 
 def test_the_cost_lines_say_the_pool_and_the_full_banks_prompts(clip, words, tmp_path, capsys):
-    _, exact, _ = candidate_banks(clip, words, cache_dir=tmp_path, progress=True)
+    _, exact, _, _ = candidate_banks(clip, words, cache_dir=tmp_path, progress=True, ranking_precision="float32")
     exact(np.arange(0, 12))
     err = capsys.readouterr().err
     full = f"the full bank: {len(words)} nouns x 7 = {len(words) * 7:,} prompts, --noun-bank full"
@@ -147,7 +153,6 @@ def test_the_cost_lines_say_the_pool_and_the_full_banks_prompts(clip, words, tmp
 
 def test_auto_is_candidates_on_a_cpu_and_full_on_a_gpu_or_with_the_bank_cached(clip, words, tmp_path):
     from tacluster.embed.backbones.lite import LiteBackbone
-    from tacluster.errors import InputError
     from tacluster.nouns.bank import cached_noun_bank
 
     assert resolve_noun_bank("auto", clip, words, tmp_path, "cpu") == "candidates"
@@ -165,7 +170,6 @@ def test_auto_is_candidates_on_a_cpu_and_full_on_a_gpu_or_with_the_bank_cached(c
 def test_run_json_records_which_bank_ran(clip, words, tmp_path, mode):
     from PIL import Image
 
-    from tacluster.nouns.bank import noun_bank_entry
     from tacluster.nouns.vocabulary import load_vocabulary
     from tacluster.run.workflows import cluster_images
 
@@ -186,5 +190,102 @@ def test_run_json_records_which_bank_ran(clip, words, tmp_path, mode):
         nb = run["counts"]["noun_bank"]
         assert nb["ranking_prompts"] == 120 and nb["full_bank_prompts"] == 840
         assert 0 < nb["pool_nouns"] <= 120 and nb["exact_embedded_now"] == nb["pool_nouns"]
+        assert nb["ranking_precision"]["precision"] in ("float32", "int8")
+        assert nb["ranking_precision"]["reason"].startswith("measured on this machine")
     else:
         assert "noun_bank" not in run["counts"]
+
+
+# -- the ranking bank's precision (tacluster.nouns.precision) --------------------------------
+
+
+def test_the_int8_copy_quantises_only_the_text_tower_and_leaves_the_original_alone(clip, words):
+    before = clip.encode_text(["a photo of a dog.", "a photo of a cat."])
+    q = P.int8_text_backbone(clip)
+    assert q is not None and q.text_precision == "int8" and clip.text_precision == "float32"
+    assert q._model.vision_model is clip._model.vision_model  # the image tower is shared, not copied
+    linear = torch.nn.Linear
+    assert all(type(m) is not linear for m in q._model.text_model.modules())  # every text Linear quantised
+    assert any(type(m) is linear for m in clip._model.text_model.modules())  # the original's are not
+    np.testing.assert_array_equal(clip.encode_text(["a photo of a dog.", "a photo of a cat."]), before)
+    prompts = [f"a photo of a {w}." for w in words[:32]]
+    cos = np.sum(clip.encode_text(prompts) * q.encode_text(prompts), axis=1)
+    assert cos.min() > 0.9, cos.min()  # an approximation of the same vectors
+    assert not np.allclose(cos, 1.0, atol=1e-7)  # and really another computation
+    speedup, min_cos = P.measure_int8(clip, q, prompts)
+    assert speedup > 0 and min_cos == pytest.approx(cos.min(), abs=1e-5)
+
+
+@pytest.mark.parametrize("speedup, cosine, expected", [(2.0, 0.999, "int8"), (1.05, 0.999, "float32"),
+                                                       (2.0, 0.95, "float32")])
+def test_auto_keeps_int8_only_when_faster_and_close_and_remembers_it(clip, words, tmp_path, monkeypatch,
+                                                                     speedup, cosine, expected):
+    calls = []
+    monkeypatch.setattr(P, "measure_int8", lambda a, b, prompts: calls.append(len(prompts)) or (speedup, cosine))
+    choice, ranker = P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, cache_dir=tmp_path, progress=False)
+    assert choice.precision == expected and ranker.text_precision == expected
+    assert calls == [P.PROBE_PROMPTS] and choice.probe_prompts == P.PROBE_PROMPTS
+    assert choice.speedup == speedup and choice.min_cosine == cosine
+    assert json.loads((tmp_path / P.DECISIONS_FILE).read_text())  # remembered for this machine
+    # the next run on this machine: the same decision, nothing measured
+    again, ranker2 = P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, cache_dir=tmp_path, progress=False)
+    assert calls == [P.PROBE_PROMPTS]
+    assert again.precision == expected and ranker2.text_precision == expected
+    assert again.reason.startswith("remembered: measured on this machine")
+
+
+def test_explicit_choices_gpus_and_bad_values(clip, words, tmp_path, monkeypatch):
+    def no_measurement(*a):
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(P, "measure_int8", no_measurement)
+    f32, ranker = P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, requested="float32", cache_dir=tmp_path)
+    assert f32.precision == "float32" and ranker is clip
+    gpu, ranker = P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, device="cuda", cache_dir=tmp_path)
+    assert gpu.precision == "float32" and "not on a CPU" in gpu.reason
+    with pytest.raises(InputError, match="CPU only"):
+        P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, requested="int8", device="cuda", cache_dir=tmp_path)
+    with pytest.raises(InputError, match="is not one of auto, float32, int8"):
+        P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, requested="fp16", cache_dir=tmp_path)
+    cached, ranker = P.choose_ranking_precision(clip, words, RANKING_TEMPLATES, cache_dir=tmp_path, cached=["int8"])
+    assert cached.precision == "int8" and ranker.text_precision == "int8" and "cached in int8" in cached.reason
+    assert not (tmp_path / P.DECISIONS_FILE).exists()
+
+
+def test_an_int8_ranking_bank_is_cached_apart_and_the_exact_vectors_stay_float32(clip, words, tmp_path, capsys):
+    ranking, exact, store, choice = candidate_banks(clip, words, cache_dir=tmp_path, progress=True,
+                                                    ranking_precision="int8")
+    assert choice.precision == "int8" and choice.min_cosine is not None and choice.speedup > 0
+    assert "ranking bank in int8" in capsys.readouterr().err
+    assert noun_bank_entry(clip, words, tmp_path, RANKING_TEMPLATES, precision="int8").is_dir()
+    assert not noun_bank_entry(clip, words, tmp_path, RANKING_TEMPLATES).is_dir()  # the float32 key is untouched
+    meta = json.loads((noun_bank_entry(clip, words, tmp_path, RANKING_TEMPLATES, precision="int8")
+                       / "meta.json").read_text())
+    assert meta["text_precision"] == "int8"
+    f32 = clip.noun_bank(words, progress=False, templates=RANKING_TEMPLATES).embeddings
+    cos = np.sum(np.asarray(ranking.embeddings) * f32, axis=1)
+    assert cos.min() > 0.9 and not np.allclose(cos, 1.0, atol=1e-7)
+    rows = np.arange(0, 30)
+    np.testing.assert_allclose(exact(rows), clip.noun_bank(words[:30], progress=False).embeddings, atol=1e-5)
+    # a later run with auto reuses the cached int8 bank without measuring
+    _, _, _, again = candidate_banks(clip, words, cache_dir=tmp_path, progress=False)
+    assert again.precision == "int8" and "cached in int8" in again.reason
+
+
+def test_the_exact_store_refuses_an_int8_backbone(clip, tmp_path):
+    from tacluster.nouns.exact import ExactNounStore
+
+    with pytest.raises(InputError, match="float32 text tower"):
+        ExactNounStore(P.int8_text_backbone(clip), tmp_path)
+
+
+def test_the_cli_refuses_a_ranking_precision_that_would_not_run(tmp_path, capsys):
+    from tacluster.run.cli import main
+
+    (tmp_path / "img").mkdir()
+    rc = main(["cluster", str(tmp_path / "img"), "--k", "2", "--noun-bank", "full", "--ranking-precision", "int8",
+               "--out", str(tmp_path / "run"), "--backbone", "lite"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "--noun-bank full builds no ranking bank" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

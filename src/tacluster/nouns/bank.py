@@ -335,17 +335,26 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(arr, dtype=np.float32))
 
 
-def _entry_key(fingerprint: str, wdigest: str, templates: Sequence[str] | None = None) -> str:
-    # The backbone's own templates keep the key they always had (existing caches stay valid).
+def _entry_key(fingerprint: str, wdigest: str, templates: Sequence[str] | None = None,
+               precision: str = "float32") -> str:
+    # The backbone's own templates in float32 keep the key they always had (existing caches stay valid).
     extra = "" if templates is None else "\n" + words_digest(list(templates))
+    extra += "" if precision == "float32" else f"\ntext precision {precision}"
     return hashlib.sha256(f"{fingerprint}\n{wdigest}{extra}".encode()).hexdigest()[:32]
 
 
+def _precision(backbone: Backbone) -> str:
+    """The text tower's precision (``"int8"`` on :func:`tacluster.nouns.precision.int8_text_backbone`'s copies)."""
+    return getattr(backbone, "text_precision", "float32")
+
+
 def noun_bank_entry(backbone: Backbone, words: Sequence[str], cache_dir: str | os.PathLike | None = None,
-                    templates: Sequence[str] | None = None) -> Path:
-    """The folder :func:`cached_noun_bank` keeps this bank in (it may not exist yet)."""
+                    templates: Sequence[str] | None = None, precision: str | None = None) -> Path:
+    """The folder :func:`cached_noun_bank` keeps this bank in (it may not exist yet); ``precision``:
+    the text tower's (default: the backbone's own, ``"float32"`` but on an int8 copy)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "nounbanks" / _entry_key(backbone.fingerprint, words_digest(list(words)), templates)
+    return root / "nounbanks" / _entry_key(backbone.fingerprint, words_digest(list(words)), templates,
+                                           precision or _precision(backbone))
 
 
 def _read_entry(entry: Path, wdigest: str, fingerprint: str) -> NounBank:
@@ -468,6 +477,7 @@ def cached_noun_bank(
         "words_sha256": wdigest,
         "stored_words_sha256": words_digest(stored_words),
         "shape": list(bank.embeddings.shape),
+        **({} if _precision(backbone) == "float32" else {"text_precision": _precision(backbone)}),
     }
     try:
         _write_entry(entry, NounBank(stored_words, bank.embeddings), meta)

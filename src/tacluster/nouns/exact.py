@@ -29,6 +29,7 @@ import numpy as np
 from tacluster._atomic import atomic_write, atomic_write_bytes
 from tacluster.errors import CacheError, InputError
 from tacluster.nouns.bank import _BUILD, NounBank, _Build, _save_npy, cached_noun_bank, default_cache_dir, words_digest
+from tacluster.nouns.precision import RankingPrecision
 
 if TYPE_CHECKING:
     from tacluster.embed.backbones.base import Backbone
@@ -54,6 +55,8 @@ class ExactNounStore:
     def __init__(self, backbone: Backbone, cache_dir: str | os.PathLike | None = None, progress: bool = True):
         if backbone.prompt_templates is None:
             raise InputError(f"backbone {backbone.name!r} does not build its noun bank from prompt templates")
+        if getattr(backbone, "text_precision", "float32") != "float32":
+            raise InputError("exact noun vectors come from the float32 text tower, not an int8 copy")
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         key = hashlib.sha256(f"{backbone.fingerprint}\n{words_digest(list(backbone.prompt_templates))}".encode())
         self.folder = root / "nounvectors" / key.hexdigest()[:32]
@@ -114,27 +117,39 @@ class ExactNounStore:
 
 def candidate_banks(
     backbone: Backbone, words: Sequence[str], cache_dir: str | os.PathLike | None = None, progress: bool = True,
-) -> tuple[NounBank, Callable[[np.ndarray], np.ndarray], ExactNounStore]:
+    *, ranking_precision: str = "auto", device: str = "cpu",
+) -> tuple[NounBank, Callable[[np.ndarray], np.ndarray], ExactNounStore, RankingPrecision]:
     """The ranking bank of ``words`` (one template, cached), the function that gives the exact
-    vectors of its rows (through an :class:`ExactNounStore`), and that store.
+    vectors of its rows (through an :class:`ExactNounStore`), that store, and the precision
+    the ranking bank was built in (:func:`~tacluster.nouns.precision.choose_ranking_precision`:
+    ``ranking_precision`` ``"auto"`` keeps int8 only where it is measured faster on this
+    machine; the exact vectors are always float32).
 
     The function's rows index ``ranking.words``; pass it as ``exact_noun_embeddings``
     to :meth:`tacluster.estimator.TextAidedClustering.fit`.
     """
+    from tacluster.nouns.bank import noun_bank_entry
+    from tacluster.nouns.precision import choose_ranking_precision
+
     words = list(words)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cached = [p for p in ("float32", "int8")
+              if noun_bank_entry(backbone, words, root, RANKING_TEMPLATES, precision=p).is_dir()]
+    choice, ranker = choose_ranking_precision(backbone, words, RANKING_TEMPLATES, requested=ranking_precision,
+                                              device=device, cache_dir=root, cached=cached, progress=progress)
     n_t = len(backbone.prompt_templates or ())
     full = f"the full bank: {len(words):,} nouns x {n_t} = {len(words) * n_t:,} prompts, --noun-bank full"
-    ranking = cached_noun_bank(backbone, words, cache_dir=cache_dir, progress=progress,
-                               templates=RANKING_TEMPLATES,
-                               note=f"the ranking bank of --noun-bank candidates ({full})")
-    store = ExactNounStore(backbone, cache_dir, progress)
+    in_int8 = ", text tower in int8" if choice.precision == "int8" else ""
+    ranking = cached_noun_bank(ranker, words, cache_dir=root, progress=progress, templates=RANKING_TEMPLATES,
+                               note=f"the ranking bank of --noun-bank candidates{in_int8} ({full})")
+    store = ExactNounStore(backbone, root, progress)
 
     def exact(rows: np.ndarray) -> np.ndarray:
         picked = [ranking.words[i] for i in rows]
         return store.vectors(picked, note=f"exact vectors of the candidate pool only "
                                           f"({len(picked):,} of {len(words):,} nouns; {full})")
 
-    return ranking, exact, store
+    return ranking, exact, store, choice
 
 
 #: Values of ``--noun-bank``.

@@ -135,6 +135,10 @@ def _add_cluster(sub) -> None:
                    help="full = every noun with all 7 prompt templates (the paper); candidates = rank every noun "
                         "with one template, embed all 7 only for each semantic centre's candidates (cached per "
                         "noun); auto (default) = candidates on a CPU unless the full bank is cached, full on a GPU")
+    c.add_argument("--ranking-precision", default="auto", choices=["auto", "float32", "int8"],
+                   help="the candidates' one-template ranking bank: int8 (CPU: the text tower's Linear layers "
+                        "quantised; the candidates' exact vectors stay float32), float32, or auto (default) = "
+                        "int8 where a probe on this machine measures it >= 1.2x faster at min cosine >= 0.99")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
     c.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
@@ -412,7 +416,8 @@ def _cmd_cluster(a) -> int:
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
         embeddings=a.embeddings, joint_embeddings=a.joint_embeddings, embedding_column=a.embedding_column,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
-        noun_bank=a.noun_bank, progress=not a.quiet, report=not a.no_report, engine=a.engine, offline=a.offline or None,
+        noun_bank=a.noun_bank, ranking_precision=a.ranking_precision, progress=not a.quiet,
+        report=not a.no_report, engine=a.engine, offline=a.offline or None,
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
     )

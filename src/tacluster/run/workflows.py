@@ -145,12 +145,14 @@ class _RunPlan:
     run_key: str
     #: What ``--backbone auto`` became, why, and the line that says it (None when a backbone was named).
     backbone_choice: AutoChoice | None = None
+    #: ``--ranking-precision``: the precision of ``--noun-bank candidates``'s ranking bank.
+    ranking_precision: str = "auto"
 
 
 def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method: str, seed: int, device: str,
               batch_size: int | None, engine: str | None, cache_dir, vocabulary: str | None,
               estimator_params: dict | None, progress: bool, offline: bool | None, embeddings, joint_embeddings,
-              embedding_column: str | None, noun_bank: str) -> _RunPlan:
+              embedding_column: str | None, noun_bank: str, ranking_precision: str = "auto") -> _RunPlan:
     """Every argument of :func:`cluster_images` checked and the input opened, before anything is loaded or embedded."""
     from tacluster.nouns.bank import default_cache_dir
 
@@ -159,6 +161,7 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
 
     if noun_bank not in NOUN_BANK_MODES:
         raise InputError(f"--noun-bank {noun_bank!r} is not one of {', '.join(NOUN_BANK_MODES)}")
+    _check_ranking_precision(ranking_precision, noun_bank)
     _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine)
     backbone, choice = _resolve_backbone(backbone, embeddings, offline, cache_dir)
     resolved_method = recommended_method(backbone) if method == "auto" else method
@@ -174,10 +177,24 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
                              estimator_params, joint_embeddings, embedding_column)
     if noun_bank != "auto":  # an explicit choice is part of the run key ("auto" keeps the keys it always had)
         settings["noun_bank"] = noun_bank
+    if ranking_precision != "auto":
+        settings["ranking_precision"] = ranking_precision
     run_key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return _RunPlan(source, backbone, seed, device, batch_size, engine, vocabulary, estimator_params, progress,
-                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key, choice)
+                    offline, noun_bank, n_clusters, resolved_method, cache, external, src, settings, run_key, choice,
+                    ranking_precision)
+
+
+def _check_ranking_precision(ranking_precision: str, noun_bank: str) -> None:
+    """``--ranking-precision`` is one of its values and names a bank that runs (the candidates' ranking bank)."""
+    from tacluster.nouns.precision import RANKING_PRECISIONS
+
+    if ranking_precision not in RANKING_PRECISIONS:
+        raise InputError(f"--ranking-precision {ranking_precision!r} is not one of {', '.join(RANKING_PRECISIONS)}")
+    if ranking_precision != "auto" and noun_bank == "full":
+        raise InputError(f"--ranking-precision {ranking_precision} sets the ranking bank of --noun-bank candidates; "
+                         "--noun-bank full builds no ranking bank (drop one of the two)")
 
 
 def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir):
@@ -215,6 +232,7 @@ def cluster_images(
     joint_embeddings: str | os.PathLike | None = None,
     embedding_column: str | None = None,
     noun_bank: str = "auto",
+    ranking_precision: str = "auto",
 ) -> ClusterRun:
     """Cluster every image of ``source`` and write the run directory ``out_dir``.
 
@@ -243,6 +261,9 @@ def cluster_images(
         semantic centre's candidates; :mod:`tacluster.nouns.exact`) or ``"auto"``
         (candidates on a CPU unless the full bank is cached; full on a GPU and
         for backbones without templates); run.json records which ran
+    ranking_precision : the candidates' ranking bank in ``"float32"``, ``"int8"``
+        (CPU) or ``"auto"`` (int8 where measured faster on this machine;
+        :mod:`tacluster.nouns.precision`); the exact vectors stay float32
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -250,7 +271,8 @@ def cluster_images(
     plan = _plan_run(source, out, n_clusters, backbone=backbone, method=method, seed=seed, device=device,
                      batch_size=batch_size, engine=engine, cache_dir=cache_dir, vocabulary=vocabulary,
                      estimator_params=estimator_params, progress=progress, offline=offline, embeddings=embeddings,
-                     joint_embeddings=joint_embeddings, embedding_column=embedding_column, noun_bank=noun_bank)
+                     joint_embeddings=joint_embeddings, embedding_column=embedding_column, noun_bank=noun_bank,
+                     ranking_precision=ranking_precision)
     with run_lock(out):  # one command writes a run directory at a time
         check_out_dir(out, plan.run_key, overwrite)
         if plan.backbone_choice is not None and plan.backbone_choice.message and progress:
@@ -319,7 +341,8 @@ def _fit_inputs(plan: _RunPlan, out: Path, timings: dict[str, float],
     joint = emb.arrays.get("joint", u)
     with _timed(timings, "noun_bank"):
         nouns = _noun_side(bb, plan.backbone, plan.vocabulary, plan.cache, plan.progress, joint,
-                           plan.external is not None, joint is not u, plan.noun_bank, _device_used(plan.device))
+                           plan.external is not None, joint is not u, plan.noun_bank, _device_used(plan.device),
+                           plan.ranking_precision)
     return bb, emb, nouns
 
 
@@ -509,6 +532,7 @@ class _Nouns:
     mode: str  # what ran: "full" or "candidates"
     exact: object = None  # callable rows -> exact vectors, or None
     store: object = None  # the ExactNounStore behind ``exact``
+    precision: object = None  # the RankingPrecision the ranking bank was built in
 
     def naming_bank(self, est) -> np.ndarray:
         """The bank cluster names are scored on: exact vectors wherever they were computed."""
@@ -527,11 +551,12 @@ class _Nouns:
         return {"ranking_templates": 1, "ranking_prompts": len(self.bank.words), "pool_nouns": n_pool,
                 "noun_pool_per_centre": est.noun_pool if pool is not None else None,
                 "pool_prompts": n_pool * n_t, "full_bank_prompts": len(self.bank.words) * n_t,
-                "exact_embedded_now": self.store.embedded, "exact_from_cache": self.store.from_cache}
+                "exact_embedded_now": self.store.embedded, "exact_from_cache": self.store.from_cache,
+                "ranking_precision": self.precision.record()}
 
 
 def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint, external: bool, own_joint: bool,
-               noun_bank: str = "auto", device: str = "cpu") -> _Nouns:
+               noun_bank: str = "auto", device: str = "cpu", ranking_precision: str = "auto") -> _Nouns:
     """The vocabulary, its cached noun bank (full or candidates, :func:`~tacluster.nouns.exact.resolve_noun_bank`)
     and the words the backbone cannot embed."""
     from tacluster.nouns.bank import NounBank, cached_noun_bank
@@ -542,10 +567,15 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
         return _Nouns([], NounBank([], np.zeros((0, joint.shape[1]), np.float32)), [], "none")
     words = load_vocabulary(vocabulary)
     mode = resolve_noun_bank(noun_bank, bb, words, cache, device)
-    exact = store = None
+    exact = store = precision = None
     if mode == "candidates":
-        bank, exact, store = candidate_banks(bb, words, cache_dir=cache, progress=progress)
+        bank, exact, store, precision = candidate_banks(bb, words, cache_dir=cache, progress=progress,
+                                                        ranking_precision=ranking_precision, device=device)
     else:
+        if ranking_precision != "auto":
+            raise InputError(f"--ranking-precision {ranking_precision} sets the ranking bank of --noun-bank "
+                             "candidates, and --noun-bank auto uses the full bank here (it is cached, or this "
+                             "is a GPU); add --noun-bank candidates, or drop --ranking-precision")
         n_t = len(bb.prompt_templates or ())
         note = (f"--noun-bank candidates would embed {len(words):,} prompts (one template) plus each collection's "
                 "candidate pool" if n_t > 1 else "")
@@ -563,7 +593,7 @@ def _noun_side(bb, backbone: str, vocabulary, cache: Path, progress: bool, joint
         )
     known = set(bank.words)
     unknown = [w for w in words if w not in known] if vocabulary is not None else []
-    return _Nouns(words, bank, unknown, mode, exact, store)
+    return _Nouns(words, bank, unknown, mode, exact, store, precision)
 
 
 def _make_estimator(bb, n_clusters, resolved_method, seed, device, progress, estimator_params):

@@ -85,6 +85,11 @@ class CLIPBackbone(Backbone):
     #: where the backbone has one; False runs the model's plain forward.
     prefix_reuse: bool = True
     _tower = None  # the fast text path, built on first use; False where there is none
+    #: Top-level submodules of ``self._model`` the text features run through (int8 quantises
+    #: their Linear layers: :func:`tacluster.nouns.precision.int8_text_backbone`).
+    text_modules: tuple[str, ...] = ()
+    #: ``"float32"``, or ``"int8"`` on an int8 copy; banks of another precision are cached apart.
+    text_precision: str = "float32"
 
     def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         """Raw image embeddings (N, d) of preprocessed pixels already on the device."""

@@ -105,6 +105,7 @@ class HFTwoTowerBackbone(CLIPBackbone):
     """
 
     outputs = ("image",)
+    text_modules = ("text_model", "text_projection")
 
     def __init__(self, source: str, device: str = "cpu", text_batch_size: int = 256,
                  offline: bool | None = None, name: str | None = None):

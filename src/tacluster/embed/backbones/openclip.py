@@ -198,6 +198,7 @@ class OpenCLIPBackbone(CLIPBackbone):
     """
 
     outputs = ("image",)
+    text_modules = ("transformer", "text")  # CLIP's text transformer; CustomTextCLIP's text tower
 
     def __init__(
         self,
