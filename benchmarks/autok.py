@@ -37,9 +37,18 @@ drawn at random (``numpy.random.default_rng(123)``, three draws each) from
 CIFAR-10 (files 100-299 of each class: not the files ``domains.py`` uses),
 from 15-Scene's and from the butterflies' fit parts. Criteria: the default
 (modularity plateau, with the plateau's range: every k within the tolerance
-of the best), modularity argmax at resolution 1, null-corrected stability,
-the silhouette gap (stability's second opinion), and the eigengap of the raw
-view's 20-NN graph. Writes ``autok_criteria.json`` / ``.md``::
+of the best, and which end it takes: the near end when the raw view's largest
+eigengap reaches ``EIGENGAP_THRESHOLD``, issue 30), the plateau's far end alone
+(the default before issue 30), modularity argmax at resolution 1,
+null-corrected stability, the silhouette gap (stability's second opinion), and
+the eigengap of the raw view's 20-NN graph. Then the leave-one-domain-out check
+of the eigengap threshold: for each domain, the threshold (grid
+:data:`GAP_GRID`; the centre of the best-scoring range) fixed on the other
+domains and their subsets (domains exact + subsets within ±1), applied to that
+domain and its subsets. Check cases, used by no fit: fresh draws
+(``default_rng(456)``) of 4 and 6 classes, sizes not drawn above, from CIFAR-10
+(two each), 15-Scene, the butterflies, flowers17, clothing and pacs-sketch
+(fit parts). Writes ``autok_criteria.json`` / ``.md``::
 
     python benchmarks/autok.py --criteria --out docs
 """
@@ -57,7 +66,7 @@ import numpy as np  # noqa: E402
 from _common import environment, markdown_table, write_json  # noqa: E402
 
 from tacluster import TextAidedClustering  # noqa: E402
-from tacluster.choices.choose_k import estimate_n_clusters  # noqa: E402
+from tacluster.choices.choose_k import EIGENGAP_THRESHOLD, estimate_n_clusters  # noqa: E402
 from tacluster.evaluate.metrics import evaluate_clustering  # noqa: E402
 
 
@@ -166,7 +175,8 @@ def domains_lodo(seeds: list[int], out: str) -> dict:
 
 
 def subset_cases(bb, work: Path, shared: Path):
-    """(name, features, labels) of the class subsets of ``--criteria``."""
+    """(kind, name, features, labels) of the class subsets (``"subset"``) and check draws (``"check"``)
+    of ``--criteria``."""
     from domains import load_domain
     from quality import IMAGE_EXTS, dataset_root
 
@@ -182,16 +192,23 @@ def subset_cases(bb, work: Path, shared: Path):
     emb = embed_images(paths, bb, cache_dir=default_cache_dir(), progress=False)
     label_of = dict(zip(paths, labels))
     sources = [("CIFAR-10", emb.arrays["image"], np.unique([label_of[p] for p in emb.paths], return_inverse=True)[1])]
-    for name in ("scene15-train", "butterflies"):
+    for name in ("scene15-train", "butterflies", "flowers17", "clothing", "pacs-sketch"):
         d = load_domain(name, None, bb, default_cache_dir(), work, shared)
         sources.append((name, d["u_fit"], d["y_fit"]))
     rng = np.random.default_rng(123)
-    for name, u, y in sources:
+    for name, u, y in sources[:3]:
         y = np.asarray(y).reshape(-1)
         for m in (3, 5, 7):
             for draw in range(3):
                 keep = np.isin(y, rng.choice(np.unique(y), m, replace=False))
-                yield f"{name} {m} classes #{draw}", u[keep], y[keep]
+                yield "subset", f"{name} {m} classes #{draw}", u[keep], y[keep]
+    rng = np.random.default_rng(456)  # check draws: other seed, other sizes, more sources
+    for name, u, y in sources:
+        y = np.asarray(y).reshape(-1)
+        for m in (4, 6):
+            for draw in range(2 if name == "CIFAR-10" else 1):
+                keep = np.isin(y, rng.choice(np.unique(y), m, replace=False))
+                yield "check", f"{name} {m} classes #{draw}", u[keep], y[keep]
 
 
 def eigengap_k(u: np.ndarray, candidates: np.ndarray) -> int:
@@ -228,9 +245,9 @@ def criteria(out: str) -> dict:
     for name, limit in SETS:
         d = load_domain(name, limit, bb, default_cache_dir(), work, SHARED)
         cases.append(("domain", name, d["u_fit"], d["y_fit"]))
-    cases += [("subset", name, u, y) for name, u, y in subset_cases(bb, work, SHARED)]
-    crits = ("modularity plateau (default)", "modularity argmax, resolution 1", "stability", "silhouette gap",
-             "eigengap")
+    cases += list(subset_cases(bb, work, SHARED))
+    crits = ("plateau, end by eigengap (default)", "plateau's far end (before issue 30)",
+             "modularity argmax, resolution 1", "stability", "silhouette gap", "eigengap")
     records, rows = [], []
     for kind, name, u, y in cases:
         tic = time.perf_counter()
@@ -241,31 +258,86 @@ def criteria(out: str) -> dict:
         parts = modularity_curves(u, cand, seed=0)
         argmax1 = plateau_choice((parts[..., 0] - parts[..., 1]).mean(axis=2).max(axis=0), cand, 0.0)[0]
         stab = estimate_n_clusters(u, seed=0, criterion="stability")
-        ks = {crits[0]: res.k, crits[1]: argmax1, crits[2]: stab.k, crits[3]: stab.details["silhouette_gap_k"],
-              crits[4]: eigengap_k(u, cand)}
         plateau = res.details["plateau"]
-        records.append({"kind": kind, "case": name, "n": int(len(y)), "true_k": true_k, "k": ks,
-                        "plateau": plateau, "seconds": time.perf_counter() - tic})
-        rows.append([name, len(y), true_k] + [ks[c] for c in crits] + [f"{plateau[0]}-{plateau[1]}"])
+        ks = {crits[0]: res.k, crits[1]: plateau[1], crits[2]: argmax1, crits[3]: stab.k,
+              crits[4]: stab.details["silhouette_gap_k"], crits[5]: eigengap_k(u, cand)}
+        records.append({"kind": kind, "case": name, "group": _group(name), "n": int(len(y)), "true_k": true_k,
+                        "k": ks, "plateau": plateau, "eigengap": res.details["eigengap"],
+                        "seconds": time.perf_counter() - tic})
+        rows.append([name, len(y), true_k] + [ks[c] for c in crits]
+                    + [f"{plateau[0]}-{plateau[1]}", f"{res.details['eigengap']:.3f}"])
         print(f"{name:28s} true {true_k:2d} " + " ".join(f"{ks[c]:3d}" for c in crits) + f" plateau {plateau}",
               file=sys.stderr, flush=True)
-    summary = ["**domains exact / subsets within ±1**", "", ""]
+    lodo = gap_lodo(records)
+    for r in records:
+        r["k"]["leave-one-domain-out threshold"] = lodo["k"][r["case"]]
+    crits = crits + ("leave-one-domain-out threshold",)
+    for row, r in zip(rows, records):
+        row.insert(3 + len(crits) - 1, r["k"][crits[-1]])
+    n_sub = sum(r["kind"] == "subset" for r in records)
+    n_chk = sum(r["kind"] == "check" for r in records)
+    summary = ["**domains exact / subsets within ±1 / check draws within ±1**", "", ""]
     for c in crits:
-        ex = sum(r["k"][c] == r["true_k"] for r in records if r["kind"] == "domain")
-        near = sum(abs(r["k"][c] - r["true_k"]) <= 1 for r in records if r["kind"] == "subset")
-        summary.append(f"{ex}/12, {near}/{sum(r['kind'] == 'subset' for r in records)}")
+        summary.append(f"{_hits(records, c, 'domain')}/12, {_hits(records, c, 'subset')}/{n_sub}, "
+                       f"{_hits(records, c, 'check')}/{n_chk}")
     held = [r["plateau"][0] <= r["true_k"] <= r["plateau"][1] for r in records]
-    dom = [h for h, r in zip(held, records) if r["kind"] == "domain"]
-    summary.append(f"true K inside: {sum(dom)}/{len(dom)}, {sum(held) - sum(dom)}/{len(held) - len(dom)}")
+    inside = {kind: sum(h for h, r in zip(held, records) if r["kind"] == kind) for kind in ("domain", "subset", "check")}
+    summary.append(f"true K inside: {inside['domain']}/12, {inside['subset']}/{n_sub}, {inside['check']}/{n_chk}")
+    summary.append("")
     rows.append(summary)
-    table = markdown_table(["case", "N", "true K"] + list(crits) + ["default's plateau"], rows)
+    table = markdown_table(["case", "N", "true K"] + list(crits) + ["default's plateau", "raw view's eigengap"], rows)
+    folds = markdown_table(["held-out domain (with its subsets)", "threshold fixed on the others",
+                            "their hits (of the best)"],
+                           [[g, f"{t:g}", f"{h}"] for g, (t, h) in lodo["folds"].items()])
     md = ("### Auto-K criteria on both kinds of collection (fit parts of the twelve sets at their true K; "
-          "class subsets; seed 0)\n\n" + table + "\n")
+          "class subsets; check draws; seed 0)\n\n" + table + "\n\n"
+          f"Eigengap threshold of the default: {EIGENGAP_THRESHOLD:g}. Hits: domains exact, subsets and check draws "
+          "within ±1 of the true K. The check draws (4 and 6 classes, `default_rng(456)`) fit nothing.\n\n"
+          "#### Leave-one-domain-out check of the eigengap threshold\n\n" + folds + "\n")
     print(md)
-    payload = {"environment": environment(), "criteria": list(crits), "records": records, "markdown": md}
+    payload = {"environment": environment(), "criteria": list(crits), "eigengap_threshold": EIGENGAP_THRESHOLD,
+               "gap_grid": list(GAP_GRID), "lodo_folds": {g: list(v) for g, v in lodo["folds"].items()},
+               "records": records, "markdown": md}
     write_json(Path(out) / "autok_criteria.json", payload)
     (Path(out) / "autok_criteria.md").write_text(md)
     return payload
+
+
+#: Thresholds on the raw view's eigengap the leave-one-domain-out check chooses from.
+GAP_GRID = tuple(float(v) for v in np.round(np.arange(0.04, 0.16, 0.005), 3))
+
+
+def _group(name: str) -> str:
+    """The domain a case belongs to (a subset of CIFAR-10 files 100-299 belongs to cifar10-train)."""
+    return "cifar10-train" if name.startswith("CIFAR-10") else name.split(" ")[0]
+
+
+def _hits(records: list[dict], crit: str, kind: str) -> int:
+    """Domains: exact; subsets and check draws: within ±1."""
+    return sum((r["k"][crit] == r["true_k"]) if kind == "domain" else (abs(r["k"][crit] - r["true_k"]) <= 1)
+               for r in records if r["kind"] == kind)
+
+
+def gap_lodo(records: list[dict]) -> dict:
+    """For each domain, the eigengap threshold fixed on the other domains and their subsets (not the check
+    draws), applied to it and its subsets and check draws: ``{"k": {case: K}, "folds": {domain: (t, hits)}}``."""
+
+    def pick(r, t):
+        return r["plateau"][0] if r["eigengap"] >= t else r["plateau"][1]
+
+    def score(rs, t):
+        return sum((pick(r, t) == r["true_k"]) if r["kind"] == "domain" else (abs(pick(r, t) - r["true_k"]) <= 1)
+                   for r in rs)
+
+    ks, folds = {}, {}
+    for g in dict.fromkeys(r["group"] for r in records if r["kind"] == "domain"):
+        train = [r for r in records if r["group"] != g and r["kind"] != "check"]
+        sc = np.array([score(train, t) for t in GAP_GRID])
+        best = np.flatnonzero(sc == sc.max())
+        t = GAP_GRID[best[len(best) // 2]]  # the centre of the best-scoring range, not its edge
+        folds[g] = (t, int(sc.max()))
+        ks.update({r["case"]: pick(r, t) for r in records if r["group"] == g})
+    return {"k": ks, "folds": folds}
 
 
 def main(argv=None) -> dict:

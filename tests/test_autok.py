@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tacluster.choices.choose_k import _ari, estimate_n_clusters, modularity_curves, plateau_choice
+from tacluster.choices.choose_k import _ari, eigengap, estimate_n_clusters, modularity_curves, plateau_choice
 from tacluster.cluster.kmeans import consensus_labels
 from tacluster.counterparts import retrieve_counterparts
 from tacluster.errors import InputError
@@ -58,15 +58,39 @@ def test_modularity_recovers_classes(k):
     # The default criterion on worlds with a known K (1,000 points, 64-d).
     w = _world(k)
     res = estimate_n_clusters(w.image_embeddings, k_range=(2, 20), seed=0)
-    assert res.k == k
     assert res.candidates.tolist() == list(range(2, 21)) and res.scores.shape == (19,)
     d = res.details
     assert d["views"] == ["feature power 1", "feature power 0.5"] and "text_side" not in d
-    # the score is the better view's modularity; k is the largest on the plateau
+    # the score is the better view's modularity; the plateau is every k within the tolerance
     curves = np.array(list(d["modularity"].values()))
     np.testing.assert_allclose(res.scores, curves.max(axis=0))
-    assert res.scores[res.candidates.tolist().index(k)] >= d["threshold"]
-    assert all(s < d["threshold"] for c, s in zip(res.candidates, res.scores) if c > k)
+    lo, hi = d["plateau"]
+    assert lo <= k <= hi
+    assert all((s >= d["threshold"]) == (lo <= c <= hi) for c, s in zip(res.candidates, res.scores))
+    # separated classes: a strong eigengap (0.5 here, 0.03-0.3 on real photos), so K is the near end
+    assert d["eigengap"] >= d["eigengap_threshold"] and d["plateau_end"] == "near" and res.k == lo
+    # the near end is exact on 4 and 8 classes; on 12 it is 11 (two classes within the 2 % plateau:
+    # a known miss of the issue-30 rule, docs/tuning.md §9.1), where the far end, the rule before, is exact
+    assert res.k == (k if k < 12 else 11)
+    far = estimate_n_clusters(w.image_embeddings, k_range=(2, 20), seed=0, eigengap_threshold=float("inf"))
+    assert far.k == hi == k and far.details["plateau_end"] == "far"
+    np.testing.assert_array_equal(far.scores, res.scores)
+
+
+def test_eigengap_picks_the_largest_gap_among_the_candidates():
+    values = [1.0, 0.99, 0.98, 0.7, 0.69, 0.5, 0.2]
+    assert eigengap(values, range(2, 6)) == (3, pytest.approx(0.28))
+    assert eigengap(values, [5, 6]) == (6, pytest.approx(0.3))  # candidates past the spectrum are skipped
+    assert eigengap(values, [6, 7, 9]) == (6, pytest.approx(0.3))
+
+
+def test_eigengap_threshold_is_checked_and_refused_by_stability():
+    u = make_world(200, 3, 16, 50, seed=0).image_embeddings
+    for bad in (-0.1, float("nan"), "0.1", True):
+        with pytest.raises(InputError, match="eigengap_threshold"):
+            estimate_n_clusters(u, k_range=(2, 4), eigengap_threshold=bad)
+    with pytest.raises(InputError, match="used only by criterion='modularity'"):
+        estimate_n_clusters(u, k_range=(2, 4), criterion="stability", eigengap_threshold=0.1)
 
 
 def test_modularity_tolerance_and_resolution_are_applied():
@@ -80,7 +104,9 @@ def test_modularity_tolerance_and_resolution_are_applied():
     assert np.all(higher.scores < base.scores)
     drop = base.scores - higher.scores
     assert drop[0] > drop[-1]
-    loose = estimate_n_clusters(w.image_embeddings, k_range=(2, 12), seed=0, resolution=1.0, tolerance=0.5)
+    # the far end of the plateau (eigengap_threshold inf: whatever the eigengap)
+    loose = estimate_n_clusters(w.image_embeddings, k_range=(2, 12), seed=0, resolution=1.0, tolerance=0.5,
+                                eigengap_threshold=float("inf"))
     assert loose.k >= base.k
     assert loose.k == int(loose.candidates[np.flatnonzero(loose.scores >= loose.details["threshold"]).max()])
 

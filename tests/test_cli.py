@@ -202,8 +202,11 @@ def test_k_auto_writes_its_search_to_run_json(run, tmp_path):
     assert auto["candidates"] == list(range(2, min(30, n // 10) + 1))  # at least 10 images per cluster
     assert clusters["n_clusters"] == auto["chosen"] == len(clusters["clusters"])
     assert auto["criterion"].startswith("plateau of kNN-graph modularity")  # the criterion that chose, by name
+    # which end of the plateau and why (issue 30): the near end exactly when the eigengap reaches the threshold
+    assert auto["plateau_end"] == ("near" if auto["eigengap"] >= auto["eigengap_threshold"] else "far")
+    assert auto["chosen"] == auto["plateau"][0 if auto["plateau_end"] == "near" else 1]
     lo, hi = auto["plateau"]  # how sure: the ks scoring within the tolerance of the best
-    assert lo <= auto["chosen"] == hi and auto["tolerance"] == 0.02
+    assert lo <= auto["chosen"] <= hi and auto["tolerance"] == 0.02
     within = [k for k, s in zip(auto["candidates"], auto["scores"]) if s >= max(auto["scores"]) * (1 - 0.02)]
     assert [min(within), max(within)] == [lo, hi]
     assert (out / "auto_k.png").is_file()

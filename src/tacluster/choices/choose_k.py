@@ -19,15 +19,26 @@ collection's own kNN graphs. K is chosen in the same view:
    averaged over four symmetrised graphs: the 10- and 20-NN graphs of both
    views. The score of k is the better of the two views' partitions (the
    method choice also keeps the better-scoring candidate).
-4. **K = the largest k whose score is within ``tolerance`` (relative) of the
-   best score.** Modularity curves on real embeddings have a flat top and their
+4. **The plateau: every k whose score is within ``tolerance`` (relative) of
+   the best score.** Modularity curves on real embeddings have a flat top and their
    maximum sits below the number of classes (modularity's resolution limit
    merges small communities; measured on the nine domains of issue 19: argmax
    at resolution 1 chose 5-11 for 7-25 classes); the resolution 1.1 and the
-   plateau rule take that bias out. Both settings were fixed on the fit parts
+   plateau take that bias out. Both settings were fixed on the fit parts
    of the nine domains and checked leave-one-domain-out (``docs/tuning.md`` §7).
+5. **Which end of the plateau (issue 30): K = its smallest k when the raw
+   view's largest eigengap over the candidates is at least
+   ``eigengap_threshold`` (0.09), else its largest.** The far end suits many
+   fine classes (the resolution limit), but few large classes split into
+   sub-communities that modularity still rewards (CIFAR-10 subsets: 9-12
+   clusters for 3-7 classes). A large gap in the spectrum of the normalised
+   20-NN graph (eigenvalues from the same ``eigsh`` as step 1) marks a
+   collection of few, well separated groups, where the near end held. The
+   threshold was fixed on the fit parts of the twelve domains and 27 class
+   subsets (the centre of the range that scored best; every
+   leave-one-domain-out fold chose 0.08-0.09), ``docs/tuning.md`` §9.1.
 
-Cost: two kNN searches per view, one ``eigsh`` per view, and per k two
+Cost: two kNN searches per view, one ``eigsh`` per view (its eigenvalues give the eigengap), and per k two
 k-means fits on at most ``k_max`` columns; about 5 s for 1,000 images and
 k up to 30 on 2 cores. The search runs on at most ``max_samples`` points.
 Labels are never used. The text side is not used by this criterion (it is
@@ -90,12 +101,16 @@ from tacluster.cluster import _faiss
 from tacluster._validation import as_float_matrix, check_positive
 from tacluster.errors import InputError
 
-__all__ = ["AutoKResult", "estimate_n_clusters", "modularity_curves", "plateau_choice", "search_range"]
+__all__ = ["AutoKResult", "eigengap", "estimate_n_clusters", "modularity_curves", "plateau_choice",
+           "search_range"]
 
 #: Modularity resolution of the default criterion (fixed on the nine domains' fit parts).
 RESOLUTION = 1.1
-#: Relative plateau: K is the largest k scoring within this share of the best score.
+#: Relative plateau: every k scoring within this share of the best score is on the plateau.
 TOLERANCE = 0.02
+#: The raw view's largest eigengap (over the candidates) at or above which K is the plateau's near end
+#: instead of its far end (fixed on the fit parts of the twelve domains and 27 class subsets; docs/tuning.md §9.1).
+EIGENGAP_THRESHOLD = 0.09
 #: Neighbours of the graph each view's spectral embedding is computed on (as ``spectral_neighbors``).
 SPECTRAL_NEIGHBORS = 20
 #: Neighbour counts of the graphs the partitions are scored on (each for both views).
@@ -106,10 +121,11 @@ VIEW_POWERS = (1.0, 0.5)
 STABILITY_ONLY = ("joint_embeddings", "counterparts", "n_components", "n_bootstrap", "subsample_fraction",
                   "text_weight", "n_references")
 #: Settings only ``criterion="modularity"`` reads; refused under ``"stability"``.
-MODULARITY_ONLY = ("resolution", "tolerance")
+MODULARITY_ONLY = ("resolution", "tolerance", "eigengap_threshold")
 #: What a setting left at None means.
 _DEFAULTS = {"n_components": 64, "n_bootstrap": 20, "subsample_fraction": 0.8, "text_weight": 1.0,
-             "n_references": 10, "resolution": RESOLUTION, "tolerance": TOLERANCE}
+             "n_references": 10, "resolution": RESOLUTION, "tolerance": TOLERANCE,
+             "eigengap_threshold": EIGENGAP_THRESHOLD}
 
 
 @dataclass
@@ -244,6 +260,7 @@ def estimate_n_clusters(
     criterion: str = "modularity",
     resolution: float | None = None,
     tolerance: float | None = None,
+    eigengap_threshold: float | None = None,
 ) -> AutoKResult:
     """Estimate the number of clusters K (see the module docstring).
 
@@ -295,8 +312,13 @@ def estimate_n_clusters(
     resolution : float, default 1.1
         Modularity resolution (``"modularity"``); above 1 favours more clusters.
     tolerance : float, default 0.02
-        ``"modularity"``: K is the largest k scoring at least
+        ``"modularity"``: the plateau is every k scoring at least
         ``best - tolerance * |best|``.
+    eigengap_threshold : float, default 0.09
+        ``"modularity"``: K is the plateau's smallest k when the raw view's
+        largest eigengap over the candidates is at least this, else its
+        largest (``float("inf")``: always the largest, the rule before
+        issue 30).
 
     Returns
     -------
@@ -313,12 +335,14 @@ def estimate_n_clusters(
         raise InputError(f"criterion must be 'modularity' or 'stability'; got {criterion!r}")
     given = {"joint_embeddings": joint_embeddings, "counterparts": counterparts, "n_components": n_components,
              "n_bootstrap": n_bootstrap, "subsample_fraction": subsample_fraction, "text_weight": text_weight,
-             "n_references": n_references, "resolution": resolution, "tolerance": tolerance}
+             "n_references": n_references, "resolution": resolution, "tolerance": tolerance,
+             "eigengap_threshold": eigengap_threshold}
     _refuse_unused(criterion, given)
-    n_components, n_bootstrap, subsample_fraction, text_weight, n_references, resolution, tolerance = (
+    (n_components, n_bootstrap, subsample_fraction, text_weight, n_references, resolution, tolerance,
+     eigengap_threshold) = (
         _DEFAULTS[name] if given[name] is None else given[name]
         for name in ("n_components", "n_bootstrap", "subsample_fraction", "text_weight", "n_references",
-                     "resolution", "tolerance"))
+                     "resolution", "tolerance", "eigengap_threshold"))
     u, text, text_name = _check_inputs(image_embeddings, counterparts, joint_embeddings)
     for name in ("max_samples", "n_components", "n_bootstrap", "n_init", "n_references"):
         check_positive(locals()[name], name, integer=True)
@@ -333,8 +357,13 @@ def estimate_n_clusters(
     check_positive(resolution, "resolution")
     if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
         raise InputError(f"tolerance={tolerance!r} must be a number in [0, 1)")
+    if isinstance(eigengap_threshold, bool) or not isinstance(eigengap_threshold, (int, float)) or not (
+            eigengap_threshold >= 0):
+        raise InputError(f"eigengap_threshold={eigengap_threshold!r} must be a number >= 0 (inf: always the "
+                         "plateau's largest k)")
     if criterion == "modularity":
-        return _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, tic)
+        return _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance,
+                                  float(eigengap_threshold), tic)
     return _stability_search(u, text, text_name, k_range, seed, max_samples, n_components, n_bootstrap,
                              subsample_fraction, text_weight, n_init, n_references, tic)
 
@@ -390,8 +419,9 @@ def _stability_search(u, text, text_name: str | None, k_range, seed: int, max_sa
     return AutoKResult(k=best, candidates=candidates, scores=scores.astype(np.float64), details=details)
 
 
-def _spectral_embedding(x: np.ndarray, n_vectors: int, seed: int) -> np.ndarray:
-    """The leading ``n_vectors`` eigenvectors of the normalised 20-NN graph, rows scaled by 1 / sqrt(degree).
+def _spectral_embedding(x: np.ndarray, n_vectors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The leading ``n_vectors`` eigenvectors of the normalised 20-NN graph, rows scaled by 1 / sqrt(degree),
+    and the leading ``n_vectors + 1`` eigenvalues, descending (the last one for the eigengap at ``n_vectors``).
 
     The graph is :func:`tacluster.cluster.spectral.spectral_cluster`'s (each
     point joined to itself and its 19 nearest others, symmetrised by
@@ -413,12 +443,28 @@ def _spectral_embedding(x: np.ndarray, n_vectors: int, seed: int) -> np.ndarray:
     a = (0.5 * (conn + conn.T)).tocsr()
     d = np.asarray(a.sum(axis=1)).ravel()
     scale = sparse.diags(1.0 / np.sqrt(d))
-    m = min(n_vectors, n - 1)
+    m = min(n_vectors + 1, n - 1)
     # v0 fixed: ARPACK's default start vector is random, which would make
     # the result depend on the global random state.
     vals, vecs = eigsh(scale @ a @ scale, k=m, which="LA", tol=1e-6, v0=np.ones(n) / np.sqrt(n))
     order = np.argsort(-vals)
-    return np.ascontiguousarray(vecs[:, order] / np.sqrt(d)[:, None], dtype=np.float32)
+    emb = vecs[:, order[:n_vectors]] / np.sqrt(d)[:, None]
+    return np.ascontiguousarray(emb, dtype=np.float32), vals[order]
+
+
+def eigengap(values, candidates) -> tuple[int, float]:
+    """(the candidate k with the largest gap ``values[k - 1] - values[k]``, that gap).
+
+    ``values``: eigenvalues of a normalised graph, descending (``values[0]``
+    the largest); candidates beyond ``len(values) - 1`` are skipped.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    ks = [int(k) for k in candidates if 1 <= int(k) <= len(values) - 1]
+    if not ks:
+        return int(np.asarray(candidates).min()), 0.0
+    gaps = [values[k - 1] - values[k] for k in ks]
+    j = int(np.argmax(gaps))
+    return ks[j], float(gaps[j])
 
 
 def _modularity_parts(adjacency, labels: np.ndarray) -> tuple[float, float]:
@@ -441,14 +487,21 @@ def modularity_curves(x: np.ndarray, candidates, *, seed: int = 0, n_init: int =
     view, view-major), so the modularity at resolution r is
     ``out[..., 0] - r * out[..., 1]``. ``x``: unit rows.
     """
+    return _curves(x, candidates, seed, n_init)[0]
+
+
+def _curves(x: np.ndarray, candidates, seed: int, n_init: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`modularity_curves`' array and each view's eigenvalues (``k_max + 1``, descending)."""
     from tacluster.choices.choose_method import knn_graph
 
     candidates = np.asarray(candidates, dtype=np.int64)
     views = [power_normalise(x, p) for p in VIEW_POWERS]
     graphs = [knn_graph(v, nb, seed=seed) for v in views for nb in SCORE_NEIGHBORS]
     out = np.zeros((len(views), len(candidates), len(graphs), 2))
+    spectra = []
     for i, v in enumerate(views):
-        emb = _spectral_embedding(v, int(candidates.max()), seed)
+        emb, values = _spectral_embedding(v, int(candidates.max()), seed)
+        spectra.append(values)
         for j, k in enumerate(candidates):
             fit = _faiss.kmeans(np.ascontiguousarray(emb[:, :k]), int(k), n_init=n_init, seed=_seed(seed, 9, k))
             # every point to the nearest normalised mean of its view's clusters, as the estimator does
@@ -456,7 +509,7 @@ def modularity_curves(x: np.ndarray, candidates, *, seed: int = 0, n_init: int =
             np.add.at(means, fit.labels, v)
             labels = np.argmax(v @ _unit(means + 1e-12).T, axis=1)
             out[i, j] = [_modularity_parts(g, labels) for g in graphs]
-    return out
+    return out, spectra
 
 
 def plateau_choice(scores, candidates, tolerance: float) -> tuple[int, float]:
@@ -466,22 +519,27 @@ def plateau_choice(scores, candidates, tolerance: float) -> tuple[int, float]:
     return int(np.asarray(candidates)[np.flatnonzero(scores >= threshold).max()]), threshold
 
 
-def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, tic):
-    """The default criterion (module docstring): plateau of the spectral partitions' modularity."""
+def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolerance, eigengap_threshold, tic):
+    """The default criterion (module docstring): plateau of the spectral partitions' modularity, its near
+    end when the raw view's eigengap is strong, else its far end."""
     n = u.shape[0]
     m = min(n, int(max_samples))
     lo, hi = _check_k_range(k_range, m - 1, n)
     rng = np.random.default_rng(_seed(seed, 0))
     search = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
     candidates = np.arange(lo, hi + 1, dtype=np.int64)
-    parts = modularity_curves(_unit(u[search]), candidates, seed=seed, n_init=n_init)
+    parts, spectra = _curves(_unit(u[search]), candidates, seed, n_init)
     per_view = (parts[..., 0] - resolution * parts[..., 1]).mean(axis=2)  # (view, k)
     scores = per_view.max(axis=0)
-    best, threshold = plateau_choice(scores, candidates, tolerance)
+    far, threshold = plateau_choice(scores, candidates, tolerance)
     near = candidates[scores >= threshold]
+    gap_k, gap = eigengap(spectra[0], candidates)  # the raw view (feature power 1)
+    end = "near" if gap >= eigengap_threshold else "far"
+    best = int(near.min()) if end == "near" else far
     details = {
         "criterion": (f"plateau of kNN-graph modularity (resolution {resolution:g}) of spectral partitions: "
-                      f"the largest k within {tolerance:.0%} of the best score"),
+                      f"every k within {tolerance:.0%} of the best score; the smallest when the raw view's "
+                      f"eigengap is >= {eigengap_threshold:g}, else the largest"),
         "views": [f"feature power {p:g}" for p in VIEW_POWERS],
         "modularity": {f"feature power {p:g}": [float(v) for v in curve] for p, curve in zip(VIEW_POWERS, per_view)},
         "argmax_k": int(candidates[int(np.argmax(scores))]),
@@ -489,6 +547,11 @@ def _modularity_search(u, k_range, seed, max_samples, n_init, resolution, tolera
         # how sure: every k scoring within the tolerance of the best is about as well supported (on the
         # twelve shared domains' fit parts this range held the true K on 9 of 12; docs/tuning.md §9)
         "plateau": [int(near.min()), int(near.max())],
+        # which end: a strong eigengap (few, well separated groups) takes the near end (docs/tuning.md §9.1)
+        "eigengap": gap,
+        "eigengap_k": int(gap_k),
+        "eigengap_threshold": float(eigengap_threshold),
+        "plateau_end": end,
         "resolution": float(resolution),
         "tolerance": float(tolerance),
         "spectral_neighbors": SPECTRAL_NEIGHBORS,

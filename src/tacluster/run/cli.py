@@ -464,8 +464,10 @@ def _cluster_notes(a: argparse.Namespace, run: ClusterRun, k: int) -> list[str]:
             cand = auto["candidates"]
             notes.append(f"K chosen automatically from {min(cand)}..{max(cand)}")
             lo, hi = auto.get("plateau") or (k, k)
-            if lo != hi:  # how sure: the ks scoring about as well
-                notes.append(f"k = {lo}..{hi} score within {100 * auto.get('tolerance', 0.02):g} % of the best")
+            if lo != hi:  # how sure: the ks scoring about as well, and which end was taken (issue 30)
+                end = {"near": "; the smallest taken (strong eigengap)", "far": "; the largest taken"}
+                notes.append(f"k = {lo}..{hi} score within {100 * auto.get('tolerance', 0.02):g} % of the best"
+                             + end.get(auto.get("plateau_end"), ""))
         except (OSError, ValueError, KeyError, TypeError):
             notes.append("K chosen automatically")
     if run.skipped:

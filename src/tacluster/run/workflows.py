@@ -662,8 +662,13 @@ def _choices(est, settings: dict) -> dict:
         out["auto_k"] = {"candidates": [int(k) for k in est.auto_k_.candidates],
                          "scores": [float(v) for v in est.auto_k_.scores], "chosen": int(est.auto_k_.k),
                          "criterion": est.auto_k_.details.get("criterion", "tacluster.choices.choose_k"),
-                         **{key: est.auto_k_.details[key] for key in ("plateau", "tolerance") if key in est.auto_k_.details}}
+                         # how sure and which end of the plateau (choose_k, issue 30)
+                         **{key: est.auto_k_.details[key] for key in _AUTO_K_KEYS if key in est.auto_k_.details}}
     return out
+
+
+#: The search details run.json's ``auto_k`` keeps beside the curve.
+_AUTO_K_KEYS = ("plateau", "tolerance", "eigengap", "eigengap_threshold", "plateau_end")
 
 
 def cluster_embeddings(
