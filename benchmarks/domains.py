@@ -542,17 +542,12 @@ def main(argv=None) -> dict:
                f"{lodo_res['all_sets_fit_gain'][0]:+.1f} / {lodo_res['all_sets_fit_gain'][1]:+.1f}); the package's: "
                f"{rule_text(pkg)}.\n")
     lodo_pkg = lodo(results, package_family()) if len(results) >= 3 else None
-    if lodo_pkg:
-        md += (f"\n### Leave-one-domain-out of the package's design (spectral-fused unless k-means scores higher; "
-               f"only the margin, in {list(MARGINS)}, fixed on the other sets' fit parts)\n\n"
-               f"{lodo_table(lodo_pkg)}\n\nMargin fixed on all {len(results)} fit parts: "
-               f"{lodo_pkg['all_sets_rule']}.\n")
+    md += _lodo_section(lodo_pkg, "the package's design (spectral-fused unless k-means scores higher; only the "
+                        f"margin, in {list(MARGINS)}, fixed on the other sets' fit parts)", "Margin fixed", len(results))
     lodo_zone = lodo(results, zone_family()) if len(results) >= 3 else None
-    if lodo_zone:
-        md += (f"\n### Leave-one-domain-out of the no-decision zone ({REFERENCE} or k-means where one scores "
-               f"higher by more than the zone's half-width, in {list(ZONE_MARGINS)}; inside it one of "
-               f"{', '.join(ZONE_ANSWERS)}; both fixed on the other sets' fit parts)\n\n"
-               f"{lodo_table(lodo_zone)}\n\nFixed on all {len(results)} fit parts: {lodo_zone['all_sets_rule']}.\n")
+    md += _lodo_section(lodo_zone, f"the no-decision zone ({REFERENCE} or k-means where one scores higher by more "
+                        f"than the zone's half-width, in {list(ZONE_MARGINS)}; inside it one of "
+                        f"{', '.join(ZONE_ANSWERS)}; both fixed on the other sets' fit parts)", "Fixed", len(results))
     md += f"\nPeak RSS {peak_rss_mb():.0f} MiB.\n"
     print("\n" + md)
     payload = {"settings": {**vars(args), "sets": sets, "methods": methods}, "meta": meta, "results": results,
@@ -564,6 +559,14 @@ def main(argv=None) -> dict:
     (out / "domains.md").write_text(md)
     return payload
 
+
+
+def _lodo_section(res: dict | None, what: str, fixed: str, n_sets: int) -> str:
+    """The markdown of one leave-one-domain-out check ("" when it did not run)."""
+    if not res:
+        return ""
+    return (f"\n### Leave-one-domain-out of {what}\n\n{lodo_table(res)}\n\n"
+            f"{fixed} on all {n_sets} fit parts: {res['all_sets_rule']}.\n")
 
 if __name__ == "__main__":
     main()
