@@ -31,6 +31,7 @@ import numpy as np
 from tacluster.embed.backbones.base import Backbone
 from tacluster.embed.cache import EmbeddingCache, content_key
 from tacluster.embed.look import image_look, look_store
+from tacluster.embed.precision import ImagePrecision, check_image_precision, choose_image_precision, image_cache_key
 from tacluster.embed.reader import (
     ImageDecodeError,
     InputList,
@@ -99,6 +100,8 @@ class EmbeddingResult:
     keys : list of str or None
         Content key (SHA-256 of the bytes) of each of ``paths``; None for
         vectors read from elsewhere (``--embeddings``).
+    precision : ImagePrecision or None
+        What the image tower ran in (:mod:`tacluster.embed.precision`).
     """
 
     paths: list[str]
@@ -106,6 +109,8 @@ class EmbeddingResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     stats: EmbeddingStats = field(default_factory=EmbeddingStats)
     keys: list[str] | None = None
+    #: The precision the image tower ran in and why (None: vectors read from elsewhere).
+    precision: ImagePrecision | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,7 @@ def embed_images(
     progress: bool = True,
     decode_in: Literal["threads", "processes"] = "threads",
     engine: Literal["local", "ray"] = "local",
+    image_precision: Literal["auto", "float32", "int8"] | None = None,
 ) -> EmbeddingResult:
     """Embed every usable image of a source, reusing cached embeddings.
 
@@ -189,6 +195,14 @@ def embed_images(
         Run the embedding tasks in this process, or on Ray actors
         (:func:`tacluster.embed.ray_engine.run_tasks_ray`; ``RAY_ADDRESS``
         picks the cluster). Both write the same cache shards.
+    image_precision : {None, "auto", "float32", "int8"}, default None
+        None: the backbone as given (float32 as loaded; an int8 copy from
+        :func:`~tacluster.embed.precision.int8_image_backbone` stays int8).
+        ``"int8"``: the image tower's Linear layers quantised (CPU, local
+        engine); ``"auto"``: int8 where the collection is cached in int8, or
+        a probe on this machine measured it faster at min cosine >= 0.999
+        (:func:`~tacluster.embed.precision.choose_image_precision`). Each
+        precision has its own cache folder; ``result.precision`` says which ran.
 
     Returns
     -------
@@ -199,13 +213,15 @@ def embed_images(
     Raises
     ------
     InputError
-        When the source does not exist or a parameter is out of range.
+        When the source does not exist, a parameter is out of range, or
+        ``image_precision`` cannot run here (int8 on a GPU, on Ray, or
+        without an image tower).
     BackboneError
         When the backbone fails on a batch or returns malformed arrays (the
         batches finished before that are already cached).
     """
     t0 = time.perf_counter()
-    _check_embed_args(batch_size, num_workers, decode_in, engine)
+    _check_embed_args(batch_size, num_workers, decode_in, engine, backbone, image_precision)
     outputs = tuple(backbone.outputs)
     inputs = _resolve_inputs(source_or_paths)
     skipped: list[tuple[str, str]] = list(inputs.skipped)
@@ -215,7 +231,10 @@ def embed_images(
     for p, k in zip(paths, keys):
         first_path.setdefault(k, p)
 
-    cache = EmbeddingCache(cache_dir, backbone.fingerprint, outputs, backbone.name) if cache_dir is not None else None
+    precision, backbone = choose_image_precision(
+        backbone, image_precision, keys=unique, cache_dir=cache_dir, engine=engine, progress=progress,
+        probe=partial(_probe_pixels, [first_path[k] for k in unique], backbone.preprocess))
+    cache = EmbeddingCache(cache_dir, image_cache_key(backbone), outputs, backbone.name) if cache_dir is not None else None
     # Each decoded image's thumbnail (duplicates are found on them) is cached on the way: no second decode.
     look_cache = look_store(cache_dir) if cache_dir is not None else None
     found, blocks, failed, n_hit_keys = _cache_hits(cache, unique)
@@ -247,10 +266,13 @@ def embed_images(
         seconds=time.perf_counter() - t0,
         n_duplicates=inputs.duplicates,
     )
-    return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats, keys=[keys[i] for i in usable])
+    return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats, keys=[keys[i] for i in usable],
+                           precision=precision)
 
 
-def _check_embed_args(batch_size, num_workers, decode_in, engine) -> None:
+def _check_embed_args(batch_size, num_workers, decode_in, engine, backbone=None, image_precision=None) -> None:
+    """The arguments of :func:`embed_images`, before any file is hashed (``image_precision``:
+    :func:`~tacluster.embed.precision.check_image_precision`)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r} must be a positive integer, e.g. 64")
     if not isinstance(num_workers, int) or num_workers < 0:
@@ -259,6 +281,8 @@ def _check_embed_args(batch_size, num_workers, decode_in, engine) -> None:
         raise InputError(f"decode_in={decode_in!r} must be 'threads' or 'processes'")
     if engine not in ("local", "ray"):
         raise InputError(f"engine={engine!r} must be 'local' or 'ray'")
+    if backbone is not None:
+        check_image_precision(backbone, image_precision, engine)
 
 
 def key_files(files: Sequence[str], num_workers: int, skipped: list) -> tuple[list[str], list[str]]:
@@ -386,6 +410,21 @@ def _load_one(path: str, preprocess: Callable, look: bool = False
         return preprocess(image), None, False, image_look(image) if look else None
     except Exception as err:  # a backbone's transform failing on one odd image
         return None, f"preprocess failed ({type(err).__name__}: {err})"[:120], False, None
+
+
+def _probe_pixels(paths: Sequence[str], preprocess: Callable, n: int):
+    """Up to ``n`` of ``paths`` decoded and preprocessed, stacked (N, C, H, W) (at most ``4 n`` tried);
+    None where none decodes. The precision probe's images."""
+    import torch
+
+    tensors = []
+    for path in paths[:4 * n]:
+        tensor = _load_one(path, preprocess)[0]
+        if tensor is not None:
+            tensors.append(tensor)
+            if len(tensors) == n:
+                break
+    return torch.stack(tensors) if tensors else None
 
 
 class _DecodeDataset:

@@ -22,21 +22,18 @@ already cached in either precision is reused as it is.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import os
-import platform
 import sys
-import time
-import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tacluster._atomic import atomic_write_bytes
+from tacluster.embed.precision import (IMAGE_PRECISIONS, MIN_SPEEDUP, PrecisionChoice, compare_speed, machine_key,
+                                       quantised_copy)
+from tacluster.embed.precision import remember as _remember_record
+from tacluster.embed.precision import remembered as _remembered_record
 from tacluster.errors import InputError
 
 if TYPE_CHECKING:
@@ -45,10 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["MIN_COSINE", "MIN_SPEEDUP", "RANKING_PRECISIONS", "RankingPrecision", "choose_ranking_precision",
            "int8_text_backbone", "measure_int8"]
 
-#: Values of ``--ranking-precision``.
-RANKING_PRECISIONS: tuple[str, ...] = ("auto", "float32", "int8")
-#: int8 must be at least this much faster than float32 on the probe to be used by ``auto``.
-MIN_SPEEDUP = 1.2
+#: Values of ``--ranking-precision`` (those of ``--image-precision``).
+RANKING_PRECISIONS: tuple[str, ...] = IMAGE_PRECISIONS
+# int8 must be at least MIN_SPEEDUP (tacluster.embed.precision's, as for the image tower) times
+# faster than float32 on the probe to be used by ``auto``...
 #: ... and every probe vector at least this close (cosine) to its float32 one.
 MIN_COSINE = 0.99
 #: Prompts in the probe batch (spread over the vocabulary's word lengths).
@@ -58,32 +55,12 @@ DECISIONS_FILE = "ranking-precision.json"
 
 
 @dataclass(frozen=True)
-class RankingPrecision:
-    """What the ranking bank runs in, and why.
+class RankingPrecision(PrecisionChoice):
+    """What the ranking bank runs in, and why (run.json's ``counts.noun_bank.ranking_precision``); see
+    :class:`~tacluster.embed.precision.PrecisionChoice` (``speedup``: prompts/s). ``probe_prompts``:
+    prompts the measurement embedded (0: none)."""
 
-    Attributes
-    ----------
-    precision : str
-        ``"float32"`` or ``"int8"``.
-    reason : str
-        Why, in words (for run.json and the line said before the build).
-    speedup : float or None
-        int8 prompts/s over float32 on the probe batch (None: not measured).
-    min_cosine : float or None
-        The lowest cosine of an int8 probe vector to its float32 one.
-    probe_prompts : int
-        Prompts the measurement embedded (0: none).
-    """
-
-    precision: str
-    reason: str
-    speedup: float | None = None
-    min_cosine: float | None = None
     probe_prompts: int = 0
-
-    def record(self) -> dict:
-        """run.json's ``counts.noun_bank.ranking_precision``."""
-        return asdict(self)
 
 
 def int8_text_backbone(backbone: CLIPBackbone) -> CLIPBackbone | None:
@@ -94,21 +71,9 @@ def int8_text_backbone(backbone: CLIPBackbone) -> CLIPBackbone | None:
     quantised CPU engine. The copy's :attr:`text_precision` is ``"int8"``,
     which keeps its banks apart from the float32 ones in the cache.
     """
-    import torch
-
-    names = [n for n in getattr(backbone, "text_modules", ()) if n in getattr(backbone._model, "_modules", {})]
-    engines = set(getattr(torch.backends.quantized, "supported_engines", ())) - {"none"}
-    if not names or not engines:
-        return None
-    model = copy.copy(backbone._model)
-    model._modules = backbone._model._modules.copy()  # a shallow copy shares its children's dict otherwise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        for name in names:
-            model._modules[name] = torch.ao.quantization.quantize_dynamic(
-                backbone._model._modules[name], {torch.nn.Linear}, dtype=torch.qint8)
-    quantised = copy.copy(backbone)
-    quantised._model, quantised._tower, quantised.text_precision = model, None, "int8"
+    quantised = quantised_copy(backbone, getattr(backbone, "text_modules", ()))
+    if quantised is not None:
+        quantised._tower, quantised.text_precision = None, "int8"
     return quantised
 
 
@@ -125,46 +90,19 @@ def measure_int8(backbone: CLIPBackbone, quantised: CLIPBackbone, prompts: list[
     One warm-up call each (their vectors give the agreement), then two timed
     calls each, interleaved; each side's faster call counts.
     """
-    ref = backbone.encode_text(prompts)
-    approx = quantised.encode_text(prompts)
-    best = {"float32": float("inf"), "int8": float("inf")}
-    for _ in range(2):
-        for name, bb in (("float32", backbone), ("int8", quantised)):
-            tic = time.perf_counter()
-            bb.encode_text(prompts)
-            best[name] = min(best[name], time.perf_counter() - tic)
-    cosine = float(np.min(np.sum(ref * approx, axis=1)))  # unit rows
-    return best["float32"] / max(best["int8"], 1e-9), cosine
-
-
-def _machine_key(backbone: CLIPBackbone) -> str:
-    import torch
-
-    identity = f"{backbone.fingerprint}\n{torch.__version__}\n{platform.machine()}\n{os.cpu_count()}"
-    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return compare_speed(lambda: backbone.encode_text(prompts), lambda: quantised.encode_text(prompts), repeats=2)
 
 
 def _remembered(cache_dir: Path, key: str) -> RankingPrecision | None:
+    found = _remembered_record(cache_dir, DECISIONS_FILE, key)
     try:
-        found = json.loads((cache_dir / DECISIONS_FILE).read_text(encoding="utf-8")).get(key)
-        return RankingPrecision(**found) if isinstance(found, dict) else None
-    except (OSError, ValueError, TypeError):
+        return RankingPrecision(**found) if found is not None else None
+    except TypeError:
         return None
 
 
 def _remember(cache_dir: Path, key: str, choice: RankingPrecision) -> None:
-    path = cache_dir / DECISIONS_FILE
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
-    known[key] = choice.record()
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(known, indent=1).encode("utf-8"))
-    except OSError:
-        pass  # remembering is a convenience: the next run measures again
+    _remember_record(cache_dir, DECISIONS_FILE, key, choice.record())
 
 
 def choose_ranking_precision(
@@ -207,7 +145,7 @@ def choose_ranking_precision(
     if requested == "auto" and not on_cpu:
         return RankingPrecision("float32", f"not on a CPU (device {device})"), backbone
     root = Path(cache_dir).expanduser()
-    key = _machine_key(backbone)
+    key = machine_key(backbone)
     known = _remembered(root, key) if requested == "auto" else None
     if requested == "auto" and ("float32" in cached or (known is not None and known.precision == "float32")):
         why = "its ranking bank is cached in float32" if "float32" in cached else f"remembered: {known.reason}"

@@ -139,6 +139,12 @@ def _add_cluster(sub) -> None:
                    help="the candidates' one-template ranking bank: int8 (CPU: the text tower's Linear layers "
                         "quantised; the candidates' exact vectors stay float32), float32, or auto (default) = "
                         "int8 where a probe on this machine measures it >= 1.2x faster at min cosine >= 0.99")
+    c.add_argument("--image-precision", default="auto", choices=["auto", "float32", "int8"],
+                   help="the image tower: int8 (CPU with the local engine: its Linear layers quantised; vectors "
+                        "cached apart from float32 ones), float32, or auto (default) = int8 on a CPU where the "
+                        "images are cached in int8, or a probe of 8 of them on this machine measures int8 >= "
+                        "1.2x faster at min cosine >= 0.999 (remembered per machine; float32 below 256 images to "
+                        "embed); run.json counts.image_precision says which ran; refused with --embeddings")
     c.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
     c.add_argument("--embeddings", default=None, metavar="DIR_OR_FILE",
@@ -416,7 +422,8 @@ def _cmd_cluster(a) -> int:
         a.input, a.out, a.k, backbone=a.backbone, method=a.method, seed=a.seed, device=a.device,
         embeddings=a.embeddings, joint_embeddings=a.joint_embeddings, embedding_column=a.embedding_column,
         batch_size=a.batch_size, cache_dir=a.cache_dir, vocabulary=a.vocabulary, overwrite=a.overwrite,
-        noun_bank=a.noun_bank, ranking_precision=a.ranking_precision, progress=not a.quiet,
+        noun_bank=a.noun_bank, ranking_precision=a.ranking_precision, image_precision=a.image_precision,
+        progress=not a.quiet,
         report=not a.no_report, engine=a.engine, offline=a.offline or None,
         estimator_params={"consensus": a.consensus} if a.consensus else None,
         command="tacluster " + " ".join(shlex.quote(x) for x in sys.argv[1:]),

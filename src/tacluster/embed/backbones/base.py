@@ -39,6 +39,9 @@ class Backbone(abc.ABC):
     #: ``templates=`` argument (then a cheaper bank can rank the nouns,
     #: ``--noun-bank candidates``); None for a bank not built from templates.
     prompt_templates: tuple[str, ...] | None = None
+    #: ``"float32"``, or ``"int8"`` on an int8 copy (:func:`tacluster.embed.precision.int8_image_backbone`);
+    #: image vectors of another precision are cached apart (:func:`~tacluster.embed.precision.image_cache_key`).
+    image_precision: str = "float32"
 
     @property
     @abc.abstractmethod
@@ -90,6 +93,9 @@ class CLIPBackbone(Backbone):
     text_modules: tuple[str, ...] = ()
     #: ``"float32"``, or ``"int8"`` on an int8 copy; banks of another precision are cached apart.
     text_precision: str = "float32"
+    #: Top-level submodules of ``self._model`` the image features run through (``--image-precision
+    #: int8`` quantises their Linear layers: :func:`tacluster.embed.precision.int8_image_backbone`).
+    image_modules: tuple[str, ...] = ()
 
     def _image_features(self, pixels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         """Raw image embeddings (N, d) of preprocessed pixels already on the device."""

@@ -106,6 +106,7 @@ class HFTwoTowerBackbone(CLIPBackbone):
 
     outputs = ("image",)
     text_modules = ("text_model", "text_projection")
+    image_modules = ("vision_model", "visual_projection")  # SigLIP has no visual_projection (its head is inside)
 
     def __init__(self, source: str, device: str = "cpu", text_batch_size: int = 256,
                  offline: bool | None = None, name: str | None = None):

@@ -199,6 +199,7 @@ class OpenCLIPBackbone(CLIPBackbone):
 
     outputs = ("image",)
     text_modules = ("transformer", "text")  # CLIP's text transformer; CustomTextCLIP's text tower
+    image_modules = ("visual",)
 
     def __init__(
         self,
