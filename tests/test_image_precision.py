@@ -111,6 +111,7 @@ def test_auto_measures_keeps_int8_only_when_faster_and_close_and_remembers(clip,
 
 def test_auto_below_the_size_threshold_stays_float32_and_remembers_nothing(clip, photos, tmp_path, monkeypatch):
     _no_probe(monkeypatch)
+    monkeypatch.setattr(P, "int8_image_backbone", lambda bb: pytest.fail("quantised for nothing"))
     res = embed_images(photos, clip, cache_dir=tmp_path, progress=False, image_precision="auto")
     assert res.precision.precision == "float32" and "fewer than 256" in res.precision.reason
     assert not (tmp_path / P.IMAGE_DECISIONS_FILE).exists()

@@ -10,7 +10,8 @@ handle worse, and the speed-up depends on the CPU, so ``auto`` decides **per
 machine, by measurement**, on the collection's own images: before a
 collection is embedded on a CPU, :func:`choose_image_precision` embeds
 :data:`PROBE_IMAGES` of its decoded images both ways (a warm-up call each,
-whose vectors give the agreement, then a timed call each) and keeps int8 only
+whose vectors give the agreement, then two timed calls each, interleaved, the
+faster counting) and keeps int8 only
 if it is at least :data:`MIN_SPEEDUP` times faster and every probe vector is
 at cosine >= :data:`MIN_IMAGE_COSINE` to its float32 one. The decision is
 remembered per backbone and machine (``<cache>/image-precision.json``).
@@ -32,6 +33,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -188,11 +190,12 @@ class ImagePrecision(PrecisionChoice):
     probe_images: int = 0
 
 
-def image_cache_key(backbone) -> str:
+def image_cache_key(backbone, precision: str | None = None) -> str:
     """The embedding cache folder of ``backbone``'s image vectors: its fingerprint for float32,
-    ``<fingerprint>-image-int8`` for an int8 copy (:func:`int8_image_backbone`). Noun banks and a
-    saved model's backbone check keep the plain fingerprint."""
-    precision = getattr(backbone, "image_precision", "float32")
+    ``<fingerprint>-image-int8`` for an int8 copy (:func:`int8_image_backbone`); ``precision``
+    names another precision than the backbone's own. Noun banks and a saved model's backbone
+    check keep the plain fingerprint."""
+    precision = precision or getattr(backbone, "image_precision", "float32")
     return backbone.fingerprint if precision == "float32" else f"{backbone.fingerprint}-image-{precision}"
 
 
@@ -208,12 +211,15 @@ def int8_image_backbone(backbone: Backbone) -> Backbone | None:
 
 def measure_int8_images(backbone: Backbone, quantised: Backbone, pixels) -> tuple[float, float]:
     """``(speedup, min_cosine)`` of ``quantised`` against ``backbone`` on the preprocessed ``pixels``
-    (N, 3, H, W): a warm-up and one timed call each (:func:`compare_speed`)."""
+    (N, 3, H, W): a warm-up and two timed calls each, interleaved, the faster counting
+    (:func:`compare_speed`). Two, not one: on this project's shared 2-core machine one timed call
+    each once measured 1.14x where the whole path ran 2.08x (docs/image_precision.json), and a
+    decision is remembered; the second pair costs about 3 s on 8 images of ViT-B/32."""
     import torch
 
     with torch.inference_mode():
         return compare_speed(lambda: backbone.encode_images(pixels)["image"],
-                             lambda: quantised.encode_images(pixels)["image"])
+                             lambda: quantised.encode_images(pixels)["image"], repeats=2)
 
 
 def _device_of(backbone) -> str:
@@ -285,28 +291,28 @@ def choose_image_precision(
     if _device_of(backbone) != "cpu" or engine != "local":
         return ImagePrecision("float32", f"not on a CPU with the local engine (device {_device_of(backbone)}, "
                                          f"engine {engine})"), backbone
-    quantised = int8_image_backbone(backbone)
-    if quantised is None:
+    if not _present(backbone, getattr(backbone, "image_modules", ())):
         return ImagePrecision("float32", "no int8 image path for this backbone here"), backbone
+    # built once, and only where int8 is measured or used: quantising ViT-B/32 takes seconds
+    quantised = cache(partial(int8_image_backbone, backbone))
     choice = _auto_choice(backbone, quantised, keys, cache_dir, probe)
     if progress and (choice.precision == "int8" or choice.probe_images):
         print(f"images embedded in {choice.precision}: {choice.reason}; --image-precision float32 | int8 to choose",
               file=sys.stderr, flush=True)
-    return choice, (quantised if choice.precision == "int8" else backbone)
+    return choice, (quantised() if choice.precision == "int8" else backbone)
 
 
-def _n_cached(cache_dir, backbone, keys: Sequence[str]) -> int:
+def _n_cached(cache_dir, backbone, precision: str, keys: Sequence[str]) -> int:
     from tacluster.embed.cache import EmbeddingCache
 
-    cache = EmbeddingCache(cache_dir, image_cache_key(backbone), backbone.outputs, backbone.name)
+    cache = EmbeddingCache(cache_dir, image_cache_key(backbone, precision), backbone.outputs, backbone.name)
     return sum(1 for k in keys if k in cache)
 
 
-def _auto_choice(backbone, quantised, keys: Sequence[str], cache_dir, probe) -> ImagePrecision:
+def _auto_choice(backbone, quantised: Callable[[], Backbone], keys: Sequence[str], cache_dir, probe) -> ImagePrecision:
     """``auto`` on a CPU: the cache's precision, the remembered decision, float32 for a few images, or a measurement."""
     keys = list(dict.fromkeys(keys))
-    n = {"float32": 0, "int8": 0} if cache_dir is None else {
-        "float32": _n_cached(cache_dir, backbone, keys), "int8": _n_cached(cache_dir, quantised, keys)}
+    n = {p: 0 if cache_dir is None else _n_cached(cache_dir, backbone, p, keys) for p in ("float32", "int8")}
     if n["float32"] != n["int8"]:
         use = max(n, key=n.get)
         other = "int8" if use == "float32" else "float32"
@@ -325,7 +331,7 @@ def _auto_choice(backbone, quantised, keys: Sequence[str], cache_dir, probe) -> 
     pixels = probe(PROBE_IMAGES) if probe is not None else None
     if pixels is None:
         return ImagePrecision("float32", "no probe image decoded")
-    speedup, cosine = measure_int8_images(backbone, quantised, pixels)
+    speedup, cosine = measure_int8_images(backbone, quantised(), pixels)
     use = speedup >= MIN_SPEEDUP and cosine >= MIN_IMAGE_COSINE
     choice = ImagePrecision(
         "int8" if use else "float32",
