@@ -231,3 +231,18 @@ def test_auto_is_the_default_of_the_cli_and_float32_of_the_library(monkeypatch):
     assert inspect.signature(cluster_images).parameters["image_precision"].default == "auto"
     args = _parser().parse_args(["cluster", "x", "--k", "2", "--out", "o"])
     assert args.image_precision == "auto"
+
+
+def test_the_benchmark_compares_both_precisions_through_the_real_path(model_dir, photos, tmp_path, capsys):
+    from helpers import load_benchmark
+
+    bench = load_benchmark("embed_speed")
+    out = tmp_path / "speed.json"
+    result = bench.main(["--backbone", f"hf:{model_dir}", "--images", str(photos / "frog"), "--image-precision",
+                         "--rounds", "2", "--batch-size", "8", "--out", str(out)])
+    p = result["precision"]
+    assert p["n_images"] == 30 and len(p["runs"]["float32"]) == len(p["runs"]["int8"]) == 2
+    assert all("load_avg" in r for r in p["runs"]["float32"] + p["runs"]["int8"])
+    assert 0.99 < p["min_cosine"] <= p["mean_cosine"] < 1.0 and p["probe"]["images"] == 8
+    assert json.loads(out.read_text())["precision"]["speedup_median"] == p["speedup_median"]
+    assert "median speed-up" in capsys.readouterr().out
