@@ -86,6 +86,22 @@ def test_estimator_auto_predicts_and_saves_as_the_chosen_method(tmp_path):
     assert np.array_equal(loaded.predict(u), est.predict(u))
 
 
+@pytest.mark.parametrize("world, k, expected", [
+    (lambda: make_lines_world(n_samples=300, seed=2), 4, "spectral-fused"),
+    (lambda: make_burst_world(n_classes=4, bursts_per_class=6, burst_size=10, spread=3.0, tightness=0.3, seed=2),
+     4, "kmeans"),
+])
+def test_auto_is_bit_identical_to_the_chosen_candidate_fitted_alone(world, k, expected):
+    """``auto`` returns the chosen candidate's own fit (no refit, nothing shared that moves a bit):
+    labels, confidence, probabilities and centroids equal those of that candidate fitted alone."""
+    u, _ = world()
+    auto = TextAidedClustering(k, "auto", random_state=0).fit(u)
+    assert auto.choice_.method == expected and auto.choice_.params == IMAGE_CANDIDATES[expected]
+    alone = TextAidedClustering(k, random_state=0, **auto.choice_.params).fit(u)
+    for name in ("labels_", "confidence_", "probabilities_", "cluster_centers_"):
+        assert np.array_equal(getattr(auto, name), getattr(alone, name)), name
+
+
 def test_feature_power_is_applied_in_fit_and_predict(tmp_path):
     u, _ = make_lines_world(seed=3)
     est = TextAidedClustering(4, "kmeans", feature_power=0.5, random_state=0).fit(u)

@@ -87,7 +87,14 @@ def power_normalise(x: np.ndarray, power: float) -> np.ndarray:
 def concatenated_views(x: np.ndarray, powers: Sequence[float]) -> np.ndarray:
     """``[x ** p_1, x ** p_2, ...] / sqrt(m)`` (each view power-normalised): unit rows
     whose cosine is the mean of the views' cosines."""
-    return (np.hstack([power_normalise(x, float(p)) for p in powers]) / np.sqrt(len(powers))).astype(np.float32)
+    n, d = x.shape
+    out = np.empty((n, d * len(powers)), dtype=np.float32)
+    scale = np.sqrt(len(powers))  # a float64 scalar: each value divided in float64, then rounded to float32
+    for i, p in enumerate(powers):
+        # Straight into the output: the same values as dividing the stacked views and casting
+        # (no float64 copy of them all: 20 MB at 1,000 x 2 x 1280; 1.3 GB per large-N block).
+        np.divide(power_normalise(x, float(p)), scale, out=out[:, i * d:(i + 1) * d], casting="same_kind")
+    return out
 
 
 class _RowView:
