@@ -100,13 +100,47 @@ def test_auto_measures_keeps_int8_only_when_faster_and_close_and_remembers(clip,
     assert json.loads((tmp_path / P.IMAGE_DECISIONS_FILE).read_text())
     entry = P.image_cache_key(P.int8_image_backbone(clip) if expected == "int8" else clip)
     assert (tmp_path / "embeddings" / entry).is_dir()
-    # new images on this machine: the remembered decision, nothing measured
-    _no_probe(monkeypatch)
     other = tmp_path / "other"
     shutil.copytree(EXAMPLE / "dog", other / "dog")
+    if (speedup, expected) == (1.1, "float32"):  # float32 on speed alone: the next collection measures again
+        later = embed_images(other, clip, cache_dir=tmp_path, progress=False, image_precision="auto")
+        assert calls == [P.PROBE_IMAGES] * 2 and later.precision.probes == 2
+        assert later.precision.precision == "float32" and "best of 2 probe(s)" in later.precision.reason
+        return
+    # new images on this machine: the remembered decision, nothing measured
+    _no_probe(monkeypatch)
     later = embed_images(other, clip, cache_dir=tmp_path, progress=False, image_precision="auto")
     assert later.precision.precision == expected and later.stats.n_computed == 30
     assert later.precision.reason.startswith("remembered: measured on this machine")
+
+
+def test_a_float32_decision_on_speed_alone_is_measured_again_until_three_probes_agree(clip, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "MIN_IMAGES_TO_PROBE", 10)
+    measured = iter([1.1, 1.15, 1.05])
+    monkeypatch.setattr(P, "measure_int8_images", lambda a, b, pixels: (next(measured), 0.9995))
+    for i, cls in enumerate(("frog", "ship", "dog")):  # a new collection each time: nothing cached yet
+        shutil.copytree(EXAMPLE / cls, tmp_path / "photos" / str(i) / cls)
+        res = embed_images(tmp_path / "photos" / str(i), clip, cache_dir=tmp_path, progress=False,
+                           image_precision="auto")
+        assert res.precision.precision == "float32" and res.precision.probes == i + 1
+    assert res.precision.speedup == 1.15  # the best of the three counts
+    _no_probe(monkeypatch)  # three probes agree: remembered for good
+    shutil.copytree(EXAMPLE / "cat", tmp_path / "photos" / "3" / "cat")
+    res = embed_images(tmp_path / "photos" / "3", clip, cache_dir=tmp_path, progress=False, image_precision="auto")
+    assert res.precision.precision == "float32" and res.precision.reason.startswith("remembered:")
+
+
+def test_a_faster_second_probe_turns_int8_on(clip, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "MIN_IMAGES_TO_PROBE", 10)
+    measured = iter([1.1, 1.7])  # a busy moment first, then the machine's real speed-up
+    monkeypatch.setattr(P, "measure_int8_images", lambda a, b, pixels: (next(measured), 0.9995))
+    choices = []
+    for i, cls in enumerate(("frog", "ship")):
+        shutil.copytree(EXAMPLE / cls, tmp_path / "photos" / str(i) / cls)
+        choices.append(embed_images(tmp_path / "photos" / str(i), clip, cache_dir=tmp_path, progress=False,
+                                    image_precision="auto").precision)
+    assert [c.precision for c in choices] == ["float32", "int8"] and choices[1].speedup == 1.7
+    assert json.loads((tmp_path / P.IMAGE_DECISIONS_FILE).read_text())[P.machine_key(clip)]["precision"] == "int8"
 
 
 def test_auto_below_the_size_threshold_stays_float32_and_remembers_nothing(clip, photos, tmp_path, monkeypatch):
