@@ -355,3 +355,19 @@ def test_rerun_over_changed_input_is_refused(run, tmp_path, capsys):
     assert len(_read_csv(tmp_path / "out" / "assignments.csv")) == 12
     assert main([*args, "--overwrite"]) == 0
     assert len(_read_csv(tmp_path / "out" / "assignments.csv")) == 13
+
+
+@pytest.mark.parametrize("content", [None, "# only a comment\n\n"])
+def test_a_bad_vocabulary_is_refused_before_any_image_is_embedded(tmp_path, capsys, content):
+    vocab = tmp_path / "nouns.txt"
+    if content is not None:
+        vocab.write_text(content)
+    data = tmp_path / "photos"
+    shutil.copytree(EXAMPLE / "frog", data / "frog")
+    cache = tmp_path / "cache"
+    code = main(["cluster", str(data), "--k", "2", "--out", str(tmp_path / "run"), "--backbone", "lite",
+                 "--vocabulary", str(vocab), "--cache-dir", str(cache), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "vocabulary file" in err and "Traceback" not in err
+    assert "embedding" not in err and not (cache / "embeddings").exists()  # nothing embedded first
+    assert not (tmp_path / "run").exists()

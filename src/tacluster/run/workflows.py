@@ -168,6 +168,10 @@ def _plan_run(source, out: Path, n_clusters: int | str, *, backbone: str, method
     _refuse_embedding_options(embeddings, batch_size=batch_size, engine=engine,
                               image_precision=None if image_precision == "auto" else image_precision)
     _check_image_precision(image_precision, device, engine)
+    if vocabulary is not None:  # a missing or empty file is refused now, not after hours of embedding
+        from tacluster.nouns.vocabulary import load_vocabulary
+
+        load_vocabulary(vocabulary)
     backbone, choice = _resolve_backbone(backbone, embeddings, offline, cache_dir)
     resolved_method = recommended_method(backbone) if method == "auto" else method
     # every setting checked before anything is loaded or embedded (the backbone's tau is valid by construction)
