@@ -27,7 +27,7 @@ the projection to the whole vocabulary: the run's wall time plus the ranking
 bank's measured seconds per noun (from the run's log line "N nouns embedded
 in S s", the ranking bank being the one bank built through the cache) times
 the 117,798 - N nouns left out. The candidate pool does not grow with the
-vocabulary (80 per semantic centre), so it is counted once.
+vocabulary (200 per semantic centre), so it is counted once.
 
 The load average is recorded beside every time. Prints a table and writes JSON::
 

@@ -99,7 +99,7 @@ class TextAidedClustering(ClusterMixin, BaseEstimator):
         Nouns each centre keeps.
     noun_temperature : float, default=1.0
         Temperature of the noun-to-centre softmax (paper: none, i.e. 1).
-    noun_pool : int, default=80
+    noun_pool : int, default=200
         With ``fit(..., exact_noun_embeddings=...)`` only: candidates per centre
         ranked with the cheap bank and then embedded exactly
         (:func:`tacluster.counterparts.candidates.select_from_candidates`).

@@ -4,7 +4,7 @@ The ranking bank only decides which nouns become candidates; every candidate
 then gets its exact float32 vector (:mod:`tacluster.nouns.exact`), and the
 paper's selection runs on those. So a cheaper approximation of the ranking
 vectors can move a noun in or out of the pool only where its rank sits near
-the pool's edge (80 per centre), never change the selection among the
+the pool's edge (200 per centre), never change the selection among the
 candidates. int8 dynamic quantisation of the text tower's Linear layers
 (``torch.ao.quantization.quantize_dynamic``) is such an approximation: on a
 random real-size SigLIP text tower it ran 1.51x float32 at a min cosine of
