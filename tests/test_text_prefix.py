@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from tacluster.embed.backbones import load_backbone  # noqa: E402
 from tacluster.embed.backbones.base import PROMPT_TEMPLATES  # noqa: E402
+from tacluster.nouns.bank import RANKING_TEMPLATES  # noqa: E402
 from tacluster.testing import save_tiny_hf_siglip  # noqa: E402
 
 from helpers import save_tiny_hf_clip  # noqa: E402
@@ -45,15 +46,16 @@ def _cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_fast_path_reproduces_plain_forward_and_is_used(clip, monkeypatch):
-    prompts = [t.format(w) for w in WORDS for t in PROMPT_TEMPLATES] + OTHER
+    prompts = [t.format(w) for w in WORDS for t in PROMPT_TEMPLATES + RANKING_TEMPLATES] + OTHER
     plain, _ = _both(clip, lambda: clip.encode_text(prompts))
-    # The fast path must run without the plain forward, with one cached prefix per template.
+    # The fast path must run without the plain forward, with one cached prefix per template
+    # (TAC's 7 and the ranking bank's).
     monkeypatch.setattr(clip, "_text_features", lambda texts: pytest.fail("plain forward called"))
     clip._tower = None
     fast = clip.encode_text(prompts)
     assert fast.shape == plain.shape
     assert _cosine_distance(plain, fast).max() < 1e-5
-    assert len({key[0] for key in clip._tower._kv}) == len(PROMPT_TEMPLATES)
+    assert len({key[0] for key in clip._tower._kv}) == len(PROMPT_TEMPLATES + RANKING_TEMPLATES)
 
 
 def test_noun_bank_matches_plain_bank_in_order(clip):

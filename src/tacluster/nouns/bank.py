@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the backbones import this module, never the other way round
 
 __all__ = [
     "PROMPT_TEMPLATES",
+    "RANKING_TEMPLATES",
     "NounBank",
     "cached_noun_bank",
     "default_cache_dir",
@@ -59,6 +60,11 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "art of the {}.",
     "a photo of the small {}.",
 )
+
+#: The one template of ``--noun-bank candidates``'s ranking bank (also lite's ConSE template;
+#: :mod:`tacluster.nouns.exact`). Here, beside TAC's 7, so that a causal text tower caches its
+#: prefix too (:mod:`tacluster.embed.backbones.text_prefix`).
+RANKING_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
 
 @dataclass(frozen=True)

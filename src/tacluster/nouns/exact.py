@@ -28,7 +28,16 @@ import numpy as np
 
 from tacluster._atomic import atomic_write, atomic_write_bytes
 from tacluster.errors import CacheError, InputError
-from tacluster.nouns.bank import _BUILD, NounBank, _Build, _save_npy, cached_noun_bank, default_cache_dir, words_digest
+from tacluster.nouns.bank import (
+    _BUILD,
+    RANKING_TEMPLATES,
+    NounBank,
+    _Build,
+    _save_npy,
+    cached_noun_bank,
+    default_cache_dir,
+    words_digest,
+)
 from tacluster.nouns.precision import RankingPrecision
 
 if TYPE_CHECKING:
@@ -37,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["NOUN_BANK_MODES", "RANKING_TEMPLATES", "ExactNounStore", "candidate_banks", "resolve_noun_bank",
            "with_exact_rows"]
 
-#: The one template of the ranking bank (also lite's ConSE template).
-RANKING_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
 
 class ExactNounStore:

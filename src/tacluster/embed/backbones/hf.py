@@ -19,6 +19,7 @@ import numpy as np
 
 from tacluster.embed.backbones import file_digest
 from tacluster.embed.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
+from tacluster.nouns.bank import RANKING_TEMPLATES
 from tacluster.errors import BackboneError
 
 _INSTALL_HINT = "pip install 'tacluster[hf]'"
@@ -232,7 +233,7 @@ class HFTwoTowerBackbone(CLIPBackbone):
 
         if self._pad_to_max:
             return None
-        return hf_clip_tower(self._model, self._tokenizer, self._token_ids, PROMPT_TEMPLATES)
+        return hf_clip_tower(self._model, self._tokenizer, self._token_ids, PROMPT_TEMPLATES + RANKING_TEMPLATES)
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         if self._lowercase:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tacluster.embed.backbones import file_digest
 from tacluster.embed.backbones.base import PROMPT_TEMPLATES, CLIPBackbone
+from tacluster.nouns.bank import RANKING_TEMPLATES
 from tacluster.embed.backbones.hub import first_line
 from tacluster.errors import BackboneError
 
@@ -269,7 +270,7 @@ class OpenCLIPBackbone(CLIPBackbone):
         """The causal, argmax-pooled text tower with prefix reuse; None for others (SigLIP, CoCa)."""
         from tacluster.embed.backbones.text_prefix import open_clip_tower
 
-        return open_clip_tower(self._model, self._token_ids, PROMPT_TEMPLATES)
+        return open_clip_tower(self._model, self._token_ids, PROMPT_TEMPLATES + RANKING_TEMPLATES)
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self._tokenizer(texts).tolist()
