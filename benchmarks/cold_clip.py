@@ -87,6 +87,7 @@ def _run(name: str, photos: Path, model: Path, cache: Path, out: Path, extra: li
            "images": info["counts"]["assigned"], "embedded_now": info["counts"]["embedded_now"],
            "stages_s": {k: round(float(v), 1) for k, v in timings.items() if "." not in k},
            "noun_bank_counts": info["counts"].get("noun_bank"),
+           "image_precision": info["counts"].get("image_precision"),
            "ranking_bank": {"nouns": built[0][0], "seconds": built[0][1]} if built else None}
     print(f"{name}: {wall:.0f} s ({row['stages_s']})", file=sys.stderr, flush=True)
     return row
