@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAGE_DECISIONS_FILE", "IMAGE_PRECISIONS", "MIN_IMAGE_COSINE", "MIN_IMAGES_TO_PROBE", "MIN_SPEEDUP",
            "PROBE_IMAGES", "SPEED_PROBES", "ImagePrecision", "PrecisionChoice", "check_image_precision",
-           "choose_image_precision", "compare_speed",
+           "check_image_request", "choose_image_precision", "compare_speed",
            "image_cache_key", "int8_image_backbone", "machine_key", "measure_int8_images", "quantised_copy",
            "remember", "remembered"]
 
@@ -234,11 +234,22 @@ def _device_of(backbone) -> str:
     return str(getattr(backbone, "_device", "cpu")).split(":")[0]
 
 
-def check_image_precision(backbone, requested: str | None, engine: str = "local") -> None:
-    """Refuse, in one line, an ``image_precision`` that cannot run here: an unknown value, a request
-    other than the copy's own on an int8 copy, or int8 on a GPU, on Ray or without an image tower."""
+def check_image_request(requested: str | None, device: str, engine: str = "local") -> None:
+    """Refuse, in one line, an unknown ``image_precision``, or int8 asked for off a CPU (``device``:
+    ``"cpu"``, ``"cuda"``, ...) or off the local engine. Also run before a backbone is loaded
+    (:func:`tacluster.run.workflows.cluster_images`)."""
     if requested is not None and requested not in IMAGE_PRECISIONS:
         raise InputError(f"--image-precision {requested!r} is not one of {', '.join(IMAGE_PRECISIONS)}")
+    if requested == "int8" and (device != "cpu" or engine != "local"):
+        raise InputError(f"--image-precision int8 runs on a CPU with the local engine only (device "
+                         f"{device!r}, engine {engine!r}); use --image-precision float32 or auto there")
+
+
+def check_image_precision(backbone, requested: str | None, engine: str = "local") -> None:
+    """Refuse, in one line, an ``image_precision`` that cannot run here: what
+    :func:`check_image_request` refuses, a request other than the copy's own on an int8 copy, or
+    int8 without an image tower."""
+    check_image_request(requested, _device_of(backbone), engine)
     current = getattr(backbone, "image_precision", "float32")
     if current != "float32":
         if requested not in (None, current):
@@ -247,9 +258,6 @@ def check_image_precision(backbone, requested: str | None, engine: str = "local"
         return
     if requested != "int8":
         return
-    if _device_of(backbone) != "cpu" or engine != "local":
-        raise InputError(f"--image-precision int8 runs on a CPU with the local engine only (device "
-                         f"{_device_of(backbone)!r}, engine {engine!r}); use --image-precision float32 or auto there")
     if not _present(backbone, getattr(backbone, "image_modules", ())):
         raise InputError(f"--image-precision int8: backbone {backbone.name!r} has no image tower to quantise "
                          "(or this torch has no quantised CPU engine); use --image-precision float32")

@@ -208,15 +208,11 @@ def _check_ranking_precision(ranking_precision: str, noun_bank: str) -> None:
 
 
 def _check_image_precision(image_precision: str, device: str, engine: str | None) -> None:
-    """``--image-precision`` is one of its values, and int8 is asked for where it runs (a CPU, the local engine)."""
-    from tacluster.embed.precision import IMAGE_PRECISIONS
+    """``--image-precision`` is one of its values, and int8 is asked for where it runs (a CPU, the local
+    engine), before the backbone is loaded (:func:`tacluster.embed.precision.check_image_request`)."""
+    from tacluster.embed.precision import check_image_request
 
-    if image_precision not in IMAGE_PRECISIONS:
-        raise InputError(f"--image-precision {image_precision!r} is not one of {', '.join(IMAGE_PRECISIONS)}")
-    if image_precision == "int8" and (_device_used(device) != "cpu" or (engine or "local") != "local"):
-        raise InputError(f"--image-precision int8 runs on a CPU with the local engine only (--device {device} "
-                         f"runs on {_device_used(device)}, engine {engine or 'local'}); use --image-precision "
-                         "float32 or auto there")
+    check_image_request(image_precision, _device_used(device), engine or "local")
 
 
 def _resolve_backbone(backbone: str, embeddings, offline: bool | None, cache_dir):
