@@ -280,3 +280,16 @@ def test_the_benchmark_compares_both_precisions_through_the_real_path(model_dir,
     assert 0.99 < p["min_cosine"] <= p["mean_cosine"] < 1.0 and p["probe"]["images"] == 8
     assert json.loads(out.read_text())["precision"]["speedup_median"] == p["speedup_median"]
     assert "median speed-up" in capsys.readouterr().out
+
+
+def test_auto_reads_each_precisions_cache_index_once(clip, photos, tmp_path, monkeypatch):
+    import tacluster.embed.cache as C
+
+    embed_images(photos, clip, cache_dir=tmp_path, progress=False, image_precision="int8")
+    embed_images(photos, clip, cache_dir=tmp_path, progress=False, image_precision="float32")
+    reads: list[str] = []
+    real = C._read_manifest
+    monkeypatch.setattr(C, "_read_manifest", lambda part: reads.append(str(part)) or real(part))
+    res = embed_images(photos, clip, cache_dir=tmp_path, progress=False, image_precision="auto")
+    assert res.stats.n_cached == 90 and reads  # counted in both, served from one
+    assert len(reads) == len(set(reads))  # no manifest read twice (the chosen cache's index is reused)

@@ -44,11 +44,12 @@ from tacluster.errors import InputError
 
 if TYPE_CHECKING:
     from tacluster.embed.backbones.base import Backbone
+    from tacluster.embed.cache import EmbeddingCache
 
 __all__ = ["IMAGE_DECISIONS_FILE", "IMAGE_PRECISIONS", "MIN_IMAGE_COSINE", "MIN_IMAGES_TO_PROBE", "MIN_SPEEDUP",
            "PROBE_IMAGES", "SPEED_PROBES", "ImagePrecision", "PrecisionChoice", "check_image_precision",
            "check_image_request", "choose_image_precision", "compare_speed",
-           "image_cache_key", "int8_image_backbone", "machine_key", "measure_int8_images", "quantised_copy",
+           "image_cache", "image_cache_key", "int8_image_backbone", "machine_key", "measure_int8_images", "quantised_copy",
            "remember", "remembered"]
 
 #: Values of ``--image-precision`` (and ``--ranking-precision``).
@@ -272,6 +273,7 @@ def choose_image_precision(
     engine: str = "local",
     probe: Callable[[int], object] | None = None,
     progress: bool = True,
+    open_cache: Callable[[str], EmbeddingCache] | None = None,
 ) -> tuple[ImagePrecision, Backbone]:
     """The precision a collection's images are embedded in, and the backbone that embeds them.
 
@@ -290,6 +292,9 @@ def choose_image_precision(
     probe : ``probe(n)`` -> up to ``n`` of the collection's images, preprocessed and stacked
         (N, 3, H, W), or None where none decodes
     progress : say a measured or an int8 decision on stderr
+    open_cache : ``open_cache(precision)`` -> the embedding cache of that precision under ``cache_dir``
+        (default: :func:`image_cache`); a caller that embeds next passes a memoised one, so the
+        chosen precision's index is read once
 
     Raises
     ------
@@ -311,24 +316,28 @@ def choose_image_precision(
         return ImagePrecision("float32", "no int8 image path for this backbone here"), backbone
     # built once, and only where int8 is measured or used: quantising ViT-B/32 takes seconds
     quantised = cache(partial(int8_image_backbone, backbone))
-    choice = _auto_choice(backbone, quantised, keys, cache_dir, probe)
+    if open_cache is None and cache_dir is not None:
+        open_cache = partial(image_cache, cache_dir, backbone)
+    choice = _auto_choice(backbone, quantised, keys, cache_dir, probe, open_cache)
     if progress and (choice.precision == "int8" or choice.probe_images):
         print(f"images embedded in {choice.precision}: {choice.reason}; --image-precision float32 | int8 to choose",
               file=sys.stderr, flush=True)
     return choice, (quantised() if choice.precision == "int8" else backbone)
 
 
-def _n_cached(cache_dir, backbone, precision: str, keys: Sequence[str]) -> int:
+def image_cache(cache_dir: str | os.PathLike, backbone: Backbone, precision: str | None = None) -> EmbeddingCache:
+    """The embedding cache of ``backbone``'s image vectors in ``precision`` (default: the backbone's
+    own) under ``cache_dir`` (:func:`image_cache_key`)."""
     from tacluster.embed.cache import EmbeddingCache
 
-    cache = EmbeddingCache(cache_dir, image_cache_key(backbone, precision), backbone.outputs, backbone.name)
-    return sum(1 for k in keys if k in cache)
+    return EmbeddingCache(cache_dir, image_cache_key(backbone, precision), backbone.outputs, backbone.name)
 
 
-def _auto_choice(backbone, quantised: Callable[[], Backbone], keys: Sequence[str], cache_dir, probe) -> ImagePrecision:
+def _auto_choice(backbone, quantised: Callable[[], Backbone], keys: Sequence[str], cache_dir, probe,
+                 open_cache: Callable[[str], EmbeddingCache] | None) -> ImagePrecision:
     """``auto`` on a CPU: the cache's precision, the remembered decision, float32 for a few images, or a measurement."""
     keys = list(dict.fromkeys(keys))
-    n = {p: 0 if cache_dir is None else _n_cached(cache_dir, backbone, p, keys) for p in ("float32", "int8")}
+    n = {p: 0 if open_cache is None else sum(1 for k in keys if k in open_cache(p)) for p in ("float32", "int8")}
     if n["float32"] != n["int8"]:
         use = max(n, key=n.get)
         other = "int8" if use == "float32" else "float32"

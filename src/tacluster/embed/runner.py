@@ -21,7 +21,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from itertools import islice
 from collections.abc import Iterable
 from typing import Callable, Iterator, Literal, Sequence, TypeVar
@@ -31,7 +31,7 @@ import numpy as np
 from tacluster.embed.backbones.base import Backbone
 from tacluster.embed.cache import EmbeddingCache, content_key
 from tacluster.embed.look import image_look, look_store
-from tacluster.embed.precision import ImagePrecision, check_image_precision, choose_image_precision, image_cache_key
+from tacluster.embed.precision import ImagePrecision, check_image_precision, choose_image_precision, image_cache
 from tacluster.embed.reader import (
     ImageDecodeError,
     InputList,
@@ -231,10 +231,8 @@ def embed_images(
     for p, k in zip(paths, keys):
         first_path.setdefault(k, p)
 
-    precision, backbone = choose_image_precision(
-        backbone, image_precision, keys=unique, cache_dir=cache_dir, engine=engine, progress=progress,
-        probe=partial(_probe_pixels, [first_path[k] for k in unique], backbone.preprocess))
-    cache = EmbeddingCache(cache_dir, image_cache_key(backbone), outputs, backbone.name) if cache_dir is not None else None
+    precision, backbone, cache = _precision_and_cache(backbone, image_precision, unique, first_path, cache_dir,
+                                                      engine, progress)
     # Each decoded image's thumbnail (duplicates are found on them) is cached on the way: no second decode.
     look_cache = look_store(cache_dir) if cache_dir is not None else None
     found, blocks, failed, n_hit_keys = _cache_hits(cache, unique)
@@ -268,6 +266,19 @@ def embed_images(
     )
     return EmbeddingResult([paths[i] for i in usable], arrays, skipped, stats, keys=[keys[i] for i in usable],
                            precision=precision)
+
+
+def _precision_and_cache(backbone, image_precision, unique: list[str], first_path: dict[str, str], cache_dir,
+                          engine: str, progress: bool):
+    """``(ImagePrecision, backbone, cache)``: the precision the images are embedded in
+    (:func:`~tacluster.embed.precision.choose_image_precision`), the backbone that embeds them, and
+    its embedding cache (None without ``cache_dir``). Each precision's cache is opened once: ``auto``
+    counts the collection in both, and the chosen one serves it with the index already read."""
+    open_cache = lru_cache(maxsize=None)(partial(image_cache, cache_dir, backbone)) if cache_dir is not None else None
+    precision, backbone = choose_image_precision(
+        backbone, image_precision, keys=unique, cache_dir=cache_dir, engine=engine, progress=progress,
+        probe=partial(_probe_pixels, [first_path[k] for k in unique], backbone.preprocess), open_cache=open_cache)
+    return precision, backbone, (open_cache(precision.precision) if open_cache is not None else None)
 
 
 def _check_embed_args(batch_size, num_workers, decode_in, engine, backbone=None, image_precision=None) -> None:

@@ -34,10 +34,9 @@ def run_features(run, bb, *, cache_dir: str | Path | None = None, verb: str = "s
     digests = run.require_digests(verb)
     cache_root = run_cache_dir(run, cache_dir)
     from tacluster.embed import embed_images
-    from tacluster.embed.cache import EmbeddingCache
-    from tacluster.embed.precision import image_cache_key
+    from tacluster.embed.precision import image_cache
 
-    hits = EmbeddingCache(cache_root, image_cache_key(bb), bb.outputs, bb.name).lookup(digests)
+    hits = image_cache(cache_root, bb).lookup(digests)
     out: dict[str, np.ndarray] = {}
     missing = np.setdiff1d(np.arange(len(paths)), hits.positions)
     again = embed_images([text_to_path(paths[i]) for i in missing], bb, cache_dir=cache_root,
